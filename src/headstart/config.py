@@ -1,0 +1,217 @@
+"""Dataclass configs for a run, validated on construction and round-tripped to YAML.
+
+Help text lives once, in each field's metadata; the CLI reads it from there.
+Unknown keys in a YAML file are an error, never silently ignored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from headstart.errors import ConfigError
+
+C = TypeVar("C")
+
+
+def _f(default: Any, help: str) -> Any:
+    return field(default=default, metadata={"help": help})
+
+
+def help_for(cls: type, name: str) -> str:
+    """The help text of field ``name`` of config class ``cls`` (for the CLI)."""
+    for f in dataclasses.fields(cls):
+        if f.name == name:
+            return str(f.metadata.get("help", ""))
+    raise KeyError(name)
+
+
+def _positive(cfg: object, *names: str) -> None:
+    for n in names:
+        v = getattr(cfg, n)
+        if v is not None and v <= 0:
+            raise ConfigError(f"{n} > 0", f"{n}={v!r}", f"set {n} to a positive number")
+
+
+def _fraction(cfg: object, *names: str) -> None:
+    for n in names:
+        v = getattr(cfg, n)
+        if not 0.0 <= v < 1.0:
+            raise ConfigError(f"{n} in [0, 1)", f"{n}={v!r}", f"set {n} to a fraction like 0.15")
+
+
+def _choice(cfg: object, name: str, options: tuple[str, ...]) -> None:
+    v = getattr(cfg, name)
+    if v not in options:
+        raise ConfigError(
+            f"{name} to be one of {', '.join(options)}", repr(v), f"pass one of {options}"
+        )
+
+
+@dataclass
+class DataConfig:
+    source: str = _f("", "Image folder (one subfolder per class) or a bundled dataset name.")
+    val: str | None = _f(None, "Validation folder; default: a stratified split of the source.")
+    test: str | None = _f(None, "Test folder; default: a stratified split of the source.")
+    val_fraction: float = _f(0.15, "Fraction of the source held out for validation.")
+    test_fraction: float = _f(0.15, "Fraction of the source held out for testing.")
+    per_class: int | None = _f(None, "Use only this many labelled training images per class.")
+    max_test: int | None = _f(None, "Evaluate on at most this many test images (stratified).")
+    image_size: int | None = _f(None, "Input size in pixels; default: the backbone's own.")
+    augment: str = _f("light", "Training augmentation: none, light or strong.")
+    skip_bad: bool = _f(False, "Leave out unreadable images instead of stopping.")
+    max_pixels: int = _f(89_478_485, "Images with more pixels are refused (decompression bombs).")
+    split_seed: int = _f(0, "Seed of the train/validation/test split.")
+
+    def __post_init__(self) -> None:
+        _fraction(self, "val_fraction", "test_fraction")
+        if self.val_fraction + self.test_fraction >= 1.0:
+            raise ConfigError(
+                "val_fraction + test_fraction < 1",
+                f"{self.val_fraction} + {self.test_fraction}",
+                "hold out less data",
+            )
+        _positive(self, "per_class", "max_test", "image_size", "max_pixels")
+        _choice(self, "augment", ("none", "light", "strong"))
+
+
+@dataclass
+class BackboneConfig:
+    name: str = _f("efficientnet_lite0", "Backbone: a registered name or any timm architecture.")
+    weights: str | None = _f(
+        None, "Local weights file (.safetensors; .pth/.bin loaded without code execution)."
+    )
+    pretrained: bool = _f(True, "Load pretrained weights (False: random initialisation).")
+    allow_download: bool = _f(False, "Allow downloading weights from the Hugging Face hub.")
+    drop_rate: float = _f(0.0, "Dropout before the classifier head.")
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            raise ConfigError("a backbone name", "an empty name", "pass --backbone NAME")
+        _fraction(self, "drop_rate")
+
+
+@dataclass
+class StrategyConfig:
+    name: str = _f(
+        "lp-ft",
+        "Transfer strategy: linear-probe, finetune, freeze:N, gradual, lp-ft or scratch.",
+    )
+    head: str = _f("linear", "Classifier head: linear (torch), logistic or svm (scikit-learn).")
+    layer_decay: float | None = _f(
+        None,
+        "Discriminative learning rates: each layer group below the head gets lr x decay^depth.",
+    )
+    backbone_lr_scale: float = _f(0.1, "Backbone learning rate as a fraction of the head's.")
+    probe_epochs: int = _f(30, "Epochs of the torch linear head on cached embeddings.")
+    head_c: float = _f(1.0, "Inverse regularisation strength C of a scikit-learn head.")
+    bn_stats: str = _f(
+        "frozen",
+        "BatchNorm statistics of a pretrained backbone while fine-tuning: frozen (kept as "
+        "pretrained, the stable choice for small data) or update.",
+    )
+
+    def __post_init__(self) -> None:
+        if self.layer_decay is not None and not 0.0 < self.layer_decay <= 1.0:
+            raise ConfigError(
+                "layer_decay in (0, 1]", repr(self.layer_decay), "use a value such as 0.7"
+            )
+        _positive(self, "backbone_lr_scale", "probe_epochs", "head_c")
+        _choice(self, "bn_stats", ("frozen", "update"))
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = _f(10, "Maximum training epochs.")
+    batch_size: int = _f(32, "Batch size (per device).")
+    lr: float = _f(1e-3, "Peak learning rate of the head (AdamW).")
+    weight_decay: float = _f(0.01, "AdamW weight decay (not applied to norms and biases).")
+    warmup_fraction: float = _f(0.1, "Fraction of steps spent warming up the learning rate.")
+    label_smoothing: float = _f(0.1, "Label smoothing of the cross-entropy loss.")
+    patience: int = _f(3, "Early stopping: epochs without a better validation macro-F1.")
+    grad_accum: int = _f(1, "Gradient accumulation steps.")
+    mixed_precision: str = _f("auto", "auto (bf16 on a supporting GPU), no, fp16 or bf16.")
+    device: str = _f("auto", "auto, cpu or cuda.")
+    seed: int = _f(0, "Random seed of initialisation, shuffling and augmentation.")
+    deterministic: bool = _f(False, "Use deterministic algorithms only (slower on GPU).")
+    num_workers: int = _f(0, "Data loading worker processes.")
+    checkpoint: bool = _f(True, "Save a checkpoint after every epoch, for --resume.")
+
+    def __post_init__(self) -> None:
+        _positive(self, "epochs", "batch_size", "lr", "grad_accum", "patience")
+        _fraction(self, "warmup_fraction", "label_smoothing")
+        if self.weight_decay < 0:
+            raise ConfigError("weight_decay >= 0", repr(self.weight_decay), "use e.g. 0.01")
+        _choice(self, "mixed_precision", ("auto", "no", "fp16", "bf16"))
+        _choice(self, "device", ("auto", "cpu", "cuda"))
+
+
+@dataclass
+class EvalConfig:
+    batch_size: int = _f(64, "Batch size for embedding and evaluation.")
+
+    def __post_init__(self) -> None:
+        _positive(self, "batch_size")
+
+
+SECTIONS: dict[str, type] = {
+    "data": DataConfig,
+    "backbone": BackboneConfig,
+    "strategy": StrategyConfig,
+    "train": TrainConfig,
+    "eval": EvalConfig,
+}
+
+
+def _build(cls: type[C], values: dict[str, Any], where: str) -> C:
+    if not isinstance(values, dict):
+        raise ConfigError(f"a mapping under {where!r}", type(values).__name__, "fix the YAML")
+    known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(
+            f"keys of {where!r} among {', '.join(sorted(known))}",
+            f"unknown key(s) {', '.join(unknown)}",
+            "remove or rename them",
+        )
+    return cls(**values)
+
+
+@dataclass
+class RunConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    strategy: StrategyConfig = field(default_factory=StrategyConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RunConfig:
+        unknown = sorted(set(d) - set(SECTIONS))
+        if unknown:
+            raise ConfigError(
+                f"sections among {', '.join(SECTIONS)}",
+                f"unknown section(s) {', '.join(unknown)}",
+                "remove or rename them",
+            )
+        return cls(**{k: _build(SECTIONS[k], v or {}, k) for k, v in d.items()})
+
+    def to_yaml(self, path: str | Path) -> None:
+        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> RunConfig:
+        try:
+            d = yaml.safe_load(Path(path).read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError("valid YAML", f"a parse error in {path}: {e}", "fix the file") from e
+        # a run folder's config.yaml carries the backbone spec beside the config
+        d.pop("spec", None)
+        return cls.from_dict(d)
