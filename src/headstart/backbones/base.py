@@ -1,0 +1,101 @@
+"""The Backbone contract every vision and text backbone satisfies.
+
+A backbone is an ``nn.Module`` that maps a batch to class logits through a replaceable
+head, exposes pooled embeddings (``embed``), and lists its parameters as ordered
+layer groups from input to output, which every freezing and learning-rate strategy uses.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+
+@dataclass
+class BackboneSpec:
+    """What a backbone needs from the data, and where its weights came from."""
+
+    name: str
+    arch: str
+    modality: str = "image"
+    input_size: int = 224
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    interpolation: str = "bicubic"
+    feature_dim: int = 0
+    num_source_classes: int = 0
+    weights: str = "random"
+    weights_sha256: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["mean"], d["std"] = list(self.mean), list(self.std)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> BackboneSpec:
+        d = dict(d)
+        d["mean"], d["std"] = tuple(d["mean"]), tuple(d["std"])
+        return cls(**d)
+
+
+@dataclass
+class LayerGroup:
+    """A named, ordered group of parameters (stem, stages, head)."""
+
+    name: str
+    params: list[nn.Parameter]
+
+    @property
+    def numel(self) -> int:
+        return sum(p.numel() for p in self.params)
+
+
+class Backbone(nn.Module, ABC):
+    """Pretrained feature extractor plus a replaceable classification head."""
+
+    spec: BackboneSpec
+
+    @abstractmethod
+    def forward(self, x: Any) -> torch.Tensor:
+        """Class logits for a batch."""
+
+    @abstractmethod
+    def forward_features(self, x: Any) -> torch.Tensor:
+        """Unpooled features of the last layer."""
+
+    @abstractmethod
+    def embed(self, x: Any) -> torch.Tensor:
+        """Pooled features before the head, shape (N, feature_dim)."""
+
+    @abstractmethod
+    def head(self) -> nn.Module:
+        """The classification head (the last layer group)."""
+
+    @abstractmethod
+    def reset_head(self, num_classes: int) -> None:
+        """Replace the head with a freshly initialised one for ``num_classes`` classes."""
+
+    @abstractmethod
+    def layer_groups(self) -> list[LayerGroup]:
+        """Parameters grouped from input to output; the last group is the head."""
+
+    def load_head(self, weight: torch.Tensor, bias: torch.Tensor) -> None:
+        """Set the head's linear weights (from a probe fitted on embeddings)."""
+        head = self.head()
+        if not isinstance(head, nn.Linear) or head.weight.shape != weight.shape:
+            raise TypeError(f"head {head} cannot take a weight of shape {tuple(weight.shape)}")
+        with torch.no_grad():
+            head.weight.copy_(weight)
+            head.bias.copy_(bias)
+
+    def parameter_counts(self) -> tuple[int, int]:
+        """(trainable, total) parameter counts."""
+        total = sum(p.numel() for p in self.parameters())
+        trainable = sum(p.numel() for p in self.parameters() if p.requires_grad)
+        return trainable, total
