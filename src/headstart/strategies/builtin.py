@@ -1,0 +1,98 @@
+"""The built-in transfer strategies (one small class each)."""
+
+from __future__ import annotations
+
+from headstart.backbones import Backbone
+from headstart.config import StrategyConfig
+from headstart.errors import ConfigError
+from headstart.strategies.base import STRATEGIES, ParamGroup, Strategy
+
+
+def _no_arg(s: Strategy) -> None:
+    if s.arg is not None:
+        raise ConfigError(
+            f"strategy {s.name!r} without an argument",
+            f"{s.name}:{s.arg}",
+            f"use --strategy {s.name}",
+        )
+
+
+@STRATEGIES.register("linear-probe", help="Frozen backbone; a head fitted on cached embeddings.")
+class LinearProbe(Strategy):
+    name = "linear-probe"
+    frozen_backbone = True
+
+    def __init__(self, cfg: StrategyConfig, arg: str | None = None) -> None:
+        super().__init__(cfg, arg)
+        _no_arg(self)
+
+    def trainable_groups(self, n_groups: int, epoch: int) -> list[bool]:
+        return [False] * (n_groups - 1) + [True]
+
+
+@STRATEGIES.register("finetune", help="Everything trains (backbone at a lower learning rate).")
+class Finetune(Strategy):
+    name = "finetune"
+
+    def __init__(self, cfg: StrategyConfig, arg: str | None = None) -> None:
+        super().__init__(cfg, arg)
+        _no_arg(self)
+
+
+@STRATEGIES.register(
+    "lp-ft", help="Linear probe first, then fine-tune everything from that head (Kumar et al.)."
+)
+class LinearProbeThenFinetune(Finetune):
+    name = "lp-ft"
+    probe_first = True
+
+
+@STRATEGIES.register("scratch", help="Same architecture, random initialisation: the baseline.")
+class Scratch(Finetune):
+    name = "scratch"
+    uses_pretrained = False
+    full_backbone_lr = True
+
+
+@STRATEGIES.register(
+    "freeze", help="freeze:N - the first N layer groups frozen (BatchNorm statistics too)."
+)
+class FreezeFirst(Strategy):
+    name = "freeze"
+
+    def __init__(self, cfg: StrategyConfig, arg: str | None = None) -> None:
+        super().__init__(cfg, arg)
+        if arg is None or not arg.isdigit() or int(arg) < 1:
+            raise ConfigError(
+                "freeze:N with N a positive number of layer groups",
+                f"freeze:{arg}" if arg is not None else "freeze without N",
+                "use e.g. --strategy freeze:3 (`headstart backbones` lists the groups)",
+            )
+        self.n_frozen = int(arg)
+
+    def param_groups(self, backbone: Backbone) -> list[ParamGroup]:
+        n = len(backbone.layer_groups())
+        if self.n_frozen >= n:
+            raise ConfigError(
+                f"freeze:N with N below {n} (the backbone has {n - 1} groups before its head)",
+                f"freeze:{self.n_frozen}",
+                f"use N between 1 and {n - 1}; to freeze the whole backbone use linear-probe",
+            )
+        return super().param_groups(backbone)
+
+    def trainable_groups(self, n_groups: int, epoch: int) -> list[bool]:
+        return [i >= self.n_frozen for i in range(n_groups)]
+
+
+@STRATEGIES.register(
+    "gradual", help="Gradual unfreezing (ULMFiT): the head first, one more group each epoch."
+)
+class GradualUnfreeze(Strategy):
+    name = "gradual"
+
+    def __init__(self, cfg: StrategyConfig, arg: str | None = None) -> None:
+        super().__init__(cfg, arg)
+        _no_arg(self)
+
+    def trainable_groups(self, n_groups: int, epoch: int) -> list[bool]:
+        return [i >= n_groups - 1 - epoch for i in range(n_groups)]

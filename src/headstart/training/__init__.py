@@ -1,0 +1,22 @@
+"""The training loop, its callbacks, optimiser and checkpoints."""
+
+from headstart.training.callbacks import (
+    Callback,
+    EarlyStopping,
+    HistoryWriter,
+    ProgressBar,
+    TrainState,
+)
+from headstart.training.trainer import Trainer, count_params, predict_logits, resolve_device
+
+__all__ = [
+    "Callback",
+    "EarlyStopping",
+    "HistoryWriter",
+    "ProgressBar",
+    "TrainState",
+    "Trainer",
+    "count_params",
+    "predict_logits",
+    "resolve_device",
+]

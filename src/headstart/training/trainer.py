@@ -1,0 +1,281 @@
+"""The one training loop (Hugging Face Accelerate) used by every strategy and phase."""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from accelerate.state import AcceleratorState
+from accelerate.utils import set_seed
+from safetensors.torch import load_file, save_file
+from sklearn.metrics import accuracy_score, f1_score
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, RandomSampler
+
+from headstart.backbones import Backbone
+from headstart.config import TrainConfig
+from headstart.strategies import ParamGroup, Strategy
+from headstart.training.callbacks import Callback, EarlyStopping, TrainState
+from headstart.training.checkpoint import (
+    load_nested,
+    load_optimizer_state,
+    optimizer_state,
+    rng_state,
+    save_nested,
+    set_rng_state,
+)
+from headstart.training.optim import build_optimizer, build_scheduler
+
+
+def resolve_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def make_accelerator(cfg: TrainConfig) -> Accelerator:
+    device = resolve_device(cfg.device)
+    mp = cfg.mixed_precision
+    if mp == "auto":
+        mp = "bf16" if device == "cuda" and torch.cuda.is_bf16_supported() else "no"
+    if device == "cpu":
+        mp = "no" if mp == "fp16" else mp
+    # Accelerate keeps process-wide state; each fit may ask for other settings
+    AcceleratorState._reset_state(reset_partial_state=True)
+    return Accelerator(
+        cpu=device == "cpu", mixed_precision=mp, gradient_accumulation_steps=cfg.grad_accum
+    )
+
+
+def seed_everything(cfg: TrainConfig) -> None:
+    set_seed(cfg.seed, deterministic=cfg.deterministic)
+    if cfg.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def count_params(model: nn.Module) -> tuple[int, int]:
+    total = sum(p.numel() for p in model.parameters())
+    return sum(p.numel() for p in model.parameters() if p.requires_grad), total
+
+
+def _to(batch: Any, device: torch.device) -> Any:
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, dict):
+        return {k: _to(v, device) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(_to(v, device) for v in batch)
+    return batch
+
+
+@torch.no_grad()
+def predict_logits(
+    model: nn.Module,
+    ds: Dataset[Any],
+    batch_size: int,
+    device: torch.device | str = "cpu",
+    num_workers: int = 0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits and labels over a dataset of (input, label) pairs, in order."""
+    was_training = model.training
+    model.eval()
+    logits, labels = [], []
+    for x, y in DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=num_workers):
+        logits.append(model(_to(x, torch.device(device))).float().cpu())
+        labels.append(torch.as_tensor(y))
+    model.train(was_training)
+    return torch.cat(logits), torch.cat(labels)
+
+
+class Trainer:
+    """Trains ``model`` on ``(input, label)`` datasets with AdamW + warmup/cosine.
+
+    One loop for every strategy: a strategy's :class:`ParamGroup` list sets the optimiser
+    layout, ``strategy.on_epoch_start`` applies its freezing each epoch and
+    ``strategy.extra_loss`` adds to the loss. With ``checkpoint_dir`` a checkpoint is
+    written after every epoch and ``resume=True`` continues from it.
+    """
+
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        callbacks: Sequence[Callback] = (),
+        checkpoint_dir: Path | None = None,
+        eval_batch_size: int = 64,
+    ) -> None:
+        self.cfg = cfg
+        self.callbacks = [EarlyStopping(cfg.patience), *callbacks]
+        self.checkpoint_dir = checkpoint_dir
+        self.eval_batch_size = eval_batch_size
+
+    # ---------------------------------------------------------------------------------
+    def fit(
+        self,
+        model: nn.Module,
+        groups: list[ParamGroup],
+        train_ds: Dataset[Any],
+        val_ds: Dataset[Any] | None,
+        strategy: Strategy | None = None,
+        resume: bool = False,
+    ) -> TrainState:
+        cfg = self.cfg
+        seed_everything(cfg)
+        acc = make_accelerator(cfg)
+        generator = torch.Generator()
+        loader = DataLoader(
+            train_ds,
+            batch_size=cfg.batch_size,
+            sampler=RandomSampler(train_ds, generator=generator),  # type: ignore[arg-type]
+            num_workers=cfg.num_workers,
+            drop_last=len(train_ds) > cfg.batch_size,  # type: ignore[arg-type]
+        )
+        optimizer = build_optimizer(groups, cfg)
+        steps_per_epoch = math.ceil(len(loader) / cfg.grad_accum)
+        scheduler = build_scheduler(optimizer, cfg, steps_per_epoch)
+        model, optimizer, loader = acc.prepare(model, optimizer, loader)
+        loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+        state = TrainState()
+        best_state: dict[str, torch.Tensor] | None = None
+        if resume and self._has_checkpoint():
+            state, best_state = self._load(acc.unwrap_model(model), optimizer, scheduler, strategy)
+        if state.finished:
+            return state
+
+        for cb in self.callbacks:
+            cb.on_train_begin(state, cfg.epochs, len(loader))
+        base = acc.unwrap_model(model)
+        for epoch in range(state.epoch + 1, cfg.epochs):
+            t0 = time.perf_counter()
+            generator.manual_seed(cfg.seed * 100_003 + epoch)
+            model.train()
+            if strategy is not None and isinstance(base, Backbone):
+                strategy.on_epoch_start(epoch, base)
+            elif strategy is None:
+                apply_freeze_all(base)
+            trainable, total = count_params(base)
+            loss_sum, n_batches = 0.0, 0
+            for x, y in loader:
+                with acc.accumulate(model):
+                    out = model(x)
+                    loss = loss_fn(out.float(), y)
+                    if strategy is not None:
+                        extra = strategy.extra_loss((x, y), out)
+                        if extra is not None:
+                            loss = loss + extra
+                    acc.backward(loss)
+                    if acc.sync_gradients:
+                        optimizer.step()
+                        scheduler.step()
+                        optimizer.zero_grad(set_to_none=True)
+                        state.step += 1
+                loss_val = float(loss.detach())
+                loss_sum += loss_val
+                n_batches += 1
+                for cb in self.callbacks:
+                    cb.on_batch_end(state, loss_val)
+            state.epoch = epoch
+            logs = {
+                "epoch": epoch,
+                "train_loss": loss_sum / max(1, n_batches),
+                **self._validate(base, val_ds, acc.device),
+                "lr": optimizer.param_groups[-1]["lr"],
+                "trainable_params": trainable,
+                "total_params": total,
+                "seconds": time.perf_counter() - t0,
+            }
+            for cb in self.callbacks:
+                cb.on_epoch_end(state, logs)
+            state.history.append(logs)
+            if logs.get("best"):
+                best_state = {k: v.detach().cpu().clone() for k, v in base.state_dict().items()}
+            if epoch == cfg.epochs - 1:
+                state.stop = True
+            if state.stop:
+                state.finished = True
+            self._save(base, optimizer, scheduler, strategy, state, best_state)
+            if state.stop:
+                break
+        for cb in self.callbacks:
+            cb.on_train_end(state)
+        if best_state is not None:
+            base.load_state_dict(best_state)
+        return state
+
+    # ---------------------------------------------------------------------------------
+    def _validate(
+        self, model: nn.Module, val_ds: Dataset[Any] | None, device: torch.device
+    ) -> dict[str, float]:
+        if val_ds is None or len(val_ds) == 0:  # type: ignore[arg-type]
+            # no validation data: early stopping keeps the last epoch
+            nan = float("nan")
+            return {"val_loss": nan, "val_accuracy": nan, "val_macro_f1": nan}
+        logits, labels = predict_logits(
+            model, val_ds, self.eval_batch_size, device, self.cfg.num_workers
+        )
+        pred = logits.argmax(1).numpy()
+        y = labels.numpy()
+        return {
+            "val_loss": float(nn.functional.cross_entropy(logits, labels)),
+            "val_accuracy": float(accuracy_score(y, pred)),
+            "val_macro_f1": float(f1_score(y, pred, average="macro", zero_division=0)),
+        }
+
+    def _has_checkpoint(self) -> bool:
+        return self.checkpoint_dir is not None and (self.checkpoint_dir / "last.json").is_file()
+
+    def _save(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        scheduler: Any,
+        strategy: Strategy | None,
+        state: TrainState,
+        best_state: dict[str, torch.Tensor] | None,
+    ) -> None:
+        if self.checkpoint_dir is None or not self.cfg.checkpoint:
+            return
+        self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        if best_state is not None and state.best_epoch == state.epoch:
+            save_file(best_state, str(self.checkpoint_dir / "best.safetensors"))
+        save_nested(
+            {
+                "model": {k: v for k, v in model.state_dict().items()},
+                "optimizer": optimizer_state(optimizer),
+                "scheduler": scheduler.state_dict(),
+                "strategy": strategy.state_dict() if strategy is not None else None,
+                "state": copy.deepcopy(vars(state)),
+                "rng": rng_state(),
+            },
+            self.checkpoint_dir / "last",
+        )
+
+    def _load(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        scheduler: Any,
+        strategy: Strategy | None,
+    ) -> tuple[TrainState, dict[str, torch.Tensor] | None]:
+        assert self.checkpoint_dir is not None
+        ck = load_nested(self.checkpoint_dir / "last")
+        model.load_state_dict(ck["model"])
+        load_optimizer_state(optimizer, ck["optimizer"])
+        scheduler.load_state_dict(ck["scheduler"])
+        if strategy is not None and ck["strategy"] is not None:
+            strategy.load_state_dict(ck["strategy"])
+        state = TrainState(**ck["state"])
+        set_rng_state(ck["rng"])
+        best_path = self.checkpoint_dir / "best.safetensors"
+        best = load_file(str(best_path)) if best_path.is_file() else None
+        return state, best
+
+
+def apply_freeze_all(model: nn.Module) -> None:
+    for p in model.parameters():
+        p.requires_grad_(True)
