@@ -1,0 +1,36 @@
+"""headstart: transfer learning for small datasets.
+
+Pick a pretrained backbone, transfer it with the strategy that fits, and prove whether
+the transfer helped.
+"""
+
+from headstart.config import (
+    BackboneConfig,
+    DataConfig,
+    EvalConfig,
+    RunConfig,
+    StrategyConfig,
+    TrainConfig,
+)
+from headstart.errors import HeadstartError
+from headstart.estimator import PretrainedEmbedder, TransferClassifier
+from headstart.pipeline import fit
+from headstart.runfolder import Predictor, load
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BackboneConfig",
+    "DataConfig",
+    "EvalConfig",
+    "HeadstartError",
+    "Predictor",
+    "PretrainedEmbedder",
+    "RunConfig",
+    "StrategyConfig",
+    "TrainConfig",
+    "TransferClassifier",
+    "__version__",
+    "fit",
+    "load",
+]

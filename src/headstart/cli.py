@@ -1,0 +1,296 @@
+"""The ``headstart`` command. Thin: it turns options into configs and calls the library."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from headstart.config import (
+    BackboneConfig,
+    DataConfig,
+    EvalConfig,
+    RunConfig,
+    StrategyConfig,
+    TrainConfig,
+    help_for,
+)
+from headstart.errors import HeadstartError
+
+app = typer.Typer(
+    name="headstart",
+    help="Transfer learning for small datasets: fit, evaluate, predict, compare backbones.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+console = Console()
+
+
+def _opt(cls: type, name: str, *flags: str) -> Any:
+    return typer.Option(*flags, help=help_for(cls, name))
+
+
+@app.callback()
+def _root(
+    debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")] = False,
+) -> None:
+    """headstart: pick a pretrained backbone, transfer it, and prove whether it helped."""
+
+
+@app.command()
+def fit(
+    source: Annotated[str, typer.Argument(help=help_for(DataConfig, "source"))],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Run folder to write.")] = Path(
+        "runs/latest"
+    ),
+    backbone: Annotated[
+        str, _opt(BackboneConfig, "name", "--backbone", "-b")
+    ] = "efficientnet_lite0",
+    strategy: Annotated[str, _opt(StrategyConfig, "name", "--strategy", "-s")] = "lp-ft",
+    head: Annotated[str, _opt(StrategyConfig, "head", "--head")] = "linear",
+    val: Annotated[str | None, _opt(DataConfig, "val", "--val")] = None,
+    test: Annotated[str | None, _opt(DataConfig, "test", "--test")] = None,
+    per_class: Annotated[int | None, _opt(DataConfig, "per_class", "--per-class")] = None,
+    max_test: Annotated[int | None, _opt(DataConfig, "max_test", "--max-test")] = None,
+    image_size: Annotated[int | None, _opt(DataConfig, "image_size", "--image-size")] = None,
+    augment: Annotated[str, _opt(DataConfig, "augment", "--augment")] = "light",
+    skip_bad: Annotated[bool, _opt(DataConfig, "skip_bad", "--skip-bad")] = False,
+    weights: Annotated[str | None, _opt(BackboneConfig, "weights", "--weights")] = None,
+    pretrained: Annotated[
+        bool, _opt(BackboneConfig, "pretrained", "--pretrained/--no-pretrained")
+    ] = True,
+    allow_download: Annotated[
+        bool, _opt(BackboneConfig, "allow_download", "--allow-download")
+    ] = False,
+    drop_rate: Annotated[float, _opt(BackboneConfig, "drop_rate", "--dropout")] = 0.0,
+    layer_decay: Annotated[
+        float | None, _opt(StrategyConfig, "layer_decay", "--layer-decay")
+    ] = None,
+    epochs: Annotated[int, _opt(TrainConfig, "epochs", "--epochs")] = 10,
+    batch_size: Annotated[int, _opt(TrainConfig, "batch_size", "--batch-size")] = 32,
+    lr: Annotated[float, _opt(TrainConfig, "lr", "--lr")] = 1e-3,
+    weight_decay: Annotated[float, _opt(TrainConfig, "weight_decay", "--weight-decay")] = 0.01,
+    label_smoothing: Annotated[
+        float, _opt(TrainConfig, "label_smoothing", "--label-smoothing")
+    ] = 0.1,
+    patience: Annotated[int, _opt(TrainConfig, "patience", "--patience")] = 3,
+    grad_accum: Annotated[int, _opt(TrainConfig, "grad_accum", "--grad-accum")] = 1,
+    mixed_precision: Annotated[
+        str, _opt(TrainConfig, "mixed_precision", "--mixed-precision")
+    ] = "auto",
+    device: Annotated[str, _opt(TrainConfig, "device", "--device")] = "auto",
+    seed: Annotated[int, _opt(TrainConfig, "seed", "--seed")] = 0,
+    deterministic: Annotated[bool, _opt(TrainConfig, "deterministic", "--deterministic")] = False,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume",
+            help="Continue the run in --out from its last checkpoint (its config.yaml is used).",
+        ),
+    ] = False,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace an earlier run in --out.")
+    ] = False,
+    progress: Annotated[
+        bool, typer.Option("--progress/--no-progress", help="Show progress bars.")
+    ] = True,
+) -> None:
+    """Transfer a pretrained backbone to a labelled image folder or bundled dataset."""
+    from headstart.pipeline import fit as run_fit
+
+    if resume:
+        cfg = RunConfig.from_yaml(out / "config.yaml") if (out / "config.yaml").is_file() else None
+    else:
+        cfg = None
+    if cfg is None:
+        cfg = RunConfig(
+            data=DataConfig(
+                source=source,
+                val=val,
+                test=test,
+                per_class=per_class,
+                max_test=max_test,
+                image_size=image_size,
+                augment=augment,
+                skip_bad=skip_bad,
+            ),
+            backbone=BackboneConfig(
+                name=backbone,
+                weights=weights,
+                pretrained=pretrained,
+                allow_download=allow_download,
+                drop_rate=drop_rate,
+            ),
+            strategy=StrategyConfig(name=strategy, head=head, layer_decay=layer_decay),
+            train=TrainConfig(
+                epochs=epochs,
+                batch_size=batch_size,
+                lr=lr,
+                weight_decay=weight_decay,
+                label_smoothing=label_smoothing,
+                patience=patience,
+                grad_accum=grad_accum,
+                mixed_precision=mixed_precision,
+                device=device,
+                seed=seed,
+                deterministic=deterministic,
+            ),
+            eval=EvalConfig(),
+        )
+    run_fit(cfg, out, resume=resume, overwrite=overwrite, progress=progress, console=console)
+
+
+@app.command()
+def evaluate(
+    run: Annotated[Path, typer.Argument(help="Run folder written by `headstart fit`.")],
+    source: Annotated[
+        str, typer.Argument(help="Labelled image folder or bundled dataset (name:split).")
+    ],
+    output: Annotated[
+        Path | None, typer.Option("--output", help="Write the metrics to this JSON file.")
+    ] = None,
+    skip_bad: Annotated[
+        bool, typer.Option("--skip-bad", help=help_for(DataConfig, "skip_bad"))
+    ] = False,
+    batch_size: Annotated[int, typer.Option("--batch-size")] = 64,
+    device: Annotated[str, typer.Option("--device")] = "auto",
+) -> None:
+    """Evaluate a trained run on labelled data: accuracy, macro-F1, per class, confusion."""
+    from headstart.evaluation import classification_metrics, print_metrics
+    from headstart.pipeline import _eval_source
+    from headstart.runfolder import load
+
+    model = load(run, device)
+    samples = _eval_source(source, model.classes, DataConfig(skip_bad=skip_bad), progress=True)
+    pred = model.logits(samples, batch_size).argmax(1).numpy()
+    metrics = classification_metrics(samples.labels, pred, model.classes)
+    print_metrics(metrics, console, title=f"Evaluation on {source}")
+    if output is not None:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(json.dumps(metrics, indent=2))
+        console.print(f"metrics written to {output}")
+
+
+@app.command()
+def predict(
+    run: Annotated[Path, typer.Argument(help="Run folder written by `headstart fit`.")],
+    inputs: Annotated[list[str], typer.Argument(help="Image files and/or folders.")],
+    top_k: Annotated[int, typer.Option("--top-k", "-k", help="How many labels per image.")] = 1,
+    output: Annotated[
+        Path | None, typer.Option("--output", help="Write predictions to a .csv or .json file.")
+    ] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size")] = 64,
+    device: Annotated[str, typer.Option("--device")] = "auto",
+) -> None:
+    """Predict the top-k labels of image files or folders with a trained run."""
+    from headstart.runfolder import load
+
+    if top_k < 1:
+        raise HeadstartError("--top-k of at least 1", str(top_k), "pass --top-k 1 or more")
+    if output is not None and output.suffix not in (".csv", ".json"):
+        raise HeadstartError("--output ending in .csv or .json", output.name, "rename the file")
+    rows = load(run, device).predict(inputs, top_k=top_k, batch_size=batch_size)
+    if output is None:
+        table = Table(title=f"Predictions ({run})")
+        table.add_column("input")
+        for i in range(min(top_k, len(rows[0]["labels"]) if rows else top_k)):
+            table.add_column(f"#{i + 1}")
+        for r in rows:
+            table.add_row(
+                r["input"],
+                *[
+                    f"{lab} ({p:.3f})"
+                    for lab, p in zip(r["labels"], r["probabilities"], strict=True)
+                ],
+            )
+        console.print(table)
+        return
+    output.parent.mkdir(parents=True, exist_ok=True)
+    if output.suffix == ".json":
+        output.write_text(json.dumps(rows, indent=2))
+    else:
+        with output.open("w", newline="") as f:
+            w = csv.writer(f)
+            k = len(rows[0]["labels"]) if rows else 0
+            w.writerow(
+                ["input", *[c for i in range(k) for c in (f"label_{i + 1}", f"prob_{i + 1}")]]
+            )
+            for r in rows:
+                w.writerow(
+                    [
+                        r["input"],
+                        *[
+                            v
+                            for lab, p in zip(r["labels"], r["probabilities"], strict=True)
+                            for v in (lab, f"{p:.6f}")
+                        ],
+                    ]
+                )
+    console.print(f"{len(rows)} predictions written to {output}")
+
+
+@app.command()
+def backbones() -> None:
+    """List the registered backbones and whether their weights are available offline."""
+    from headstart.backbones import describe_backbones
+
+    table = Table(title="Registered backbones (any timm architecture name works too)")
+    rows = describe_backbones()
+    for col in rows[0]:
+        table.add_column(col)
+    for r in rows:
+        table.add_row(*r.values())
+    console.print(table)
+
+
+@app.command()
+def demo(
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Folder for the demo's run folders.")
+    ] = Path("runs/demo"),
+    per_class: Annotated[
+        int, typer.Option("--per-class", help="Labelled training images per class.")
+    ] = 100,
+    test_size: Annotated[int, typer.Option("--test-size", help="Held-out test images.")] = 2000,
+    epochs: Annotated[int, typer.Option("--epochs", help="Epochs for scratch and lp-ft.")] = 6,
+    image_size: Annotated[int, typer.Option("--image-size", help="Input size in pixels.")] = 64,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
+) -> None:
+    """EfficientNet-Lite0 (ImageNet) on Fashion-MNIST: scratch vs linear-probe vs lp-ft."""
+    from headstart.demo import print_demo_table, run_demo
+
+    rows = run_demo(
+        out,
+        per_class=per_class,
+        test_size=test_size,
+        epochs=epochs,
+        image_size=image_size,
+        seed=seed,
+        progress=progress,
+        console=console,
+    )
+    print_demo_table(rows, console)
+
+
+def main() -> None:
+    """Entry point: one clear message and a non-zero exit on errors (traceback with --debug)."""
+    debug = "--debug" in sys.argv[1:]
+    err = Console(stderr=True)
+    try:
+        app()
+    except HeadstartError as e:
+        if debug:
+            raise
+        err.print(f"[bold red]error:[/] {e}", highlight=False)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        err.print("[bold red]interrupted[/]: continue a fit with `headstart fit ... --resume`")
+        sys.exit(130)

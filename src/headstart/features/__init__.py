@@ -1,0 +1,10 @@
+"""Embeddings of a frozen backbone, cached on disk by content."""
+
+from headstart.features.cache import (
+    EmbeddingCache,
+    cache_key,
+    compute_embeddings,
+    default_cache_dir,
+)
+
+__all__ = ["EmbeddingCache", "cache_key", "compute_embeddings", "default_cache_dir"]

@@ -1,0 +1,97 @@
+"""Content-addressed on-disk cache of embeddings from a frozen backbone.
+
+The key hashes everything the embeddings depend on: the backbone architecture, the
+sha256 of its weights, the preprocessing transform and the content of the data. Change
+any of them and the key changes; re-run with another head and the embeddings are reused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.progress import track
+from safetensors.torch import load_file, save_file
+from torch.utils.data import DataLoader, Dataset
+
+from headstart.backbones import Backbone
+
+
+def default_cache_dir() -> Path:
+    """``$HEADSTART_CACHE``, else ``$XDG_CACHE_HOME/headstart``, else ``~/.cache/headstart``."""
+    if os.environ.get("HEADSTART_CACHE"):
+        return Path(os.environ["HEADSTART_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "headstart"
+
+
+def cache_key(backbone: Backbone, transform: object, data_fingerprint: str) -> str | None:
+    """The content address of a dataset's embeddings, or None when the weights are random."""
+    spec = backbone.spec
+    if not spec.weights_sha256:
+        return None
+    parts = {
+        "arch": spec.arch,
+        "weights": spec.weights_sha256,
+        "input_size": spec.input_size,
+        "transform": repr(transform),
+        "data": data_fingerprint,
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+
+
+@torch.no_grad()
+def compute_embeddings(
+    backbone: Backbone,
+    dataset: Dataset[Any],
+    batch_size: int = 64,
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+    description: str = "embedding",
+    num_workers: int = 0,
+) -> torch.Tensor:
+    """Pooled embeddings (N, D) of every item, in order, with the backbone in eval mode."""
+    was_training = backbone.training
+    backbone.eval().to(device)
+    loader: DataLoader[Any] = DataLoader(
+        dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers
+    )
+    it = track(loader, description=description, transient=True) if progress else loader
+    out = [backbone.embed(x.to(device)).float().cpu() for x, _ in it]
+    backbone.train(was_training)
+    return torch.cat(out) if out else torch.empty(0, backbone.spec.feature_dim)
+
+
+class EmbeddingCache:
+    """Embeddings stored as ``<key>.safetensors`` under ``root``."""
+
+    def __init__(self, root: Path | None = None, enabled: bool = True) -> None:
+        self.root = root or default_cache_dir()
+        self.enabled = enabled
+        self.hits = 0
+        self.misses = 0
+
+    def get_or_compute(self, key: str | None, compute: Callable[[], torch.Tensor]) -> torch.Tensor:
+        if not self.enabled or key is None:
+            self.misses += 1
+            return compute()
+        path = self.root / "embeddings" / f"{key}.safetensors"
+        if path.is_file():
+            try:
+                emb = load_file(str(path))["embeddings"]
+                self.hits += 1
+                return emb
+            except Exception:  # a torn or corrupt file: compute again and overwrite
+                path.unlink(missing_ok=True)
+        self.misses += 1
+        emb = compute()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        save_file({"embeddings": emb.contiguous()}, str(tmp))
+        tmp.replace(path)
+        return emb

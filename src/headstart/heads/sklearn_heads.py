@@ -1,0 +1,63 @@
+"""scikit-learn linear classifiers as heads, folded into a torch linear layer.
+
+A standardising scaler plus a linear model (logistic regression, linear SVM, ridge) is
+itself a linear map, so after fitting we fold scaler and coefficients into one
+``weight`` / ``bias`` pair. The run folder then holds a plain linear head in safetensors:
+nothing is pickled, and prediction is the same code path for every head.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from sklearn.linear_model import LogisticRegression, RidgeClassifier
+from sklearn.preprocessing import StandardScaler
+from sklearn.svm import LinearSVC
+
+from headstart.registry import Registry
+
+HEADS: Registry[Callable[[float], object] | None] = Registry("head")
+HEADS.add("linear", None, "A torch linear layer trained with AdamW on cached embeddings.")
+HEADS.add(
+    "logistic",
+    lambda c: LogisticRegression(C=c, max_iter=3000),
+    "scikit-learn logistic regression (standardised features).",
+)
+HEADS.add(
+    "svm",
+    lambda c: LinearSVC(C=c, max_iter=10000),
+    "scikit-learn linear SVM (standardised features; scores through softmax).",
+)
+HEADS.add(
+    "ridge",
+    lambda c: RidgeClassifier(alpha=1.0 / c),
+    "scikit-learn ridge classifier (standardised features).",
+)
+
+
+def fit_sklearn_head(
+    name: str, x: np.ndarray, y: np.ndarray, num_classes: int, c: float = 1.0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fit a registered scikit-learn head; return an equivalent (weight, bias)."""
+    factory = HEADS.get(name)
+    if factory is None:
+        raise ValueError(f"head {name!r} is a torch head, not a scikit-learn one")
+    scaler = StandardScaler().fit(x)
+    model = factory(c)
+    model.fit(scaler.transform(x), y)  # type: ignore[attr-defined]
+    coef = np.asarray(model.coef_, dtype=np.float64)  # type: ignore[attr-defined]
+    intercept = np.asarray(model.intercept_, dtype=np.float64)  # type: ignore[attr-defined]
+    classes = np.asarray(model.classes_)  # type: ignore[attr-defined]
+    if coef.shape[0] == 1:  # binary: one score s for classes_[1]; logits (0, s)
+        coef = np.vstack([np.zeros_like(coef), coef])
+        intercept = np.concatenate([[0.0], intercept])
+    weight = np.zeros((num_classes, x.shape[1]))
+    bias = np.full(num_classes, -1e4)  # classes absent from the training data never win
+    scale = np.where(scaler.scale_ > 0, scaler.scale_, 1.0)
+    for row, cls in enumerate(classes):
+        w = coef[row] / scale
+        weight[int(cls)] = w
+        bias[int(cls)] = intercept[row] - float(w @ scaler.mean_)
+    return torch.tensor(weight, dtype=torch.float32), torch.tensor(bias, dtype=torch.float32)

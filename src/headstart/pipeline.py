@@ -1,0 +1,358 @@
+"""One run, end to end: data -> preflight -> split -> backbone -> strategy -> trainer ->
+evaluation -> run folder. The CLI and the estimator both call :func:`fit`."""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from rich.console import Console
+from torch import nn
+from torch.utils.data import TensorDataset
+
+from headstart.backbones import Backbone, create_backbone
+from headstart.config import DataConfig, RunConfig
+from headstart.data import (
+    ImageDataset,
+    ImageSamples,
+    build_transform,
+    data_fingerprint,
+    per_class_subsample,
+    preflight,
+    resolve_images,
+    scan_image_folder,
+    stratified_split,
+)
+from headstart.errors import DataError, RunFolderError
+from headstart.evaluation import classification_metrics, print_metrics
+from headstart.features import EmbeddingCache, cache_key, compute_embeddings
+from headstart.heads import HEADS, fit_sklearn_head
+from headstart.runfolder import save_config, save_model, write_json
+from headstart.strategies import ParamGroup, Strategy, apply_freeze, build_strategy
+from headstart.training import (
+    HistoryWriter,
+    ProgressBar,
+    Trainer,
+    count_params,
+    predict_logits,
+    resolve_device,
+)
+from headstart.training.trainer import seed_everything
+
+
+@dataclass
+class Splits:
+    train: ImageSamples
+    val: ImageSamples
+    test: ImageSamples | None
+
+    @property
+    def classes(self) -> list[str]:
+        return self.train.classes
+
+
+@dataclass
+class FitResult:
+    run_dir: Path
+    backbone: Backbone
+    classes: list[str]
+    metrics: dict[str, Any]
+    history: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def _eval_source(spec: str, classes: list[str], cfg: DataConfig, progress: bool) -> ImageSamples:
+    path = Path(spec).expanduser()
+    samples = scan_image_folder(path, classes=classes) if path.is_dir() else resolve_images(spec)
+    if samples.classes != classes:
+        raise DataError(
+            f"the training classes {classes}",
+            f"{samples.classes} in {spec}",
+            "evaluate on data with the same class names",
+        )
+    return preflight(samples, cfg.skip_bad, cfg.max_pixels, min_per_class=0, progress=progress)[0]
+
+
+def prepare_data(
+    cfg: DataConfig, console: Console, progress: bool = True, source: ImageSamples | None = None
+) -> Splits:
+    """Load, check and split the data as the config says."""
+    if source is None:
+        source = resolve_images(cfg.source)
+    source, report = preflight(source, cfg.skip_bad, cfg.max_pixels, progress=progress)
+    console.print(f"[bold]data[/] {source.name}: {report.summary()}")
+    val_f = 0.0 if cfg.val else cfg.val_fraction
+    test_f = 0.0 if cfg.test else cfg.test_fraction
+    tr, va, te = stratified_split(source.labels, val_f, test_f, seed=cfg.split_seed)
+    train = source.subset(tr)
+    val = _eval_source(cfg.val, source.classes, cfg, progress) if cfg.val else source.subset(va)
+    test = (
+        _eval_source(cfg.test, source.classes, cfg, progress)
+        if cfg.test
+        else source.subset(te)
+        if len(te)
+        else None
+    )
+    if cfg.per_class:
+        # a label budget: per_class training images, and validation in proportion
+        train = train.subset(per_class_subsample(train.labels, cfg.per_class, seed=cfg.split_seed))
+        if not cfg.val and len(val):
+            n_val = max(1, round(cfg.per_class * val_f / (1.0 - val_f - test_f)))
+            n_val = min(n_val, int(np.bincount(val.labels).min()))
+            val = val.subset(per_class_subsample(val.labels, n_val, seed=cfg.split_seed))
+    if cfg.max_test and test is not None and len(test) > cfg.max_test:
+        _, _, keep = stratified_split(
+            test.labels, 0.0, cfg.max_test / len(test), seed=cfg.split_seed
+        )
+        test = test.subset(keep)
+    console.print(
+        f"[bold]split[/] train {len(train)}, validation {len(val)}, "
+        f"test {len(test) if test is not None else 0}, classes {len(source.classes)}"
+    )
+    return Splits(train, val, test)
+
+
+def _log_params(console: Console, model: nn.Module, phase: str) -> dict[str, int]:
+    trainable, total = count_params(model)
+    console.print(
+        f"[bold]{phase}[/]: trainable params {trainable:,} of {total:,} "
+        f"({100 * trainable / max(total, 1):.2f}%)"
+    )
+    return {"trainable": trainable, "total": total}
+
+
+class _Embedder:
+    """Embeddings of the frozen backbone for each split, through the content cache."""
+
+    def __init__(
+        self, backbone: Backbone, cfg: RunConfig, cache: EmbeddingCache, device: str, progress: bool
+    ) -> None:
+        spec = backbone.spec
+        self.backbone, self.cfg, self.cache = backbone, cfg, cache
+        self.device, self.progress = device, progress
+        self.transform = build_transform(spec.input_size, spec.mean, spec.std, train=False)
+
+    def __call__(self, samples: ImageSamples, what: str) -> torch.Tensor:
+        key = cache_key(self.backbone, self.transform, data_fingerprint(samples))
+        return self.cache.get_or_compute(
+            key,
+            lambda: compute_embeddings(
+                self.backbone,
+                ImageDataset(samples, self.transform),
+                self.cfg.eval.batch_size,
+                self.device,
+                self.progress,
+                f"embedding {what}",
+                self.cfg.train.num_workers,
+            ),
+        )
+
+
+def _fit_head(
+    cfg: RunConfig, backbone: Backbone, emb: _Embedder, data: Splits, out: Path, console: Console
+) -> list[dict[str, Any]]:
+    """Fit the head on embeddings of the frozen backbone and put it into the backbone."""
+    x_tr, x_va = emb(data.train, "train"), emb(data.val, "validation")
+    y_tr, y_va = torch.as_tensor(data.train.labels), torch.as_tensor(data.val.labels)
+    k = len(data.classes)
+    head_name = cfg.strategy.head
+    if HEADS.get(head_name) is not None:
+        w, b = fit_sklearn_head(head_name, x_tr.numpy(), y_tr.numpy(), k, cfg.strategy.head_c)
+        backbone.load_head(w, b)
+        console.print(f"[bold]head[/] {head_name} fitted on {len(x_tr)} cached embeddings")
+        return []
+    head = nn.Linear(x_tr.shape[1], k)
+    train_cfg = dataclasses.replace(
+        cfg.train,
+        epochs=cfg.strategy.probe_epochs,
+        checkpoint=False,
+        grad_accum=1,
+        patience=max(cfg.train.patience, 5),
+        num_workers=0,
+    )
+    state = Trainer(train_cfg, [HistoryWriter(out / "history.jsonl", "probe")]).fit(
+        head,
+        [ParamGroup("head", list(head.parameters()), True)],
+        TensorDataset(x_tr, y_tr),
+        TensorDataset(x_va, y_va),
+    )
+    backbone.load_head(head.weight.detach().cpu(), head.bias.detach().cpu())
+    console.print(
+        f"[bold]head[/] linear, {len(state.history)} epochs on cached embeddings, "
+        f"best validation macro-F1 {state.best_score:.4f}"
+    )
+    return [{"phase": "probe", **h} for h in state.history]
+
+
+def fit(
+    cfg: RunConfig,
+    out: str | Path,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+    console: Console | None = None,
+    data: Splits | None = None,
+    cache: EmbeddingCache | None = None,
+) -> FitResult:
+    """Train and evaluate one run; write the run folder ``out``."""
+    t_start = time.perf_counter()
+    console = console or Console()
+    out = Path(out)
+    _check_out(out, resume, overwrite)
+    strategy = build_strategy(cfg.strategy)
+    HEADS.get(cfg.strategy.head)
+    data = data or prepare_data(cfg.data, console, progress)
+    k = len(data.classes)
+    seed_everything(cfg.train)
+    bcfg = dataclasses.replace(
+        cfg.backbone, pretrained=cfg.backbone.pretrained and strategy.uses_pretrained
+    )
+    backbone = create_backbone(bcfg, k, cfg.data.image_size)
+    spec = backbone.spec
+    console.print(f"[bold]backbone[/] {spec.name} ({spec.arch}), weights: {spec.weights}")
+    save_config(out, cfg, spec, data.classes)
+    if not resume:
+        (out / "history.jsonl").write_text("")
+    device = resolve_device(cfg.train.device)
+    cache = cache or EmbeddingCache()
+    emb = _Embedder(backbone, cfg, cache, device, progress)
+    history: list[dict[str, Any]] = []
+    params: dict[str, Any] = {}
+
+    if strategy.frozen_backbone or strategy.probe_first:
+        apply_freeze(backbone, strategy_groups_probe(backbone))
+        params["probe"] = _log_params(console, backbone, "linear probe")
+        history += _fit_head(cfg, backbone, emb, data, out, console)
+    if not strategy.frozen_backbone:
+        history += _train(cfg, strategy, backbone, data, out, resume, progress, console, params)
+
+    metrics = _evaluate(cfg, strategy, backbone, emb, data, device, console)
+    metrics.update(
+        strategy=strategy.describe(),
+        backbone=spec.name,
+        weights=spec.weights,
+        params=params,
+        seconds=time.perf_counter() - t_start,
+        cache={"hits": cache.hits, "misses": cache.misses},
+    )
+    save_model(out, backbone)
+    write_json(out / "metrics.json", metrics)
+    console.print(f"[bold green]run folder[/] {out} ({metrics['seconds']:.1f} s)")
+    return FitResult(out, backbone, data.classes, metrics, history, metrics["seconds"])
+
+
+def strategy_groups_probe(backbone: Backbone) -> list[ParamGroup]:
+    """Every group frozen but the head: the layout of a linear probe."""
+    groups = backbone.layer_groups()
+    return [ParamGroup(g.name, g.params, i == len(groups) - 1) for i, g in enumerate(groups)]
+
+
+def _train(
+    cfg: RunConfig,
+    strategy: Strategy,
+    backbone: Backbone,
+    data: Splits,
+    out: Path,
+    resume: bool,
+    progress: bool,
+    console: Console,
+    params: dict[str, Any],
+) -> list[dict[str, Any]]:
+    spec = backbone.spec
+    train_tf = build_transform(
+        spec.input_size, spec.mean, spec.std, train=True, augment=cfg.data.augment
+    )
+    eval_tf = build_transform(spec.input_size, spec.mean, spec.std, train=False)
+    groups = strategy.param_groups(backbone)
+    apply_freeze(backbone, groups)
+    params["train"] = _log_params(console, backbone, f"{strategy.describe()}")
+    if len(groups) > 1:
+        console.print(
+            "  layer groups: "
+            + ", ".join(
+                f"{g.name}{'' if g.trainable else ' (frozen)'} x{g.lr_scale:.3g}" for g in groups
+            )
+        )
+    callbacks: list[Any] = [HistoryWriter(out / "history.jsonl", "train")]
+    if progress:
+        callbacks.append(ProgressBar(strategy.describe(), console))
+    trainer = Trainer(cfg.train, callbacks, out / "checkpoint", cfg.eval.batch_size)
+    state = trainer.fit(
+        backbone,
+        groups,
+        ImageDataset(data.train, train_tf),
+        ImageDataset(data.val, eval_tf),
+        strategy,
+        resume=resume,
+    )
+    params["best_epoch"] = state.best_epoch
+    return [{"phase": "train", **h} for h in state.history]
+
+
+def _evaluate(
+    cfg: RunConfig,
+    strategy: Strategy,
+    backbone: Backbone,
+    emb: _Embedder,
+    data: Splits,
+    device: str,
+    console: Console,
+) -> dict[str, Any]:
+    result: dict[str, Any] = {"classes": data.classes}
+    for name, samples in (("validation", data.val), ("test", data.test)):
+        if samples is None or len(samples) == 0:
+            continue
+        if strategy.frozen_backbone:  # the embeddings are cached: apply the head alone
+            head = backbone.head().cpu()
+            with torch.no_grad():
+                logits = head(emb(samples, name))
+        else:
+            logits = predict_logits(
+                backbone, ImageDataset(samples, emb.transform), cfg.eval.batch_size, device
+            )[0]
+        pred = logits.argmax(1).numpy()
+        result[name] = classification_metrics(samples.labels, pred, data.classes)
+    if "test" in result:
+        print_metrics(result["test"], console, title=f"Test metrics ({strategy.describe()})")
+    return result
+
+
+def _check_out(out: Path, resume: bool, overwrite: bool) -> None:
+    if resume:
+        if not (out / "config.yaml").is_file():
+            raise RunFolderError(
+                "a run folder to resume",
+                f"no config.yaml in {out}",
+                "drop --resume to start a new run, or pass the folder of an earlier run",
+            )
+        return
+    if (out / "config.yaml").is_file():
+        if not overwrite:
+            raise RunFolderError(
+                "a new or empty --out folder",
+                f"an earlier run in {out}",
+                "pass --resume to continue it, --overwrite to replace it, or another --out",
+            )
+        for name in ("checkpoint", "model.safetensors", "metrics.json", "history.jsonl"):
+            p = out / name
+            if p.is_dir():
+                shutil.rmtree(p)
+            elif p.exists():
+                p.unlink()
+
+
+def summary_row(result: FitResult) -> dict[str, Any]:
+    test = result.metrics.get("test", {})
+    return {
+        "strategy": result.metrics["strategy"],
+        "accuracy": test.get("accuracy", np.nan),
+        "macro_f1": test.get("macro_f1", np.nan),
+        "seconds": result.seconds,
+    }

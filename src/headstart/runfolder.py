@@ -1,0 +1,173 @@
+"""The run folder: everything a run produced, and loading it back for prediction.
+
+Layout: ``model.safetensors``, ``config.yaml`` (the run config plus the backbone spec),
+``labels.json``, ``metrics.json``, ``history.jsonl`` and ``checkpoint/``. Only
+safetensors, JSON and YAML are written or read; nothing is pickled.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+from PIL import Image
+from safetensors.torch import load_file, save_file
+
+from headstart.backbones import Backbone, BackboneSpec, backbone_from_spec
+from headstart.config import RunConfig
+from headstart.data import (
+    ImageDataset,
+    ImageSamples,
+    build_transform,
+    from_arrays,
+    preflight,
+)
+from headstart.data.sources import _is_hidden, _is_image_name
+from headstart.errors import DataError, RunFolderError
+from headstart.training import predict_logits, resolve_device
+
+FORMAT_VERSION = 1
+
+
+def write_json(path: Path, obj: Any) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2))
+    tmp.replace(path)
+
+
+def save_config(run_dir: Path, cfg: RunConfig, spec: BackboneSpec, classes: list[str]) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    doc = {**cfg.to_dict(), "spec": spec.to_dict()}
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
+    write_json(run_dir / "labels.json", {"format_version": FORMAT_VERSION, "classes": classes})
+
+
+def save_model(run_dir: Path, backbone: Backbone) -> None:
+    tmp = run_dir / "model.safetensors.tmp"
+    state = {k: v.detach().cpu().contiguous() for k, v in backbone.state_dict().items()}
+    save_file(state, str(tmp), metadata={"format": "pt", "headstart": str(FORMAT_VERSION)})
+    tmp.replace(run_dir / "model.safetensors")
+
+
+def _require(run_dir: Path, name: str) -> Path:
+    p = run_dir / name
+    if not p.is_file():
+        raise RunFolderError(
+            f"a run folder with {name}",
+            f"no {name} in {run_dir}" + ("" if run_dir.is_dir() else " (no such folder)"),
+            "pass the --out folder of a finished `headstart fit` run",
+        )
+    return p
+
+
+def collect_images(inputs: Sequence[str | Path]) -> list[Path]:
+    """Files as given, and every image file under a given folder (sorted, hidden skipped)."""
+    files: list[Path] = []
+    for item in inputs:
+        p = Path(item).expanduser()
+        if p.is_dir():
+            found = sorted(
+                f
+                for f in p.rglob("*")
+                if f.is_file()
+                and _is_image_name(f)
+                and not any(_is_hidden(part) for part in f.relative_to(p).parts)
+            )
+            if not found:
+                raise DataError("image files in the folder", f"none in {p}", "check the path")
+            files.extend(found)
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise DataError("an image file or a folder", f"{p} does not exist", "check the path")
+    return files
+
+
+class Predictor:
+    """A trained model loaded from a run folder."""
+
+    def __init__(
+        self, backbone: Backbone, classes: list[str], cfg: RunConfig, device: str = "auto"
+    ) -> None:
+        self.backbone = backbone
+        self.classes = classes
+        self.cfg = cfg
+        self.device = resolve_device(device)
+        self.backbone.to(self.device).eval()
+        spec = backbone.spec
+        self.transform = build_transform(spec.input_size, spec.mean, spec.std, train=False)
+
+    @classmethod
+    def load(cls, run_dir: str | Path, device: str = "auto") -> Predictor:
+        run_dir = Path(run_dir)
+        doc = yaml.safe_load(_require(run_dir, "config.yaml").read_text())
+        labels = json.loads(_require(run_dir, "labels.json").read_text())
+        if labels.get("format_version", 0) > FORMAT_VERSION:
+            raise RunFolderError(
+                f"a run folder of format {FORMAT_VERSION} or older",
+                f"format {labels['format_version']}",
+                "upgrade headstart",
+            )
+        spec = BackboneSpec.from_dict(doc["spec"])
+        classes = list(labels["classes"])
+        backbone = backbone_from_spec(spec, len(classes))
+        state = load_file(str(_require(run_dir, "model.safetensors")))
+        backbone.load_state_dict(state)
+        return cls(
+            backbone,
+            classes,
+            RunConfig.from_dict({k: v for k, v in doc.items() if k != "spec"}),
+            device,
+        )
+
+    def samples(self, inputs: Any) -> ImageSamples:
+        """Images to predict: files, folders, an array, PIL images or ImageSamples."""
+        if isinstance(inputs, ImageSamples):
+            return inputs
+        if isinstance(inputs, np.ndarray) or torch.is_tensor(inputs):
+            return from_arrays(np.asarray(inputs))
+        if isinstance(inputs, (str, Path)):
+            inputs = [inputs]
+        items = list(inputs)
+        if items and all(isinstance(i, Image.Image) for i in items):
+            return from_arrays(np.stack([np.asarray(i.convert("RGB")) for i in items]))
+        files = collect_images(items)
+        s = ImageSamples(classes=[], labels=np.full(len(files), -1), paths=files, name="inputs")
+        return preflight(s, progress=False, min_per_class=0)[0]
+
+    def logits(self, samples: ImageSamples, batch_size: int = 64) -> torch.Tensor:
+        ds = ImageDataset(samples, self.transform)
+        return predict_logits(self.backbone, ds, batch_size, self.device)[0]
+
+    def predict_proba(self, inputs: Any, batch_size: int = 64) -> np.ndarray:
+        return torch.softmax(self.logits(self.samples(inputs), batch_size), 1).numpy()
+
+    def predict(self, inputs: Any, top_k: int = 1, batch_size: int = 64) -> list[dict[str, Any]]:
+        """One dict per input: its name, the top-k labels and their probabilities."""
+        samples = self.samples(inputs)
+        proba = torch.softmax(self.logits(samples, batch_size), 1)
+        k = min(top_k, len(self.classes))
+        top_p, top_i = proba.topk(k, dim=1)
+        names = (
+            [str(p) for p in samples.paths]
+            if samples.paths is not None
+            else [f"#{i}" for i in range(len(samples))]
+        )
+        return [
+            {
+                "input": names[n],
+                "labels": [self.classes[int(i)] for i in top_i[n]],
+                "probabilities": [float(p) for p in top_p[n]],
+            }
+            for n in range(len(samples))
+        ]
+
+
+def load(run_dir: str | Path, device: str = "auto") -> Predictor:
+    """Load a run folder for prediction: ``headstart.load("runs/x").predict(files)``."""
+    return Predictor.load(run_dir, device)

@@ -1,0 +1,239 @@
+"""Run folder round trip and the CLI end to end on a toy backbone."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from typer.testing import CliRunner
+
+from headstart import load
+from headstart.cli import app
+from headstart.config import BackboneConfig, DataConfig, RunConfig, StrategyConfig, TrainConfig
+from headstart.features import EmbeddingCache
+from headstart.pipeline import fit, prepare_data
+from headstart.training import predict_logits
+
+runner = CliRunner()
+
+
+def _cfg(folder, strategy="finetune", head="linear", epochs=2):
+    return RunConfig(
+        data=DataConfig(source=str(folder)),
+        backbone=BackboneConfig(name="toy-efficientnet"),
+        strategy=StrategyConfig(name=strategy, head=head, probe_epochs=5),
+        train=TrainConfig(epochs=epochs, batch_size=8),
+    )
+
+
+def test_run_folder_round_trip_gives_identical_predictions(image_folder, tmp_path):
+    out = tmp_path / "run"
+    cfg = _cfg(image_folder)
+    result = fit(cfg, out, progress=False)
+    names = {p.name for p in out.iterdir()}
+    assert {
+        "model.safetensors",
+        "config.yaml",
+        "labels.json",
+        "metrics.json",
+        "history.jsonl",
+        "checkpoint",
+    } <= names
+    every = [p for p in out.rglob("*") if p.is_file()]
+    assert {p.suffix for p in every} <= {".safetensors", ".json", ".yaml", ".jsonl"}
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert {"accuracy", "macro_f1", "per_class", "confusion_matrix"} <= set(metrics["test"])
+    assert metrics["params"]["train"]["trainable"] == metrics["params"]["train"]["total"]
+    history = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
+    assert [h["epoch"] for h in history] == [0, 1]
+    assert RunConfig.from_yaml(out / "config.yaml") == cfg
+
+    model = load(out, device="cpu")
+    assert model.classes == ["circle", "square", "stripes"]
+    files = sorted((image_folder / "square").glob("*.png"))
+    proba = model.predict_proba(files)
+    samples = model.samples(files)
+    ref = torch.softmax(predict_logits(result.backbone.eval(), _ds(model, samples), 8)[0], 1)
+    np.testing.assert_array_equal(proba, ref.numpy())
+    rows = model.predict(files, top_k=2)
+    assert len(rows) == len(files) and len(rows[0]["labels"]) == 2
+    assert rows[0]["probabilities"][0] >= rows[0]["probabilities"][1]
+
+
+def _ds(model, samples):
+    from headstart.data import ImageDataset
+
+    return ImageDataset(samples, model.transform)
+
+
+def test_existing_run_folder_is_not_overwritten(image_folder, tmp_path):
+    from headstart.errors import RunFolderError
+
+    fit(_cfg(image_folder, epochs=1), tmp_path / "r", progress=False)
+    with pytest.raises(RunFolderError, match="--resume"):
+        fit(_cfg(image_folder, epochs=1), tmp_path / "r", progress=False)
+
+
+def test_linear_probe_reuses_cached_embeddings_with_another_head(image_folder, tmp_path):
+    from rich.console import Console
+
+    cache = EmbeddingCache(tmp_path / "cache")
+    quiet = Console(quiet=True)
+    r1 = fit(
+        _cfg(image_folder, "linear-probe", "logistic"),
+        tmp_path / "a",
+        progress=False,
+        cache=cache,
+        console=quiet,
+    )
+    assert r1.metrics["cache"] == {"hits": 0, "misses": 3}
+    r2 = fit(
+        _cfg(image_folder, "linear-probe", "svm"),
+        tmp_path / "b",
+        progress=False,
+        cache=cache,
+        console=quiet,
+    )
+    assert r2.metrics["cache"] == {"hits": 6 - 3, "misses": 3}
+    # the backbone body is untouched by a linear probe
+    body = [k for k in r1.backbone.state_dict() if "classifier" not in k]
+    assert all(torch.equal(r1.backbone.state_dict()[k], r2.backbone.state_dict()[k]) for k in body)
+    # a different image size changes the content address
+    cfg = _cfg(image_folder, "linear-probe", "logistic")
+    cfg.data.image_size = 40
+    r3 = fit(cfg, tmp_path / "c", progress=False, cache=cache, console=quiet)
+    assert r3.metrics["cache"]["hits"] == 6 - 3 and r3.metrics["cache"]["misses"] == 6
+
+
+def test_sklearn_head_is_folded_into_the_linear_layer(image_folder, tmp_path):
+    result = fit(_cfg(image_folder, "linear-probe", "logistic"), tmp_path / "r", progress=False)
+    acc = result.metrics["test"]["accuracy"]
+    model = load(tmp_path / "r", device="cpu")
+    data = prepare_data(
+        _cfg(image_folder).data,
+        __import__("rich.console").console.Console(quiet=True),
+        progress=False,
+    )
+    assert data.test is not None
+    pred = model.logits(data.test).argmax(1).numpy()
+    assert (pred == data.test.labels).mean() == pytest.approx(acc)
+
+
+def test_cli_end_to_end(image_folder, tmp_path):
+    out = tmp_path / "run"
+    r = runner.invoke(
+        app,
+        [
+            "fit",
+            str(image_folder),
+            "--backbone",
+            "toy-efficientnet",
+            "--strategy",
+            "lp-ft",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "8",
+            "--out",
+            str(out),
+            "--no-progress",
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    assert "trainable params" in r.output and "macro-F1" in r.output
+    assert (out / "model.safetensors").is_file()
+
+    r = runner.invoke(
+        app, ["evaluate", str(out), str(image_folder), "--output", str(tmp_path / "eval.json")]
+    )
+    assert r.exit_code == 0, r.output
+    ev = json.loads((tmp_path / "eval.json").read_text())
+    assert ev["n"] == 36 and 0.0 <= ev["accuracy"] <= 1.0
+
+    img = sorted((image_folder / "circle").glob("*.png"))
+    r = runner.invoke(
+        app,
+        [
+            "predict",
+            str(out),
+            str(img[0]),
+            str(img[1]),
+            "--top-k",
+            "3",
+            "--output",
+            str(tmp_path / "p.csv"),
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    lines = (tmp_path / "p.csv").read_text().splitlines()
+    assert lines[0].split(",") == [
+        "input",
+        "label_1",
+        "prob_1",
+        "label_2",
+        "prob_2",
+        "label_3",
+        "prob_3",
+    ]
+    assert len(lines) == 3
+    r = runner.invoke(
+        app,
+        ["predict", str(out), str(image_folder / "square"), "--output", str(tmp_path / "p.json")],
+    )
+    assert r.exit_code == 0, r.output
+    assert len(json.loads((tmp_path / "p.json").read_text())) == 12
+
+    r = runner.invoke(app, ["backbones"])
+    assert r.exit_code == 0 and "efficientnet_lite0" in r.output and "toy-vit" in r.output
+
+    cfg = yaml.safe_load((out / "config.yaml").read_text())
+    assert cfg["strategy"]["name"] == "lp-ft" and cfg["spec"]["arch"] == "test_efficientnet"
+
+
+def test_cli_resume_continues_the_run(image_folder, tmp_path):
+    out = tmp_path / "run"
+    args = [
+        "fit",
+        str(image_folder),
+        "--backbone",
+        "toy-efficientnet",
+        "--strategy",
+        "finetune",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "8",
+        "--out",
+        str(out),
+        "--no-progress",
+    ]
+    assert runner.invoke(app, args).exit_code == 0
+    r = runner.invoke(app, [*args, "--resume"])
+    assert r.exit_code == 0, r.output
+    history = (out / "history.jsonl").read_text().splitlines()
+    assert len(history) == 2  # the finished run was not trained again
+
+
+def test_cli_errors_are_one_clear_message_without_traceback(tmp_path, image_folder):
+    cmd = [
+        sys.executable,
+        "-m",
+        "headstart",
+        "fit",
+        str(image_folder),
+        "--backbone",
+        "toy-resnt",
+        "--out",
+        str(tmp_path / "x"),
+    ]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2
+    assert "did you mean 'toy-resnet'" in r.stderr
+    assert "Traceback" not in r.stderr + r.stdout
+    r = subprocess.run([*cmd, "--debug"], capture_output=True, text=True, timeout=300)
+    assert r.returncode != 0 and "Traceback" in r.stderr
