@@ -244,7 +244,7 @@ def backbones() -> None:
     table = Table(title="Registered backbones (any timm architecture name works too)")
     rows = describe_backbones()
     for col in rows[0]:
-        table.add_column(col)
+        table.add_column(col, no_wrap=col == "name")
     for r in rows:
         table.add_row(*r.values())
     console.print(table)
@@ -282,14 +282,17 @@ def demo(
 
 def main() -> None:
     """Entry point: one clear message and a non-zero exit on errors (traceback with --debug)."""
-    debug = "--debug" in sys.argv[1:]
+    args = sys.argv[1:]
+    debug = "--debug" in args
+    if debug:  # accepted anywhere on the line, as users type it
+        args = ["--debug", *[a for a in args if a != "--debug"]]
     err = Console(stderr=True)
     try:
-        app()
+        app(args)
     except HeadstartError as e:
         if debug:
             raise
-        err.print(f"[bold red]error:[/] {e}", highlight=False)
+        err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
         err.print("[bold red]interrupted[/]: continue a fit with `headstart fit ... --resume`")

@@ -130,6 +130,7 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         return self.model_.predict_proba(X, self.batch_size)
 
     def predict(self, X: Any) -> np.ndarray:
+        _check_fitted(self, "model_")
         return self.classes_[self.predict_proba(X).argmax(1)]
 
     def save(self, path: str | Path) -> Path:

@@ -87,6 +87,8 @@ def prepare_data(
         source = resolve_images(cfg.source)
     source, report = preflight(source, cfg.skip_bad, cfg.max_pixels, progress=progress)
     console.print(f"[bold]data[/] {source.name}: {report.summary()}")
+    for path, reason in report.bad:
+        console.print(f"  [yellow]skipped[/] {path}: {reason}", highlight=False)
     val_f = 0.0 if cfg.val else cfg.val_fraction
     test_f = 0.0 if cfg.test else cfg.test_fraction
     tr, va, te = stratified_split(source.labels, val_f, test_f, seed=cfg.split_seed)
@@ -222,6 +224,7 @@ def fit(
         (out / "history.jsonl").write_text("")
     device = resolve_device(cfg.train.device)
     cache = cache or EmbeddingCache()
+    hits0, misses0 = cache.hits, cache.misses
     emb = _Embedder(backbone, cfg, cache, device, progress)
     history: list[dict[str, Any]] = []
     params: dict[str, Any] = {}
@@ -240,7 +243,7 @@ def fit(
         weights=spec.weights,
         params=params,
         seconds=time.perf_counter() - t_start,
-        cache={"hits": cache.hits, "misses": cache.misses},
+        cache={"hits": cache.hits - hits0, "misses": cache.misses - misses0},
     )
     save_model(out, backbone)
     write_json(out / "metrics.json", metrics)

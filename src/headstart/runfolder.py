@@ -25,9 +25,9 @@ from headstart.data import (
     ImageSamples,
     build_transform,
     from_arrays,
+    list_image_files,
     preflight,
 )
-from headstart.data.sources import _is_hidden, _is_image_name
 from headstart.errors import DataError, RunFolderError
 from headstart.training import predict_logits, resolve_device
 
@@ -71,13 +71,7 @@ def collect_images(inputs: Sequence[str | Path]) -> list[Path]:
     for item in inputs:
         p = Path(item).expanduser()
         if p.is_dir():
-            found = sorted(
-                f
-                for f in p.rglob("*")
-                if f.is_file()
-                and _is_image_name(f)
-                and not any(_is_hidden(part) for part in f.relative_to(p).parts)
-            )
+            found = list_image_files(p)
             if not found:
                 raise DataError("image files in the folder", f"none in {p}", "check the path")
             files.extend(found)

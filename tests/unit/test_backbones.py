@@ -121,3 +121,23 @@ def test_weights_of_another_architecture_are_a_clear_error(tmp_path):
     save_file({k: v.contiguous() for k, v in src.model.state_dict().items()}, str(f))
     with pytest.raises(BackboneError, match="same architecture"):
         create_backbone(BackboneConfig(name="toy-resnet", weights=str(f)), 3)
+
+
+def test_timm_hub_name_resolves_from_the_local_hugging_face_cache(monkeypatch, tmp_path):
+    """A timm name whose hub weights sit in the local HF cache loads offline from there."""
+    import timm
+
+    src = timm.create_model("test_resnet", num_classes=1000)
+    snap = tmp_path / "models--timm--test_resnet.r160_in1k" / "snapshots" / "abc123"
+    snap.mkdir(parents=True)
+    (snap.parent.parent / "refs").mkdir()
+    (snap.parent.parent / "refs" / "main").write_text("abc123")
+    save_file(
+        {k: v.contiguous() for k, v in src.state_dict().items()}, str(snap / "model.safetensors")
+    )
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    bb = create_backbone(BackboneConfig(name="test_resnet"), 3)
+    assert bb.spec.weights == "hf-cache:timm/test_resnet.r160_in1k"
+    assert bb.spec.num_source_classes == 1000
+    w = src.state_dict()["layer1.0.conv1.weight"]
+    assert torch.equal(bb.model.state_dict()["layer1.0.conv1.weight"], w)

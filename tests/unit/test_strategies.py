@@ -58,10 +58,11 @@ def test_linear_probe_trains_only_the_head(backbone):
     assert changed == head
 
 
+@pytest.mark.parametrize("strategy", ["finetune", "lp-ft", "scratch"])
 @pytest.mark.parametrize("backbone", TOYS)
-def test_finetune_trains_everything(backbone):
+def test_finetune_trains_everything(backbone, strategy):
     bb = _backbone(backbone)
-    s = build_strategy(StrategyConfig(name="finetune"))
+    s = build_strategy(StrategyConfig(name=strategy))
     before = _one_step(bb, s)
     assert all(p.requires_grad for p in bb.parameters())
     changed = _changed(bb, before)
@@ -73,9 +74,10 @@ def test_finetune_trains_everything(backbone):
 
 
 @pytest.mark.parametrize("n_frozen", [1, 3])
-def test_freeze_n_freezes_first_groups_and_their_batchnorm(n_frozen):
+@pytest.mark.parametrize("bn_stats", ["frozen", "update"])
+def test_freeze_n_freezes_first_groups_and_their_batchnorm(n_frozen, bn_stats):
     bb = _backbone()
-    s = build_strategy(StrategyConfig(name=f"freeze:{n_frozen}"))
+    s = build_strategy(StrategyConfig(name=f"freeze:{n_frozen}", bn_stats=bn_stats))
     before = _one_step(bb, s)
     frozen = _names_of(bb, range(n_frozen))
     trainable = {n for n, p in bb.named_parameters() if p.requires_grad}
@@ -83,13 +85,15 @@ def test_freeze_n_freezes_first_groups_and_their_batchnorm(n_frozen):
     assert trainable == {n for n, _ in bb.named_parameters()} - frozen
     changed = _changed(bb, before)
     assert not (changed & frozen)
-    # BatchNorm buffers of frozen groups untouched, of trainable groups updated
+    # BatchNorm statistics of frozen groups never move; of trainable groups only with "update"
     frozen_modules = {n.rsplit(".", 1)[0] for n in frozen}
-    frozen_buffers = {
-        k for k in before if k.rsplit(".", 1)[0] in frozen_modules and "running_mean" in k
-    }
-    assert frozen_buffers and not (changed & frozen_buffers)
-    assert any("running_mean" in k for k in changed - frozen_buffers)
+    stats = {k for k in before if "running_mean" in k or "running_var" in k}
+    frozen_stats = {k for k in stats if k.rsplit(".", 1)[0] in frozen_modules}
+    assert frozen_stats and not (changed & frozen_stats)
+    if bn_stats == "update":
+        assert changed & (stats - frozen_stats)
+    else:
+        assert not (changed & stats)
 
 
 def test_freeze_n_out_of_range_is_an_error():

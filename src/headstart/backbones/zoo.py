@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import importlib.util
+import os
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
@@ -125,8 +126,7 @@ def load_weights_file(path: str | Path) -> StateDict:
         raise UnsafeWeightsError(
             "a weights file holding only tensors",
             f"{p} needs arbitrary code to load (a pickle payload: {str(e).splitlines()[0]})",
-            "refused without running it; re-save the tensors as safetensors from a trusted "
-            "source",
+            "refused without running it; re-save the tensors as safetensors from a trusted source",
         ) from None
     except Exception as e:  # corrupt archive, truncated file
         raise BackboneError("a readable torch weights file", f"{p}: {e}", "re-export it") from e
@@ -173,8 +173,12 @@ def _hf_cache_file(arch: str) -> tuple[str, Path] | None:
     hub_id = getattr(cfg, "hf_hub_id", None) if cfg is not None else None
     if not hub_id:
         return None
+    # read the cache location now, not at import, so a changed HF_HUB_CACHE / HF_HOME counts
+    cache_dir = os.environ.get("HF_HUB_CACHE") or (
+        str(Path(os.environ["HF_HOME"]) / "hub") if os.environ.get("HF_HOME") else None
+    )
     for fname in ("model.safetensors", "pytorch_model.bin"):
-        hit = try_to_load_from_cache(hub_id, fname)
+        hit = try_to_load_from_cache(hub_id, fname, cache_dir=cache_dir)
         if isinstance(hit, str):
             return hub_id, Path(hit)
     return hub_id, Path()

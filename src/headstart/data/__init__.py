@@ -10,7 +10,12 @@ from headstart.data.checks import PreflightReport, preflight
 from headstart.data.dataset import ImageDataset, data_fingerprint
 from headstart.data.images import DEFAULT_MAX_PIXELS, load_image
 from headstart.data.samples import ImageSamples
-from headstart.data.sources import from_arrays, resolve_images, scan_image_folder
+from headstart.data.sources import (
+    from_arrays,
+    list_image_files,
+    resolve_images,
+    scan_image_folder,
+)
 from headstart.data.splits import per_class_subsample, stratified_split
 from headstart.data.transforms import build_transform
 
@@ -23,6 +28,7 @@ __all__ = [
     "build_transform",
     "data_fingerprint",
     "from_arrays",
+    "list_image_files",
     "load_bundled",
     "load_image",
     "per_class_subsample",

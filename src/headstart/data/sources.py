@@ -109,6 +109,13 @@ def _entries(folder: Path, top: Path, skipped: list[Path]) -> list[Path]:
     return kept
 
 
+def list_image_files(folder: str | Path) -> list[Path]:
+    """Every image file under ``folder``, recursively, in sorted order; hidden entries are
+    skipped and links leading out of the folder are not followed."""
+    folder = Path(folder)
+    return _image_files(folder, folder.resolve(), [], set())
+
+
 def _image_files(folder: Path, top: Path, skipped: list[Path], seen: set[Path]) -> list[Path]:
     real = folder.resolve()
     if real in seen:  # a link loop, or a folder linked twice

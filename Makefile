@@ -1,0 +1,35 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Each installs what it needs.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: setup demo test test-fast lint
+
+$(BIN)/.installed: pyproject.toml
+	@if [ ! -d /usr/share/datasets/fashion-mnist ]; then \
+	  S=""; [ "$$(id -u)" -ne 0 ] && S="sudo"; \
+	  $$S apt-get update -qq || true; \
+	  $$S env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist; \
+	fi
+	$(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q torch==2.14.1 torchvision==0.29.1
+	$(BIN)/python -m pip install -q -e ".[assets,dev]"
+	touch $@
+
+setup: $(BIN)/.installed
+
+demo: setup
+	$(BIN)/headstart demo
+
+lint: setup
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/mypy
+
+# the whole suite, integration tests on the real backbones included
+test: setup lint
+	$(BIN)/python -m pytest -q -m "slow or not slow"
+
+# the quick unit tests only
+test-fast: setup
+	$(BIN)/python -m pytest -q
