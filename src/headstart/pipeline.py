@@ -4,6 +4,7 @@ evaluation -> run folder. The CLI and the estimator both call :func:`fit`."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -106,8 +107,7 @@ def prepare_data(
         train = train.subset(per_class_subsample(train.labels, cfg.per_class, seed=cfg.split_seed))
         if not cfg.val and len(val):
             n_val = max(1, round(cfg.per_class * val_f / (1.0 - val_f - test_f)))
-            n_val = min(n_val, int(np.bincount(val.labels).min()))
-            val = val.subset(per_class_subsample(val.labels, n_val, seed=cfg.split_seed))
+            val = val.subset(_up_to_per_class(val.labels, n_val, cfg.split_seed))
     if cfg.max_test and test is not None and len(test) > cfg.max_test:
         _, _, keep = stratified_split(
             test.labels, 0.0, cfg.max_test / len(test), seed=cfg.split_seed
@@ -118,6 +118,13 @@ def prepare_data(
         f"test {len(test) if test is not None else 0}, classes {len(source.classes)}"
     )
     return Splits(train, val, test)
+
+
+def _up_to_per_class(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """Indexes of at most ``n`` random examples of every class (sorted)."""
+    rng = np.random.default_rng(seed)
+    picks = [rng.permutation(np.flatnonzero(labels == c))[:n] for c in np.unique(labels)]
+    return np.sort(np.concatenate(picks))
 
 
 def _log_params(console: Console, model: nn.Module, phase: str) -> dict[str, int]:
@@ -220,6 +227,9 @@ def fit(
     spec = backbone.spec
     console.print(f"[bold]backbone[/] {spec.name} ({spec.arch}), weights: {spec.weights}")
     save_config(out, cfg, spec, data.classes)
+    # resuming needs a training checkpoint; without one (e.g. a crash during the probe)
+    # the run starts over, which costs little since embeddings are cached
+    resume = resume and (out / "checkpoint" / "last.json").is_file()
     if not resume:
         (out / "history.jsonl").write_text("")
     device = resolve_device(cfg.train.device)
@@ -229,7 +239,9 @@ def fit(
     history: list[dict[str, Any]] = []
     params: dict[str, Any] = {}
 
-    if strategy.frozen_backbone or strategy.probe_first:
+    if resume and strategy.probe_first:
+        console.print("[bold]resume[/]: the probe finished before the checkpoint; skipping it")
+    elif strategy.frozen_backbone or strategy.probe_first:
         apply_freeze(backbone, strategy_groups_probe(backbone))
         params["probe"] = _log_params(console, backbone, "linear probe")
         history += _fit_head(cfg, backbone, emb, data, out, console)
@@ -296,7 +308,24 @@ def _train(
         resume=resume,
     )
     params["best_epoch"] = state.best_epoch
-    return [{"phase": "train", **h} for h in state.history]
+    rows = [{"phase": "train", **h} for h in state.history]
+    _rewrite_history(out / "history.jsonl", "train", rows)
+    return rows
+
+
+def _rewrite_history(path: Path, phase: str, rows: list[dict[str, Any]]) -> None:
+    """Replace ``phase``'s lines by the checkpointed truth (a crash between writing an
+    epoch's line and its checkpoint would otherwise leave that epoch in twice)."""
+    kept = (
+        [
+            line
+            for line in path.read_text().splitlines()
+            if line.strip() and json.loads(line).get("phase") != phase
+        ]
+        if path.is_file()
+        else []
+    )
+    path.write_text("".join(line + "\n" for line in [*kept, *map(json.dumps, rows)]))
 
 
 def _evaluate(
@@ -313,9 +342,8 @@ def _evaluate(
         if samples is None or len(samples) == 0:
             continue
         if strategy.frozen_backbone:  # the embeddings are cached: apply the head alone
-            head = backbone.head().cpu()
-            with torch.no_grad():
-                logits = head(emb(samples, name))
+            w, b = backbone.head_weights()
+            logits = nn.functional.linear(emb(samples, name), w.cpu(), b.cpu())
         else:
             logits = predict_logits(
                 backbone, ImageDataset(samples, emb.transform), cfg.eval.batch_size, device

@@ -299,3 +299,28 @@ def test_cli_preflight_stops_on_bad_files_or_skips_them(image_folder, tmp_path):
     assert r2.exit_code == 0, r2.output
     out = r2.output.replace("\n", "")
     assert "2 bad skipped" in out and "empty.png" in out and "notes.jpg" in out
+
+
+def test_a_crashed_lp_ft_run_resumes_where_it_stopped(image_folder, tmp_path, monkeypatch):
+    from headstart.training import HistoryWriter
+
+    out = tmp_path / "run"
+    cfg = _cfg(image_folder, "lp-ft", epochs=3)
+    original = HistoryWriter.on_epoch_end
+
+    def crash_after_logging(self, state, logs):  # dies between the log line and checkpoint
+        original(self, state, logs)
+        if self.phase == "train" and state.epoch == 1:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(HistoryWriter, "on_epoch_end", crash_after_logging)
+    with pytest.raises(KeyboardInterrupt):
+        fit(cfg, out, progress=False)
+    monkeypatch.undo()
+    assert not (out / "model.safetensors").exists() and (out / "checkpoint").is_dir()
+    result = fit(cfg, out, resume=True, progress=False)
+    rows = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows if r["phase"] == "train"] == [0, 1, 2]
+    assert any(r["phase"] == "probe" for r in rows)  # the probe's lines were kept
+    assert "probe" not in result.metrics["params"]  # and the probe was not run again
+    assert (out / "model.safetensors").is_file()

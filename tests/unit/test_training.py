@@ -76,10 +76,14 @@ def test_gradient_accumulation_steps(tmp_path):
     assert state.step == 2  # 24 images / 4 = 6 batches -> 2 optimiser steps
 
 
-def test_finished_run_resumes_as_a_no_op(tmp_path):
-    bb, strat, tr, va, cfg = _setup("finetune", epochs=1)
+def test_finished_run_resumes_as_a_no_op_with_the_trained_weights(tmp_path):
+    bb, strat, tr, va, cfg = _setup("finetune", epochs=2)
     Trainer(cfg, [], tmp_path).fit(bb, strat.param_groups(bb), tr, va, strat)
     w = {k: v.clone() for k, v in bb.state_dict().items()}
-    state = Trainer(cfg, [], tmp_path).fit(bb, strat.param_groups(bb), tr, va, strat, resume=True)
-    assert state.finished
-    assert all(torch.equal(w[k], v) for k, v in bb.state_dict().items())
+    bb2, strat2, tr2, va2, cfg2 = _setup("finetune", epochs=2)  # a fresh process
+    assert not all(torch.equal(w[k], v) for k, v in bb2.state_dict().items())
+    state = Trainer(cfg2, [], tmp_path).fit(
+        bb2, strat2.param_groups(bb2), tr2, va2, strat2, resume=True
+    )
+    assert state.finished and len(state.history) == 2
+    assert all(torch.equal(w[k], v) for k, v in bb2.state_dict().items())

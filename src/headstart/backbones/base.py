@@ -94,8 +94,9 @@ class Backbone(nn.Module, ABC):
             head.weight.copy_(weight)
             head.bias.copy_(bias)
 
-    def parameter_counts(self) -> tuple[int, int]:
-        """(trainable, total) parameter counts."""
-        total = sum(p.numel() for p in self.parameters())
-        trainable = sum(p.numel() for p in self.parameters() if p.requires_grad)
-        return trainable, total
+    def head_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The linear head's (weight, bias), detached."""
+        head = self.head()
+        if not isinstance(head, nn.Linear):
+            raise TypeError(f"head {head} is not a linear layer")
+        return head.weight.detach(), head.bias.detach()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -54,6 +55,8 @@ def make_accelerator(cfg: TrainConfig) -> Accelerator:
 
 
 def seed_everything(cfg: TrainConfig) -> None:
+    if cfg.deterministic:  # cuBLAS needs a fixed workspace to be deterministic
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     set_seed(cfg.seed, deterministic=cfg.deterministic)
     if cfg.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
@@ -144,7 +147,9 @@ class Trainer:
         best_state: dict[str, torch.Tensor] | None = None
         if resume and self._has_checkpoint():
             state, best_state = self._load(acc.unwrap_model(model), optimizer, scheduler, strategy)
-        if state.finished:
+        if state.finished:  # nothing left to train: hand back the best weights
+            if best_state is not None:
+                acc.unwrap_model(model).load_state_dict(best_state)
             return state
 
         for cb in self.callbacks:
