@@ -19,9 +19,12 @@ from headstart.config import (
     RunConfig,
     StrategyConfig,
     TrainConfig,
+    default_of,
     help_for,
 )
 from headstart.errors import HeadstartError
+from headstart.heads import HEADS
+from headstart.strategies import STRATEGIES
 
 app = typer.Typer(
     name="headstart",
@@ -34,7 +37,18 @@ console = Console()
 
 
 def _opt(cls: type, name: str, *flags: str) -> Any:
-    return typer.Option(*flags, help=help_for(cls, name))
+    """A Typer option whose help text is the config field's own (one source of truth)."""
+    help_text = help_for(cls, name)
+    if (cls, name) == (StrategyConfig, "name"):
+        help_text += f" Registered: {', '.join(STRATEGIES.names())} (freeze takes :N)."
+    elif (cls, name) == (StrategyConfig, "head"):
+        help_text += f" Registered: {', '.join(HEADS.names())}."
+    return typer.Option(*flags, help=help_text)
+
+
+def _d(cls: type, name: str) -> Any:
+    """The config field's default, so the CLI and the library cannot disagree."""
+    return default_of(cls, name)
 
 
 @app.callback()
@@ -50,44 +64,95 @@ def fit(
     out: Annotated[Path, typer.Option("--out", "-o", help="Run folder to write.")] = Path(
         "runs/latest"
     ),
-    backbone: Annotated[
-        str, _opt(BackboneConfig, "name", "--backbone", "-b")
-    ] = "efficientnet_lite0",
-    strategy: Annotated[str, _opt(StrategyConfig, "name", "--strategy", "-s")] = "lp-ft",
-    head: Annotated[str, _opt(StrategyConfig, "head", "--head")] = "linear",
-    val: Annotated[str | None, _opt(DataConfig, "val", "--val")] = None,
-    test: Annotated[str | None, _opt(DataConfig, "test", "--test")] = None,
-    per_class: Annotated[int | None, _opt(DataConfig, "per_class", "--per-class")] = None,
-    max_test: Annotated[int | None, _opt(DataConfig, "max_test", "--max-test")] = None,
-    image_size: Annotated[int | None, _opt(DataConfig, "image_size", "--image-size")] = None,
-    augment: Annotated[str, _opt(DataConfig, "augment", "--augment")] = "light",
-    skip_bad: Annotated[bool, _opt(DataConfig, "skip_bad", "--skip-bad")] = False,
-    weights: Annotated[str | None, _opt(BackboneConfig, "weights", "--weights")] = None,
+    backbone: Annotated[str, _opt(BackboneConfig, "name", "--backbone", "-b")] = _d(
+        BackboneConfig, "name"
+    ),
+    strategy: Annotated[str, _opt(StrategyConfig, "name", "--strategy", "-s")] = _d(
+        StrategyConfig, "name"
+    ),
+    head: Annotated[str, _opt(StrategyConfig, "head", "--head")] = _d(StrategyConfig, "head"),
+    val: Annotated[str | None, _opt(DataConfig, "val", "--val")] = _d(DataConfig, "val"),
+    test: Annotated[str | None, _opt(DataConfig, "test", "--test")] = _d(DataConfig, "test"),
+    per_class: Annotated[int | None, _opt(DataConfig, "per_class", "--per-class")] = _d(
+        DataConfig, "per_class"
+    ),
+    max_test: Annotated[int | None, _opt(DataConfig, "max_test", "--max-test")] = _d(
+        DataConfig, "max_test"
+    ),
+    image_size: Annotated[int | None, _opt(DataConfig, "image_size", "--image-size")] = _d(
+        DataConfig, "image_size"
+    ),
+    augment: Annotated[str, _opt(DataConfig, "augment", "--augment")] = _d(DataConfig, "augment"),
+    skip_bad: Annotated[bool, _opt(DataConfig, "skip_bad", "--skip-bad")] = _d(
+        DataConfig, "skip_bad"
+    ),
+    weights: Annotated[str | None, _opt(BackboneConfig, "weights", "--weights")] = _d(
+        BackboneConfig, "weights"
+    ),
     pretrained: Annotated[
         bool, _opt(BackboneConfig, "pretrained", "--pretrained/--no-pretrained")
-    ] = True,
+    ] = _d(BackboneConfig, "pretrained"),
     allow_download: Annotated[
         bool, _opt(BackboneConfig, "allow_download", "--allow-download")
-    ] = False,
-    drop_rate: Annotated[float, _opt(BackboneConfig, "drop_rate", "--dropout")] = 0.0,
-    layer_decay: Annotated[
-        float | None, _opt(StrategyConfig, "layer_decay", "--layer-decay")
-    ] = None,
-    epochs: Annotated[int, _opt(TrainConfig, "epochs", "--epochs")] = 10,
-    batch_size: Annotated[int, _opt(TrainConfig, "batch_size", "--batch-size")] = 32,
-    lr: Annotated[float, _opt(TrainConfig, "lr", "--lr")] = 1e-3,
-    weight_decay: Annotated[float, _opt(TrainConfig, "weight_decay", "--weight-decay")] = 0.01,
+    ] = _d(BackboneConfig, "allow_download"),
+    drop_rate: Annotated[float, _opt(BackboneConfig, "drop_rate", "--dropout")] = _d(
+        BackboneConfig, "drop_rate"
+    ),
+    layer_decay: Annotated[float | None, _opt(StrategyConfig, "layer_decay", "--layer-decay")] = _d(
+        StrategyConfig, "layer_decay"
+    ),
+    backbone_lr_scale: Annotated[
+        float, _opt(StrategyConfig, "backbone_lr_scale", "--backbone-lr-scale")
+    ] = _d(StrategyConfig, "backbone_lr_scale"),
+    bn_stats: Annotated[str, _opt(StrategyConfig, "bn_stats", "--bn-stats")] = _d(
+        StrategyConfig, "bn_stats"
+    ),
+    probe_epochs: Annotated[int, _opt(StrategyConfig, "probe_epochs", "--probe-epochs")] = _d(
+        StrategyConfig, "probe_epochs"
+    ),
+    head_c: Annotated[float, _opt(StrategyConfig, "head_c", "--head-c")] = _d(
+        StrategyConfig, "head_c"
+    ),
+    val_fraction: Annotated[float, _opt(DataConfig, "val_fraction", "--val-fraction")] = _d(
+        DataConfig, "val_fraction"
+    ),
+    test_fraction: Annotated[float, _opt(DataConfig, "test_fraction", "--test-fraction")] = _d(
+        DataConfig, "test_fraction"
+    ),
+    max_pixels: Annotated[int, _opt(DataConfig, "max_pixels", "--max-pixels")] = _d(
+        DataConfig, "max_pixels"
+    ),
+    warmup_fraction: Annotated[float, _opt(TrainConfig, "warmup_fraction", "--warmup")] = _d(
+        TrainConfig, "warmup_fraction"
+    ),
+    num_workers: Annotated[int, _opt(TrainConfig, "num_workers", "--num-workers")] = _d(
+        TrainConfig, "num_workers"
+    ),
+    epochs: Annotated[int, _opt(TrainConfig, "epochs", "--epochs")] = _d(TrainConfig, "epochs"),
+    batch_size: Annotated[int, _opt(TrainConfig, "batch_size", "--batch-size")] = _d(
+        TrainConfig, "batch_size"
+    ),
+    lr: Annotated[float, _opt(TrainConfig, "lr", "--lr")] = _d(TrainConfig, "lr"),
+    weight_decay: Annotated[float, _opt(TrainConfig, "weight_decay", "--weight-decay")] = _d(
+        TrainConfig, "weight_decay"
+    ),
     label_smoothing: Annotated[
         float, _opt(TrainConfig, "label_smoothing", "--label-smoothing")
-    ] = 0.1,
-    patience: Annotated[int, _opt(TrainConfig, "patience", "--patience")] = 3,
-    grad_accum: Annotated[int, _opt(TrainConfig, "grad_accum", "--grad-accum")] = 1,
-    mixed_precision: Annotated[
-        str, _opt(TrainConfig, "mixed_precision", "--mixed-precision")
-    ] = "auto",
-    device: Annotated[str, _opt(TrainConfig, "device", "--device")] = "auto",
-    seed: Annotated[int, _opt(TrainConfig, "seed", "--seed")] = 0,
-    deterministic: Annotated[bool, _opt(TrainConfig, "deterministic", "--deterministic")] = False,
+    ] = _d(TrainConfig, "label_smoothing"),
+    patience: Annotated[int, _opt(TrainConfig, "patience", "--patience")] = _d(
+        TrainConfig, "patience"
+    ),
+    grad_accum: Annotated[int, _opt(TrainConfig, "grad_accum", "--grad-accum")] = _d(
+        TrainConfig, "grad_accum"
+    ),
+    mixed_precision: Annotated[str, _opt(TrainConfig, "mixed_precision", "--mixed-precision")] = _d(
+        TrainConfig, "mixed_precision"
+    ),
+    device: Annotated[str, _opt(TrainConfig, "device", "--device")] = _d(TrainConfig, "device"),
+    seed: Annotated[int, _opt(TrainConfig, "seed", "--seed")] = _d(TrainConfig, "seed"),
+    deterministic: Annotated[bool, _opt(TrainConfig, "deterministic", "--deterministic")] = _d(
+        TrainConfig, "deterministic"
+    ),
     resume: Annotated[
         bool,
         typer.Option(
@@ -113,6 +178,9 @@ def fit(
         cfg = RunConfig(
             data=DataConfig(
                 source=source,
+                val_fraction=val_fraction,
+                test_fraction=test_fraction,
+                max_pixels=max_pixels,
                 val=val,
                 test=test,
                 per_class=per_class,
@@ -128,7 +196,15 @@ def fit(
                 allow_download=allow_download,
                 drop_rate=drop_rate,
             ),
-            strategy=StrategyConfig(name=strategy, head=head, layer_decay=layer_decay),
+            strategy=StrategyConfig(
+                name=strategy,
+                head=head,
+                layer_decay=layer_decay,
+                backbone_lr_scale=backbone_lr_scale,
+                bn_stats=bn_stats,
+                probe_epochs=probe_epochs,
+                head_c=head_c,
+            ),
             train=TrainConfig(
                 epochs=epochs,
                 batch_size=batch_size,
@@ -141,6 +217,8 @@ def fit(
                 device=device,
                 seed=seed,
                 deterministic=deterministic,
+                warmup_fraction=warmup_fraction,
+                num_workers=num_workers,
             ),
             eval=EvalConfig(),
         )
@@ -187,6 +265,9 @@ def predict(
         Path | None, typer.Option("--output", help="Write predictions to a .csv or .json file.")
     ] = None,
     batch_size: Annotated[int, typer.Option("--batch-size")] = 64,
+    skip_bad: Annotated[
+        bool, typer.Option("--skip-bad", help="Leave out unreadable images instead of stopping.")
+    ] = False,
     device: Annotated[str, typer.Option("--device")] = "auto",
 ) -> None:
     """Predict the top-k labels of image files or folders with a trained run."""
@@ -196,7 +277,10 @@ def predict(
         raise HeadstartError("--top-k of at least 1", str(top_k), "pass --top-k 1 or more")
     if output is not None and output.suffix not in (".csv", ".json"):
         raise HeadstartError("--output ending in .csv or .json", output.name, "rename the file")
-    rows = load(run, device).predict(inputs, top_k=top_k, batch_size=batch_size)
+    model = load(run, device)
+    rows = model.predict(inputs, top_k=top_k, batch_size=batch_size, skip_bad=skip_bad)
+    for path, reason in model.last_skipped:
+        console.print(f"[yellow]skipped[/] {path}: {reason}", highlight=False)
     if output is None:
         table = Table(title=f"Predictions ({run})")
         table.add_column("input")
@@ -294,6 +378,16 @@ def main() -> None:
             raise
         err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
         sys.exit(2)
+    except (OSError, RuntimeError, TypeError, ValueError, ImportError) as e:
+        if debug:
+            raise
+        err.print(
+            f"[bold red]error:[/] {type(e).__name__}: {e}\n"
+            "This is unexpected: run again with --debug for the traceback and report it.",
+            highlight=False,
+            soft_wrap=True,
+        )
+        sys.exit(1)
     except KeyboardInterrupt:
         err.print("[bold red]interrupted[/]: continue a fit with `headstart fit ... --resume`")
         sys.exit(130)

@@ -30,6 +30,14 @@ def help_for(cls: type, name: str) -> str:
     raise KeyError(name)
 
 
+def default_of(cls: type, name: str) -> Any:
+    """The default value of field ``name`` of config class ``cls``."""
+    for f in dataclasses.fields(cls):
+        if f.name == name:
+            return f.default
+    raise KeyError(name)
+
+
 def _positive(cfg: object, *names: str) -> None:
     for n in names:
         v = getattr(cfg, n)
@@ -99,9 +107,9 @@ class BackboneConfig:
 class StrategyConfig:
     name: str = _f(
         "lp-ft",
-        "Transfer strategy: linear-probe, finetune, freeze:N, gradual, lp-ft or scratch.",
+        "Transfer strategy (a registered name).",
     )
-    head: str = _f("linear", "Classifier head: linear (torch), logistic or svm (scikit-learn).")
+    head: str = _f("linear", "Classifier head fitted on embeddings (a registered name).")
     layer_decay: float | None = _f(
         None,
         "Discriminative learning rates: each layer group below the head gets lr x decay^depth.",

@@ -26,6 +26,7 @@ from headstart.pipeline import fit as fit_run
 from headstart.pipeline import prepare_data
 from headstart.runfolder import Predictor, save_config, save_model, write_json
 from headstart.training import resolve_device
+from headstart.training.callbacks import json_line
 
 
 class NotFittedError(errors.NotFittedError, sklearn.exceptions.NotFittedError):
@@ -140,6 +141,7 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         save_config(path, self.model_.cfg, self.model_.backbone.spec, list(self.model_.classes))
         save_model(path, self.model_.backbone)
         write_json(path / "metrics.json", self.metrics_)
+        (path / "history.jsonl").write_text("".join(json_line(h) + "\n" for h in self.history_))
         write_json(
             path / "estimator.json",
             {"params": self.get_params(), "classes": self.classes_.tolist()},

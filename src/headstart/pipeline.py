@@ -44,6 +44,7 @@ from headstart.training import (
     predict_logits,
     resolve_device,
 )
+from headstart.training.callbacks import json_line
 from headstart.training.trainer import seed_everything
 
 
@@ -104,7 +105,10 @@ def prepare_data(
     )
     if cfg.per_class:
         # a label budget: per_class training images, and validation in proportion
-        train = train.subset(per_class_subsample(train.labels, cfg.per_class, seed=cfg.split_seed))
+        idx = per_class_subsample(
+            train.labels, cfg.per_class, seed=cfg.split_seed, classes=train.classes
+        )  # counts are of the training part, after validation and test are held out
+        train = train.subset(idx)
         if not cfg.val and len(val):
             n_val = max(1, round(cfg.per_class * val_f / (1.0 - val_f - test_f)))
             val = val.subset(_up_to_per_class(val.labels, n_val, cfg.split_seed))
@@ -229,7 +233,7 @@ def fit(
     save_config(out, cfg, spec, data.classes)
     # resuming needs a training checkpoint; without one (e.g. a crash during the probe)
     # the run starts over, which costs little since embeddings are cached
-    resume = resume and (out / "checkpoint" / "last.json").is_file()
+    resume = resume and (out / "checkpoint" / "last.safetensors").is_file()
     if not resume:
         (out / "history.jsonl").write_text("")
     device = resolve_device(cfg.train.device)
@@ -316,16 +320,14 @@ def _train(
 def _rewrite_history(path: Path, phase: str, rows: list[dict[str, Any]]) -> None:
     """Replace ``phase``'s lines by the checkpointed truth (a crash between writing an
     epoch's line and its checkpoint would otherwise leave that epoch in twice)."""
-    kept = (
-        [
-            line
-            for line in path.read_text().splitlines()
-            if line.strip() and json.loads(line).get("phase") != phase
-        ]
-        if path.is_file()
-        else []
-    )
-    path.write_text("".join(line + "\n" for line in [*kept, *map(json.dumps, rows)]))
+    kept = []
+    for line in path.read_text().splitlines() if path.is_file() else []:
+        try:
+            if json.loads(line).get("phase") != phase:
+                kept.append(line)
+        except json.JSONDecodeError:  # a line torn by a crash
+            continue
+    path.write_text("".join(f"{line}\n" for line in [*kept, *map(json_line, rows)]))
 
 
 def _evaluate(

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import yaml
 from PIL import Image
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from headstart.backbones import Backbone, BackboneSpec, backbone_from_spec
 from headstart.config import RunConfig
@@ -30,6 +30,7 @@ from headstart.data import (
 )
 from headstart.errors import DataError, RunFolderError
 from headstart.training import predict_logits, resolve_device
+from headstart.training.checkpoint import write_safetensors
 
 FORMAT_VERSION = 1
 
@@ -48,10 +49,10 @@ def save_config(run_dir: Path, cfg: RunConfig, spec: BackboneSpec, classes: list
 
 
 def save_model(run_dir: Path, backbone: Backbone) -> None:
-    tmp = run_dir / "model.safetensors.tmp"
     state = {k: v.detach().cpu().contiguous() for k, v in backbone.state_dict().items()}
-    save_file(state, str(tmp), metadata={"format": "pt", "headstart": str(FORMAT_VERSION)})
-    tmp.replace(run_dir / "model.safetensors")
+    write_safetensors(
+        state, run_dir / "model.safetensors", {"format": "pt", "headstart": str(FORMAT_VERSION)}
+    )
 
 
 def _require(run_dir: Path, name: str) -> Path:
@@ -95,44 +96,76 @@ class Predictor:
         self.backbone.to(self.device).eval()
         spec = backbone.spec
         self.transform = build_transform(spec.input_size, spec.mean, spec.std, train=False)
+        self.last_skipped: list[tuple[str, str]] = []
 
     @classmethod
     def load(cls, run_dir: str | Path, device: str = "auto") -> Predictor:
         run_dir = Path(run_dir)
-        doc = yaml.safe_load(_require(run_dir, "config.yaml").read_text())
-        labels = json.loads(_require(run_dir, "labels.json").read_text())
+        config_file = _require(run_dir, "config.yaml")
+        try:
+            doc = yaml.safe_load(config_file.read_text())
+            labels = json.loads(_require(run_dir, "labels.json").read_text())
+            spec = BackboneSpec.from_dict(doc["spec"])
+            classes = list(labels["classes"])
+            cfg = RunConfig.from_dict({k: v for k, v in doc.items() if k != "spec"})
+        except (yaml.YAMLError, json.JSONDecodeError, KeyError, TypeError) as e:
+            raise RunFolderError(
+                "config.yaml with a backbone spec and labels.json with the classes",
+                f"unreadable run files in {run_dir} ({type(e).__name__}: {e})",
+                "re-run `headstart fit` to write the run folder again",
+            ) from e
         if labels.get("format_version", 0) > FORMAT_VERSION:
             raise RunFolderError(
                 f"a run folder of format {FORMAT_VERSION} or older",
                 f"format {labels['format_version']}",
                 "upgrade headstart",
             )
-        spec = BackboneSpec.from_dict(doc["spec"])
-        classes = list(labels["classes"])
         backbone = backbone_from_spec(spec, len(classes))
-        state = load_file(str(_require(run_dir, "model.safetensors")))
-        backbone.load_state_dict(state)
-        return cls(
-            backbone,
-            classes,
-            RunConfig.from_dict({k: v for k, v in doc.items() if k != "spec"}),
-            device,
-        )
+        try:
+            backbone.load_state_dict(load_file(str(_require(run_dir, "model.safetensors"))))
+        except Exception as e:  # truncated file, or weights of another architecture
+            raise RunFolderError(
+                f"model.safetensors matching {spec.arch} with {len(classes)} classes",
+                f"{type(e).__name__}: {str(e).splitlines()[0]}",
+                "re-run `headstart fit`; the file may be truncated or from another run",
+            ) from e
+        return cls(backbone, classes, cfg, device)
 
-    def samples(self, inputs: Any) -> ImageSamples:
-        """Images to predict: files, folders, an array, PIL images or ImageSamples."""
+    def samples(self, inputs: Any, skip_bad: bool = False) -> ImageSamples:
+        """Images to predict: file paths, folders, one array or PIL image, a batch array
+        (N, H, W[, C]), a list of arrays or PIL images (any sizes), or ImageSamples."""
         if isinstance(inputs, ImageSamples):
             return inputs
-        if isinstance(inputs, np.ndarray) or torch.is_tensor(inputs):
-            return from_arrays(np.asarray(inputs))
+        if torch.is_tensor(inputs):
+            inputs = inputs.numpy()
+        if isinstance(inputs, Image.Image):
+            inputs = [inputs]
+        if isinstance(inputs, np.ndarray):
+            if inputs.ndim == 3 and inputs.shape[-1] in (3, 4) and min(inputs.shape[:2]) > 4:
+                inputs = inputs[None]  # one H x W x C image, not H grey images
+            return from_arrays(inputs)
         if isinstance(inputs, (str, Path)):
             inputs = [inputs]
         items = list(inputs)
-        if items and all(isinstance(i, Image.Image) for i in items):
-            return from_arrays(np.stack([np.asarray(i.convert("RGB")) for i in items]))
+        if items and all(isinstance(i, (Image.Image, np.ndarray)) for i in items):
+            return from_arrays(np.stack([self._squash(i) for i in items]))
         files = collect_images(items)
         s = ImageSamples(classes=[], labels=np.full(len(files), -1), paths=files, name="inputs")
-        return preflight(s, progress=False, min_per_class=0)[0]
+        samples, report = preflight(s, skip_bad=skip_bad, progress=False, min_per_class=0)
+        self.last_skipped = report.bad
+        return samples
+
+    def _squash(self, image: Image.Image | np.ndarray) -> np.ndarray:
+        """One image of any size as RGB at the input size, resized exactly as the
+        evaluation transform would (bilinear, no crop), so images of mixed sizes batch."""
+        if isinstance(image, np.ndarray):
+            a = image
+            if a.ndim == 3 and a.shape[0] in (1, 3) and a.shape[-1] not in (1, 3, 4):
+                a = np.moveaxis(a, 0, -1)  # channel-first
+            image = from_arrays(a[None]).image(0)
+        size = self.backbone.spec.input_size
+        resized = image.convert("RGB").resize((size, size), Image.Resampling.BILINEAR)
+        return np.asarray(resized)
 
     def logits(self, samples: ImageSamples, batch_size: int = 64) -> torch.Tensor:
         ds = ImageDataset(samples, self.transform)
@@ -141,9 +174,11 @@ class Predictor:
     def predict_proba(self, inputs: Any, batch_size: int = 64) -> np.ndarray:
         return torch.softmax(self.logits(self.samples(inputs), batch_size), 1).numpy()
 
-    def predict(self, inputs: Any, top_k: int = 1, batch_size: int = 64) -> list[dict[str, Any]]:
+    def predict(
+        self, inputs: Any, top_k: int = 1, batch_size: int = 64, skip_bad: bool = False
+    ) -> list[dict[str, Any]]:
         """One dict per input: its name, the top-k labels and their probabilities."""
-        samples = self.samples(inputs)
+        samples = self.samples(inputs, skip_bad)
         proba = torch.softmax(self.logits(samples, batch_size), 1)
         k = min(top_k, len(self.classes))
         top_p, top_i = proba.topk(k, dim=1)

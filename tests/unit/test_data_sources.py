@@ -145,3 +145,18 @@ def test_subset_keeps_paths_labels_and_classes() -> None:
     sub = samples.subset(np.array([3, 0]))
     assert len(sub) == 2 and sub.labels.tolist() == [1, 0] and sub.classes == ["a", "b"]
     assert sub.arrays is not None and sub.arrays[0, 0, 0] == 12
+
+
+def test_symlink_loop_in_an_image_folder_is_skipped(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from headstart.data import scan_image_folder
+
+    for c in ("a", "b"):
+        (tmp_path / c).mkdir()
+        for i in range(2):
+            Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(tmp_path / c / f"{i}.png")
+    (tmp_path / "a" / "loop.png").symlink_to(tmp_path / "a" / "loop.png")
+    s = scan_image_folder(tmp_path)
+    assert len(s) == 4 and any(p.name == "loop.png" for p in s.skipped_links)

@@ -324,3 +324,79 @@ def test_a_crashed_lp_ft_run_resumes_where_it_stopped(image_folder, tmp_path, mo
     assert any(r["phase"] == "probe" for r in rows)  # the probe's lines were kept
     assert "probe" not in result.metrics["params"]  # and the probe was not run again
     assert (out / "model.safetensors").is_file()
+
+
+def test_scratch_starts_from_random_weights(image_folder, tmp_path):
+    from headstart.backbones import create_backbone
+
+    result = fit(_cfg(image_folder, "scratch", epochs=1), tmp_path / "r", progress=False)
+    assert result.metrics["weights"].startswith("random")
+    pretrained = create_backbone(BackboneConfig(name="toy-efficientnet"), 3).state_dict()
+    ours = result.backbone.state_dict()
+    stem = [k for k in ours if k.startswith("model.conv_stem")]
+    assert stem and not any(torch.equal(ours[k], pretrained[k]) for k in stem)
+
+
+def test_linear_probe_leaves_the_pretrained_backbone_untouched(image_folder, tmp_path):
+    from headstart.backbones import create_backbone
+
+    result = fit(_cfg(image_folder, "linear-probe"), tmp_path / "r", progress=False)
+    pretrained = create_backbone(BackboneConfig(name="toy-efficientnet"), 3).state_dict()
+    ours = result.backbone.state_dict()
+    body = [k for k in ours if "classifier" not in k]
+    assert all(torch.equal(ours[k], pretrained[k]) for k in body)
+    assert not torch.equal(ours["model.classifier.weight"], pretrained["model.classifier.weight"])
+
+
+def test_predict_accepts_single_images_and_mixed_sizes(image_folder, tmp_path):
+    from PIL import Image
+
+    fit(_cfg(image_folder, "linear-probe", "logistic"), tmp_path / "r", progress=False)
+    model = load(tmp_path / "r", device="cpu")
+    files = sorted((image_folder / "circle").glob("*.png"))[:2]
+    imgs = [
+        Image.open(files[0]).convert("RGB"),
+        Image.open(files[1]).convert("RGB").resize((40, 30)),
+    ]
+    imgs[1].save(tmp_path / "b.png")
+    from_files = model.predict_proba([files[0], tmp_path / "b.png"])
+    from_pil = model.predict_proba(imgs)
+    np.testing.assert_allclose(from_pil, from_files, atol=1e-6)
+    assert model.predict_proba(imgs[0]).shape == (1, 3)
+    assert model.predict_proba(np.asarray(imgs[1])).shape == (1, 3)  # one H x W x 3 image
+    assert model.predict_proba([np.asarray(imgs[0]), np.asarray(imgs[1])]).shape == (2, 3)
+
+
+def test_damaged_run_folder_is_a_clear_error(image_folder, tmp_path):
+    from headstart.errors import RunFolderError
+
+    fit(_cfg(image_folder, "linear-probe", "logistic"), tmp_path / "r", progress=False)
+    model_file = tmp_path / "r" / "model.safetensors"
+    model_file.write_bytes(model_file.read_bytes()[:1000])
+    with pytest.raises(RunFolderError, match=r"model\.safetensors"):
+        load(tmp_path / "r")
+    with pytest.raises(RunFolderError, match=r"no config\.yaml"):
+        load(tmp_path / "nothing-here")
+
+
+def test_history_is_strict_json_without_validation_data(image_folder, tmp_path):
+    cfg = _cfg(image_folder, "finetune", epochs=1)
+    cfg.data.val_fraction = 0.0
+    fit(cfg, tmp_path / "r", progress=False)
+
+    def no_nan(name):
+        raise ValueError(name)
+
+    for line in (tmp_path / "r" / "history.jsonl").read_text().splitlines():
+        row = json.loads(line, parse_constant=no_nan)
+        assert row["val_macro_f1"] is None
+
+
+def test_vit_at_another_image_size(image_folder, tmp_path):
+    cfg = _cfg(image_folder, "finetune", epochs=1)
+    cfg.backbone.name = "toy-vit"
+    cfg.data.image_size = 48
+    fit(cfg, tmp_path / "r", progress=False)
+    model = load(tmp_path / "r", device="cpu")
+    assert model.backbone.spec.input_size == 48
+    assert model.predict_proba(sorted(image_folder.rglob("*.png"))[:2]).shape == (2, 3)

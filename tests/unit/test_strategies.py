@@ -173,3 +173,34 @@ def test_no_decay_on_norms_and_biases():
     for g in opt.param_groups:
         assert g["weight_decay"] == (0.0 if g["name"].endswith("/no_decay") else 0.3)
         assert all((p.ndim <= 1) == g["name"].endswith("/no_decay") for p in g["params"])
+
+
+ALL_STRATEGIES = ["linear-probe", "finetune", "freeze:1", "gradual", "lp-ft", "scratch"]
+
+
+@pytest.mark.parametrize("strategy", ALL_STRATEGIES)
+@pytest.mark.parametrize("backbone", TOYS)
+def test_contract_every_backbone_and_strategy(backbone, strategy):
+    """One step on every registered toy with every strategy: frozen parameters keep their
+    values, parameters that train and get a gradient move, the head always trains."""
+    bb = _backbone(backbone)
+    s = build_strategy(StrategyConfig(name=strategy))
+    groups = s.param_groups(bb)
+    assert [g.name for g in groups] == [g.name for g in bb.layer_groups()]
+    before = _one_step(bb, s)
+    changed = _changed(bb, before)
+    named = dict(bb.named_parameters())
+    frozen = {n for n, p in named.items() if not p.requires_grad}
+    moved = {n for n, p in named.items() if p.grad is not None and p.grad.abs().sum() > 0}
+    assert not (changed & frozen)
+    assert moved <= changed
+    assert _names_of(bb, [len(groups) - 1]) <= changed
+
+
+def test_random_init_backbone_updates_batchnorm_statistics():
+    """Without pretrained weights there are no statistics to keep: BatchNorm trains."""
+    torch.manual_seed(0)
+    bb = create_backbone(BackboneConfig(name="toy-efficientnet", pretrained=False), 3)
+    assert bb.spec.weights_sha256 is None
+    before = _one_step(bb, build_strategy(StrategyConfig(name="finetune")))
+    assert any("running_mean" in k for k in _changed(bb, before))

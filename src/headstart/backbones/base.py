@@ -14,6 +14,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from headstart.errors import BackboneError
+
 
 @dataclass
 class BackboneSpec:
@@ -89,7 +91,11 @@ class Backbone(nn.Module, ABC):
         """Set the head's linear weights (from a probe fitted on embeddings)."""
         head = self.head()
         if not isinstance(head, nn.Linear) or head.weight.shape != weight.shape:
-            raise TypeError(f"head {head} cannot take a weight of shape {tuple(weight.shape)}")
+            raise BackboneError(
+                f"a linear head taking a weight of shape {tuple(weight.shape)}",
+                f"{head}",
+                "use a backbone whose classifier is a single linear layer",
+            )
         with torch.no_grad():
             head.weight.copy_(weight)
             head.bias.copy_(bias)
@@ -98,5 +104,7 @@ class Backbone(nn.Module, ABC):
         """The linear head's (weight, bias), detached."""
         head = self.head()
         if not isinstance(head, nn.Linear):
-            raise TypeError(f"head {head} is not a linear layer")
+            raise BackboneError(
+                "a linear classifier head", f"{head}", "use a backbone with a linear head"
+            )
         return head.weight.detach(), head.bias.detach()

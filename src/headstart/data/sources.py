@@ -102,9 +102,14 @@ def _entries(folder: Path, top: Path, skipped: list[Path]) -> list[Path]:
     for child in children:
         if _is_hidden(child.name):
             continue
-        if child.is_symlink() and not child.resolve().is_relative_to(top):
-            skipped.append(child)
-            continue
+        if child.is_symlink():
+            try:
+                inside = child.resolve(strict=True).is_relative_to(top)
+            except (OSError, RuntimeError):  # a dangling link or a link loop
+                inside = False
+            if not inside:
+                skipped.append(child)
+                continue
         kept.append(child)
     return kept
 
@@ -117,7 +122,11 @@ def list_image_files(folder: str | Path) -> list[Path]:
 
 
 def _image_files(folder: Path, top: Path, skipped: list[Path], seen: set[Path]) -> list[Path]:
-    real = folder.resolve()
+    try:
+        real = folder.resolve(strict=True)
+    except (OSError, RuntimeError):
+        skipped.append(folder)
+        return []
     if real in seen:  # a link loop, or a folder linked twice
         return []
     seen.add(real)

@@ -24,9 +24,9 @@ def classification_metrics(
     return {
         "n": len(y_true),
         "accuracy": float(accuracy_score(y_true, y_pred)),
-        "macro_f1": float(
-            f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)
-        ),
+        # over the classes present in the truth or the predictions: a class absent from
+        # this set cannot be scored and must not count as F1 = 0
+        "macro_f1": float(f1_score(y_true, y_pred, average="macro", zero_division=0)),
         "per_class": {
             c: {
                 "precision": float(p[i]),

@@ -83,7 +83,8 @@ class Strategy:
         Called by the loop right after ``model.train()``.
         """
         self.epoch = epoch
-        frozen_stats = self.uses_pretrained and self.cfg.bn_stats == "frozen"
+        pretrained = backbone.spec.weights_sha256 is not None  # random init has no statistics
+        frozen_stats = pretrained and self.cfg.bn_stats == "frozen"
         apply_freeze(backbone, self.param_groups(backbone), all_bn_stats=frozen_stats)
 
     def extra_loss(self, batch: Any, outputs: torch.Tensor) -> torch.Tensor | None:

@@ -26,6 +26,12 @@ class TrainState:
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
+def json_line(row: dict[str, Any]) -> str:
+    """Strict JSON (NaN, which strict parsers reject, becomes null)."""
+    clean = {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in row.items()}
+    return json.dumps(clean, allow_nan=False)
+
+
 class Callback:
     def on_train_begin(self, state: TrainState, total_epochs: int, steps_per_epoch: int) -> None:
         """Before the first epoch (also after resuming)."""
@@ -72,7 +78,7 @@ class HistoryWriter(Callback):
 
     def on_epoch_end(self, state: TrainState, logs: dict[str, Any]) -> None:
         with self.path.open("a") as f:
-            f.write(json.dumps({"phase": self.phase, **logs}) + "\n")
+            f.write(json_line({"phase": self.phase, **logs}) + "\n")
 
 
 class ProgressBar(Callback):

@@ -14,7 +14,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors import safe_open
+from safetensors.torch import save_file
 
 
 def _tensors_and_meta(obj: Any, prefix: str, tensors: dict[str, torch.Tensor]) -> Any:
@@ -41,25 +42,28 @@ def _restore(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
 
 
 def save_nested(obj: dict[str, Any], path: Path) -> None:
-    """Write a nested dict of tensors and plain values as ``path``.safetensors + .json."""
+    """Write a nested dict of tensors and plain values as one safetensors file: the tensors
+    as tensors, the rest as JSON in the file's metadata. Written to a temporary file and
+    renamed, so a crash never leaves a half-written checkpoint."""
     tensors: dict[str, torch.Tensor] = {}
     meta = _tensors_and_meta(obj, "", tensors)
-    tmp = path.with_suffix(".tmp.safetensors")
-    save_file(tensors, str(tmp))
-    tmp.replace(path.with_suffix(".safetensors"))
-    _write_json(path.with_suffix(".json"), meta)
+    write_safetensors(tensors, path, {"nested": json.dumps(meta)})
+
+
+def write_safetensors(
+    tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None
+) -> None:
+    """Atomic ``save_file``: a temporary file in the same folder, then a rename."""
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(tensors, str(tmp), metadata=metadata)
+    tmp.replace(path)
 
 
 def load_nested(path: Path) -> dict[str, Any]:
-    tensors = load_file(str(path.with_suffix(".safetensors")))
-    meta = json.loads(path.with_suffix(".json").read_text())
+    with safe_open(str(path), framework="pt") as f:
+        meta = json.loads(f.metadata()["nested"])
+        tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
     return _restore(meta, tensors)
-
-
-def _write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(obj))
-    tmp.replace(path)
 
 
 def optimizer_state(optimizer: torch.optim.Optimizer) -> dict[str, Any]:

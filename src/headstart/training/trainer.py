@@ -14,13 +14,14 @@ import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState
 from accelerate.utils import set_seed
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from sklearn.metrics import accuracy_score, f1_score
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
 from headstart.backbones import Backbone
 from headstart.config import TrainConfig
+from headstart.errors import ConfigError
 from headstart.strategies import ParamGroup, Strategy
 from headstart.training.callbacks import Callback, EarlyStopping, TrainState
 from headstart.training.checkpoint import (
@@ -30,13 +31,24 @@ from headstart.training.checkpoint import (
     rng_state,
     save_nested,
     set_rng_state,
+    write_safetensors,
 )
 from headstart.training.optim import build_optimizer, build_scheduler
 
 
 def resolve_device(device: str) -> str:
+    """``auto`` -> ``cuda`` when a GPU is present, else ``cpu``; a missing GPU is an error."""
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
+    kind = device.split(":")[0]
+    if kind not in ("cpu", "cuda"):
+        raise ConfigError("device auto, cpu, cuda or cuda:N", repr(device), "pass --device auto")
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(
+            "a CUDA GPU for --device cuda",
+            "none (torch.cuda.is_available() is False)",
+            "pass --device cpu or --device auto, or install a CUDA build of torch",
+        )
     return device
 
 
@@ -44,9 +56,12 @@ def make_accelerator(cfg: TrainConfig) -> Accelerator:
     device = resolve_device(cfg.device)
     mp = cfg.mixed_precision
     if mp == "auto":
-        mp = "bf16" if device == "cuda" and torch.cuda.is_bf16_supported() else "no"
-    if device == "cpu":
-        mp = "no" if mp == "fp16" else mp
+        mp = "no"
+        if device.startswith("cuda"):  # bf16 where the GPU has it natively, else fp16
+            native_bf16 = torch.cuda.is_bf16_supported(including_emulation=False)
+            mp = "bf16" if native_bf16 else "fp16"
+    if device == "cpu" and mp == "fp16":
+        mp = "no"  # fp16 autocast on CPU is slow and unsupported by many kernels
     # Accelerate keeps process-wide state; each fit may ask for other settings
     AcceleratorState._reset_state(reset_partial_state=True)
     return Accelerator(
@@ -146,11 +161,11 @@ class Trainer:
         state = TrainState()
         best_state: dict[str, torch.Tensor] | None = None
         if resume and self._has_checkpoint():
-            state, best_state = self._load(acc.unwrap_model(model), optimizer, scheduler, strategy)
+            state, best_state = self._load(
+                acc.unwrap_model(model), optimizer, scheduler, strategy, acc.scaler
+            )
         if state.finished:  # nothing left to train: hand back the best weights
-            if best_state is not None:
-                acc.unwrap_model(model).load_state_dict(best_state)
-            return state
+            return self._finish(acc, model, best_state, state)
 
         for cb in self.callbacks:
             cb.on_train_begin(state, cfg.epochs, len(loader))
@@ -203,11 +218,23 @@ class Trainer:
                 state.stop = True
             if state.stop:
                 state.finished = True
-            self._save(base, optimizer, scheduler, strategy, state, best_state)
+            self._save(base, optimizer, scheduler, strategy, state, best_state, acc.scaler)
             if state.stop:
                 break
         for cb in self.callbacks:
             cb.on_train_end(state)
+        return self._finish(acc, model, best_state, state)
+
+    @staticmethod
+    def _finish(
+        acc: Accelerator,
+        model: nn.Module,
+        best_state: dict[str, torch.Tensor] | None,
+        state: TrainState,
+    ) -> TrainState:
+        """Load the best weights and take off Accelerate's mixed-precision wrapper, so that
+        evaluation and saving see the plain fp32 model (as ``headstart.load`` will)."""
+        base = acc.unwrap_model(model, keep_fp32_wrapper=False)
         if best_state is not None:
             base.load_state_dict(best_state)
         return state
@@ -232,7 +259,9 @@ class Trainer:
         }
 
     def _has_checkpoint(self) -> bool:
-        return self.checkpoint_dir is not None and (self.checkpoint_dir / "last.json").is_file()
+        return (
+            self.checkpoint_dir is not None and (self.checkpoint_dir / "last.safetensors").is_file()
+        )
 
     def _save(
         self,
@@ -242,12 +271,13 @@ class Trainer:
         strategy: Strategy | None,
         state: TrainState,
         best_state: dict[str, torch.Tensor] | None,
+        scaler: Any = None,
     ) -> None:
         if self.checkpoint_dir is None or not self.cfg.checkpoint:
             return
         self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
         if best_state is not None and state.best_epoch == state.epoch:
-            save_file(best_state, str(self.checkpoint_dir / "best.safetensors"))
+            write_safetensors(best_state, self.checkpoint_dir / "best.safetensors")
         save_nested(
             {
                 "model": {k: v for k, v in model.state_dict().items()},
@@ -256,8 +286,9 @@ class Trainer:
                 "strategy": strategy.state_dict() if strategy is not None else None,
                 "state": copy.deepcopy(vars(state)),
                 "rng": rng_state(),
+                "scaler": scaler.state_dict() if scaler is not None else None,
             },
-            self.checkpoint_dir / "last",
+            self.checkpoint_dir / "last.safetensors",
         )
 
     def _load(
@@ -266,9 +297,10 @@ class Trainer:
         optimizer: torch.optim.Optimizer,
         scheduler: Any,
         strategy: Strategy | None,
+        scaler: Any = None,
     ) -> tuple[TrainState, dict[str, torch.Tensor] | None]:
         assert self.checkpoint_dir is not None
-        ck = load_nested(self.checkpoint_dir / "last")
+        ck = load_nested(self.checkpoint_dir / "last.safetensors")
         model.load_state_dict(ck["model"])
         load_optimizer_state(optimizer, ck["optimizer"])
         scheduler.load_state_dict(ck["scheduler"])
@@ -276,6 +308,8 @@ class Trainer:
             strategy.load_state_dict(ck["strategy"])
         state = TrainState(**ck["state"])
         set_rng_state(ck["rng"])
+        if scaler is not None and ck.get("scaler"):
+            scaler.load_state_dict(ck["scaler"])
         best_path = self.checkpoint_dir / "best.safetensors"
         best = load_file(str(best_path)) if best_path.is_file() else None
         return state, best
