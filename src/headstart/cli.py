@@ -321,10 +321,24 @@ def predict(
 
 
 @app.command()
-def backbones() -> None:
+def backbones(
+    name: Annotated[
+        str | None,
+        typer.Argument(help="Show this backbone's layer groups (what freeze:N counts)."),
+    ] = None,
+) -> None:
     """List the registered backbones and whether their weights are available offline."""
-    from headstart.backbones import describe_backbones
+    from headstart.backbones import create_backbone, describe_backbones
 
+    if name is not None:
+        bb = create_backbone(BackboneConfig(name=name, pretrained=False), 2)
+        table = Table(title=f"Layer groups of {name}, input to output (freeze:N freezes 1..N)")
+        for col in ("#", "group", "parameters"):
+            table.add_column(col, justify="right" if col != "group" else "left")
+        for i, g in enumerate(bb.layer_groups(), start=1):
+            table.add_row(str(i), g.name, f"{g.numel:,}")
+        console.print(table)
+        return
     table = Table(title="Registered backbones (any timm architecture name works too)")
     rows = describe_backbones()
     for col in rows[0]:
@@ -332,6 +346,7 @@ def backbones() -> None:
     for r in rows:
         table.add_row(*r.values())
     console.print(table)
+    console.print("`headstart backbones NAME` lists a backbone's layer groups.")
 
 
 @app.command()

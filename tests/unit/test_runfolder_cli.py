@@ -189,6 +189,8 @@ def test_cli_end_to_end(image_folder, tmp_path):
     assert r.exit_code == 0, r.output
     assert len(json.loads((tmp_path / "p.json").read_text())) == 12
 
+    r = runner.invoke(app, ["backbones", "toy-resnet"])
+    assert r.exit_code == 0 and "layer1" in r.output and "head" in r.output
     r = runner.invoke(app, ["backbones"])
     assert r.exit_code == 0 and "efficientnet_lite0" in r.output and "toy-vit" in r.output
 

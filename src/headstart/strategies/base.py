@@ -45,8 +45,16 @@ class Strategy:
     probe_first: ClassVar[bool] = False
     #: the backbone's learning rate equals the head's (no pretrained features to protect)
     full_backbone_lr: ClassVar[bool] = False
+    #: takes an argument after a colon, as ``freeze:3``
+    takes_arg: ClassVar[bool] = False
 
     def __init__(self, cfg: StrategyConfig, arg: str | None = None) -> None:
+        if arg is not None and not self.takes_arg:
+            raise ConfigError(
+                f"strategy {self.name!r} without an argument",
+                f"{self.name}:{arg}",
+                f"use --strategy {self.name}",
+            )
         self.cfg = cfg
         self.arg = arg
         self.epoch = 0

@@ -8,23 +8,10 @@ from headstart.errors import ConfigError
 from headstart.strategies.base import STRATEGIES, ParamGroup, Strategy
 
 
-def _no_arg(s: Strategy) -> None:
-    if s.arg is not None:
-        raise ConfigError(
-            f"strategy {s.name!r} without an argument",
-            f"{s.name}:{s.arg}",
-            f"use --strategy {s.name}",
-        )
-
-
 @STRATEGIES.register("linear-probe", help="Frozen backbone; a head fitted on cached embeddings.")
 class LinearProbe(Strategy):
     name = "linear-probe"
     frozen_backbone = True
-
-    def __init__(self, cfg: StrategyConfig, arg: str | None = None) -> None:
-        super().__init__(cfg, arg)
-        _no_arg(self)
 
     def trainable_groups(self, n_groups: int, epoch: int) -> list[bool]:
         return [False] * (n_groups - 1) + [True]
@@ -33,10 +20,6 @@ class LinearProbe(Strategy):
 @STRATEGIES.register("finetune", help="Everything trains (backbone at a lower learning rate).")
 class Finetune(Strategy):
     name = "finetune"
-
-    def __init__(self, cfg: StrategyConfig, arg: str | None = None) -> None:
-        super().__init__(cfg, arg)
-        _no_arg(self)
 
 
 @STRATEGIES.register(
@@ -59,6 +42,7 @@ class Scratch(Finetune):
 )
 class FreezeFirst(Strategy):
     name = "freeze"
+    takes_arg = True
 
     def __init__(self, cfg: StrategyConfig, arg: str | None = None) -> None:
         super().__init__(cfg, arg)
@@ -66,7 +50,7 @@ class FreezeFirst(Strategy):
             raise ConfigError(
                 "freeze:N with N a positive number of layer groups",
                 f"freeze:{arg}" if arg is not None else "freeze without N",
-                "use e.g. --strategy freeze:3 (`headstart backbones` lists the groups)",
+                "use e.g. --strategy freeze:3 (`headstart backbones NAME` lists the groups)",
             )
         self.n_frozen = int(arg)
 
@@ -89,10 +73,6 @@ class FreezeFirst(Strategy):
 )
 class GradualUnfreeze(Strategy):
     name = "gradual"
-
-    def __init__(self, cfg: StrategyConfig, arg: str | None = None) -> None:
-        super().__init__(cfg, arg)
-        _no_arg(self)
 
     def trainable_groups(self, n_groups: int, epoch: int) -> list[bool]:
         return [i >= n_groups - 1 - epoch for i in range(n_groups)]
