@@ -219,8 +219,10 @@ def fit(
     console = console or Console()
     out = Path(out)
     _check_out(out, resume, overwrite)
+    # every check that needs no data first: a typo must not cost a preflight
     strategy = build_strategy(cfg.strategy)
     HEADS.get(cfg.strategy.head)
+    device = resolve_device(cfg.train.device)
     data = data or prepare_data(cfg.data, console, progress)
     k = len(data.classes)
     seed_everything(cfg.train)
@@ -236,7 +238,6 @@ def fit(
     resume = resume and (out / "checkpoint" / "last.safetensors").is_file()
     if not resume:
         (out / "history.jsonl").write_text("")
-    device = resolve_device(cfg.train.device)
     cache = cache or EmbeddingCache()
     hits0, misses0 = cache.hits, cache.misses
     emb = _Embedder(backbone, cfg, cache, device, progress)

@@ -57,3 +57,68 @@ def test_lp_ft_on_fashion_mnist_end_to_end(tmp_path):
     model = load(tmp_path / "run", device="cpu")
     x = np.stack([np.zeros((28, 28), np.uint8), np.full((28, 28), 255, np.uint8)])
     assert model.predict_proba(x).shape == (2, 10)
+
+
+def test_cli_on_an_image_folder_with_the_real_backbone(tmp_path):
+    """Fashion-MNIST written out as PNG folders, through fit / evaluate / predict."""
+    from typer.testing import CliRunner
+
+    from headstart.cli import app
+    from headstart.data import load_bundled
+
+    src = load_bundled("fashion-mnist", "test")
+    for split, start in (("train", 0), ("test", 3000)):
+        for c in range(3):  # three classes, 15 images each
+            d = tmp_path / split / src.classes[c].replace("/", "-")
+            d.mkdir(parents=True)
+            idx = np.flatnonzero(src.labels == c)[start // 100 : start // 100 + 15]
+            for i in idx:
+                Image.fromarray(src.arrays[i]).save(d / f"{i}.png")
+    runner = CliRunner()
+    out = tmp_path / "run"
+    r = runner.invoke(
+        app,
+        [
+            "fit",
+            str(tmp_path / "train"),
+            "--backbone",
+            "efficientnet_lite0",
+            "--strategy",
+            "lp-ft",
+            "--head",
+            "logistic",
+            "--epochs",
+            "1",
+            "--image-size",
+            "48",
+            "--out",
+            str(out),
+            "--no-progress",
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(
+        app, ["evaluate", str(out), str(tmp_path / "test"), "--output", str(tmp_path / "eval.json")]
+    )
+    assert r.exit_code == 0, r.output
+    import json
+
+    ev = json.loads((tmp_path / "eval.json").read_text())
+    assert ev["n"] == 45 and ev["accuracy"] > 0.6  # three very different classes
+    files = sorted((tmp_path / "test").rglob("*.png"))[:2]
+    r = runner.invoke(
+        app,
+        [
+            "predict",
+            str(out),
+            *map(str, files),
+            "--top-k",
+            "3",
+            "--output",
+            str(tmp_path / "p.json"),
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    rows = json.loads((tmp_path / "p.json").read_text())
+    assert len(rows) == 2 and len(rows[0]["labels"]) == 3
+    assert abs(sum(rows[0]["probabilities"]) - 1.0) < 1e-4
