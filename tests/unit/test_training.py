@@ -87,3 +87,16 @@ def test_finished_run_resumes_as_a_no_op_with_the_trained_weights(tmp_path):
     )
     assert state.finished and len(state.history) == 2
     assert all(torch.equal(w[k], v) for k, v in bb2.state_dict().items())
+
+
+def test_deterministic_mode_gives_identical_runs():
+    try:
+        runs = []
+        for _ in range(2):
+            bb, strat, tr, va, cfg = _setup("finetune", epochs=1, deterministic=True)
+            Trainer(cfg).fit(bb, strat.param_groups(bb), tr, va, strat)
+            assert torch.are_deterministic_algorithms_enabled()
+            runs.append(bb.state_dict())
+        assert all(torch.equal(runs[0][k], runs[1][k]) for k in runs[0])
+    finally:
+        torch.use_deterministic_algorithms(False)
