@@ -20,7 +20,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin
 from headstart import errors
 from headstart.backbones import create_backbone
 from headstart.config import BackboneConfig, DataConfig, RunConfig, StrategyConfig, TrainConfig
-from headstart.data import ImageDataset, build_transform, from_arrays
+from headstart.data import from_arrays
 from headstart.features import compute_embeddings
 from headstart.pipeline import fit as fit_run
 from headstart.pipeline import prepare_data
@@ -194,9 +194,7 @@ class PretrainedEmbedder(TransformerMixin, BaseEstimator):
 
     def transform(self, X: Any) -> np.ndarray:
         _check_fitted(self, "backbone_")
-        spec = self.backbone_.spec
-        tf = build_transform(spec.input_size, spec.mean, spec.std, train=False)
-        ds = ImageDataset(from_arrays(X), tf)
+        ds = self.backbone_.make_dataset(from_arrays(X))
         emb = compute_embeddings(
             self.backbone_, ds, self.batch_size, resolve_device(self.device), progress=False
         )

@@ -20,9 +20,7 @@ from torch.utils.data import TensorDataset
 from headstart.backbones import Backbone, create_backbone
 from headstart.config import DataConfig, RunConfig
 from headstart.data import (
-    ImageDataset,
     ImageSamples,
-    build_transform,
     data_fingerprint,
     per_class_subsample,
     preflight,
@@ -47,12 +45,15 @@ from headstart.training import (
 from headstart.training.callbacks import json_line
 from headstart.training.trainer import seed_everything
 
+#: what a data source yields (image samples; text samples share the same interface)
+Samples = ImageSamples
+
 
 @dataclass
 class Splits:
-    train: ImageSamples
-    val: ImageSamples
-    test: ImageSamples | None
+    train: Samples
+    val: Samples
+    test: Samples | None
 
     @property
     def classes(self) -> list[str]:
@@ -146,18 +147,16 @@ class _Embedder:
     def __init__(
         self, backbone: Backbone, cfg: RunConfig, cache: EmbeddingCache, device: str, progress: bool
     ) -> None:
-        spec = backbone.spec
         self.backbone, self.cfg, self.cache = backbone, cfg, cache
         self.device, self.progress = device, progress
-        self.transform = build_transform(spec.input_size, spec.mean, spec.std, train=False)
 
-    def __call__(self, samples: ImageSamples, what: str) -> torch.Tensor:
-        key = cache_key(self.backbone, self.transform, data_fingerprint(samples))
+    def __call__(self, samples: Samples, what: str) -> torch.Tensor:
+        key = cache_key(self.backbone, data_fingerprint(samples))
         return self.cache.get_or_compute(
             key,
             lambda: compute_embeddings(
                 self.backbone,
-                ImageDataset(samples, self.transform),
+                self.backbone.make_dataset(samples),
                 self.cfg.eval.batch_size,
                 self.device,
                 self.progress,
@@ -285,11 +284,6 @@ def _train(
     console: Console,
     params: dict[str, Any],
 ) -> list[dict[str, Any]]:
-    spec = backbone.spec
-    train_tf = build_transform(
-        spec.input_size, spec.mean, spec.std, train=True, augment=cfg.data.augment
-    )
-    eval_tf = build_transform(spec.input_size, spec.mean, spec.std, train=False)
     groups = strategy.param_groups(backbone)
     apply_freeze(backbone, groups)
     params["train"] = _log_params(console, backbone, f"{strategy.describe()}")
@@ -307,8 +301,8 @@ def _train(
     state = trainer.fit(
         backbone,
         groups,
-        ImageDataset(data.train, train_tf),
-        ImageDataset(data.val, eval_tf),
+        backbone.make_dataset(data.train, train=True, augment=cfg.data.augment),
+        backbone.make_dataset(data.val),
         strategy,
         resume=resume,
     )
@@ -349,7 +343,7 @@ def _evaluate(
             logits = nn.functional.linear(emb(samples, name), w.cpu(), b.cpu())
         else:
             logits = predict_logits(
-                backbone, ImageDataset(samples, emb.transform), cfg.eval.batch_size, device
+                backbone, backbone.make_dataset(samples), cfg.eval.batch_size, device
             )[0]
         pred = logits.argmax(1).numpy()
         result[name] = classification_metrics(samples.labels, pred, data.classes)

@@ -21,9 +21,7 @@ from safetensors.torch import load_file
 from headstart.backbones import Backbone, BackboneSpec, backbone_from_spec
 from headstart.config import RunConfig
 from headstart.data import (
-    ImageDataset,
     ImageSamples,
-    build_transform,
     from_arrays,
     list_image_files,
     preflight,
@@ -94,8 +92,6 @@ class Predictor:
         self.cfg = cfg
         self.device = resolve_device(device)
         self.backbone.to(self.device).eval()
-        spec = backbone.spec
-        self.transform = build_transform(spec.input_size, spec.mean, spec.std, train=False)
         self.last_skipped: list[tuple[str, str]] = []
 
     @classmethod
@@ -168,7 +164,7 @@ class Predictor:
         return np.asarray(resized)
 
     def logits(self, samples: ImageSamples, batch_size: int = 64) -> torch.Tensor:
-        ds = ImageDataset(samples, self.transform)
+        ds = self.backbone.make_dataset(samples)
         return predict_logits(self.backbone, ds, batch_size, self.device)[0]
 
     def predict_proba(self, inputs: Any, batch_size: int = 64) -> np.ndarray:

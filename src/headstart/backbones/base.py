@@ -8,7 +8,9 @@ layer groups from input to output, which every freezing and learning-rate strate
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -87,6 +89,28 @@ class Backbone(nn.Module, ABC):
     def layer_groups(self) -> list[LayerGroup]:
         """Parameters grouped from input to output; the last group is the head."""
 
+    # -- preprocessing: how samples of this backbone's modality become batches ----------
+    @abstractmethod
+    def make_dataset(self, samples: Any, train: bool = False, augment: str = "none") -> Any:
+        """A torch Dataset of (input, label) pairs for ``samples`` (images or texts),
+        preprocessed as this backbone needs (transforms, or tokenisation done once)."""
+
+    def collate_fn(self) -> Callable[[list[Any]], Any] | None:
+        """How items of :meth:`make_dataset` form a batch (None: torch's default)."""
+        return None
+
+    def preprocess_id(self) -> str:
+        """A stable description of the evaluation preprocessing, part of cache keys."""
+        return ""
+
+    def batch_order(self, dataset: Any) -> list[int] | None:
+        """The order in which to embed ``dataset`` (e.g. by length, so padding is small);
+        None keeps the dataset's order."""
+        return None
+
+    def save_assets(self, run_dir: Path) -> None:
+        """Write what rebuilding the architecture needs besides the weights (JSON only)."""
+
     def load_head(self, weight: torch.Tensor, bias: torch.Tensor) -> None:
         """Set the head's linear weights (from a probe fitted on embeddings)."""
         head = self.head()
@@ -108,3 +132,14 @@ class Backbone(nn.Module, ABC):
                 "a linear classifier head", f"{head}", "use a backbone with a linear head"
             )
         return head.weight.detach(), head.bias.detach()
+
+
+def to_device(batch: Any, device: str | torch.device) -> Any:
+    """Move a tensor, or a dict / list / tuple of tensors (a tokenised batch), to ``device``."""
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, dict):
+        return {k: to_device(v, device) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(to_device(v, device) for v in batch)
+    return batch

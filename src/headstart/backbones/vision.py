@@ -11,6 +11,7 @@ from timm.models import group_parameters
 from torch import nn
 
 from headstart.backbones.base import Backbone, BackboneSpec, LayerGroup
+from headstart.data import ImageDataset, build_transform
 from headstart.errors import BackboneError
 
 
@@ -60,6 +61,15 @@ class TimmBackbone(Backbone):
 
     def reset_head(self, num_classes: int) -> None:
         self.model.reset_classifier(num_classes)
+
+    def make_dataset(self, samples: Any, train: bool = False, augment: str = "none") -> Any:
+        spec = self.spec
+        tf = build_transform(spec.input_size, spec.mean, spec.std, train=train, augment=augment)
+        return ImageDataset(samples, tf)
+
+    def preprocess_id(self) -> str:
+        spec = self.spec
+        return repr(build_transform(spec.input_size, spec.mean, spec.std, train=False))
 
     def restore_source_head(self) -> None:
         """Put the source task's classifier (e.g. ImageNet's 1000 classes) back as the head."""

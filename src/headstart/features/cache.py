@@ -17,9 +17,10 @@ from typing import Any
 import torch
 from rich.progress import track
 from safetensors.torch import load_file, save_file
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from headstart.backbones import Backbone
+from headstart.backbones.base import to_device
 
 
 def default_cache_dir() -> Path:
@@ -30,7 +31,7 @@ def default_cache_dir() -> Path:
     return Path(base) / "headstart"
 
 
-def cache_key(backbone: Backbone, transform: object, data_fingerprint: str) -> str | None:
+def cache_key(backbone: Backbone, data_fingerprint: str) -> str | None:
     """The content address of a dataset's embeddings, or None when the weights are random."""
     spec = backbone.spec
     if not spec.weights_sha256:
@@ -39,7 +40,7 @@ def cache_key(backbone: Backbone, transform: object, data_fingerprint: str) -> s
         "arch": spec.arch,
         "weights": spec.weights_sha256,
         "input_size": spec.input_size,
-        "transform": repr(transform),
+        "preprocess": backbone.preprocess_id(),
         "data": data_fingerprint,
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
@@ -58,13 +59,24 @@ def compute_embeddings(
     """Pooled embeddings (N, D) of every item, in order, with the backbone in eval mode."""
     was_training = backbone.training
     backbone.eval().to(device)
+    order = backbone.batch_order(dataset)
+    ds = Subset(dataset, order) if order is not None else dataset
     loader: DataLoader[Any] = DataLoader(
-        dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers
+        ds,
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=num_workers,
+        collate_fn=backbone.collate_fn(),
     )
     it = track(loader, description=description, transient=True) if progress else loader
-    out = [backbone.embed(x.to(device)).float().cpu() for x, _ in it]
+    out = [backbone.embed(to_device(x, device)).float().cpu() for x, _ in it]
     backbone.train(was_training)
-    return torch.cat(out) if out else torch.empty(0, backbone.spec.feature_dim)
+    if not out:
+        return torch.empty(0, backbone.spec.feature_dim)
+    emb = torch.cat(out)
+    if order is not None:  # back to the dataset's order
+        emb = emb[torch.as_tensor(order).argsort()]
+    return emb
 
 
 class EmbeddingCache:

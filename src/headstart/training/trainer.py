@@ -20,6 +20,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
 from headstart.backbones import Backbone
+from headstart.backbones.base import to_device
 from headstart.config import TrainConfig
 from headstart.errors import ConfigError
 from headstart.strategies import ParamGroup, Strategy
@@ -82,14 +83,8 @@ def count_params(model: nn.Module) -> tuple[int, int]:
     return sum(p.numel() for p in model.parameters() if p.requires_grad), total
 
 
-def _to(batch: Any, device: torch.device) -> Any:
-    if isinstance(batch, torch.Tensor):
-        return batch.to(device, non_blocking=True)
-    if isinstance(batch, dict):
-        return {k: _to(v, device) for k, v in batch.items()}
-    if isinstance(batch, (list, tuple)):
-        return type(batch)(_to(v, device) for v in batch)
-    return batch
+def _collate(model: nn.Module) -> Any:
+    return model.collate_fn() if isinstance(model, Backbone) else None
 
 
 @torch.no_grad()
@@ -104,8 +99,15 @@ def predict_logits(
     was_training = model.training
     model.eval()
     logits, labels = [], []
-    for x, y in DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=num_workers):
-        logits.append(model(_to(x, torch.device(device))).float().cpu())
+    loader = DataLoader(
+        ds,
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=num_workers,
+        collate_fn=_collate(model),
+    )
+    for x, y in loader:
+        logits.append(model(to_device(x, torch.device(device))).float().cpu())
         labels.append(torch.as_tensor(y))
     model.train(was_training)
     return torch.cat(logits), torch.cat(labels)
@@ -152,6 +154,7 @@ class Trainer:
             sampler=RandomSampler(train_ds, generator=generator),  # type: ignore[arg-type]
             num_workers=cfg.num_workers,
             drop_last=len(train_ds) > cfg.batch_size,  # type: ignore[arg-type]
+            collate_fn=_collate(model),
         )
         optimizer = build_optimizer(groups, cfg)
         steps_per_epoch = math.ceil(len(loader) / cfg.grad_accum)
