@@ -2,7 +2,8 @@
 
 The flow is ``resolve_images`` / ``scan_image_folder`` / ``from_arrays`` /
 ``load_bundled`` -> ``preflight`` -> ``stratified_split`` -> ``ImageDataset`` with a
-``build_transform`` transform.
+``build_transform`` transform. Text datasets: ``resolve_texts`` / ``read_text_table`` /
+``from_texts`` / ``load_bundled_text`` -> ``preflight_text`` -> ``stratified_split``.
 """
 
 from headstart.data.bundled import BUNDLED_DATASETS, load_bundled
@@ -17,23 +18,39 @@ from headstart.data.sources import (
     scan_image_folder,
 )
 from headstart.data.splits import per_class_subsample, stratified_split
+from headstart.data.text import (
+    BUNDLED_TEXT_DATASETS,
+    TextSamples,
+    from_texts,
+    load_bundled_text,
+    preflight_text,
+    read_text_table,
+    resolve_texts,
+)
 from headstart.data.transforms import build_transform
 
 __all__ = [
     "BUNDLED_DATASETS",
+    "BUNDLED_TEXT_DATASETS",
     "DEFAULT_MAX_PIXELS",
     "ImageDataset",
     "ImageSamples",
     "PreflightReport",
+    "TextSamples",
     "build_transform",
     "data_fingerprint",
     "from_arrays",
+    "from_texts",
     "list_image_files",
     "load_bundled",
+    "load_bundled_text",
     "load_image",
     "per_class_subsample",
     "preflight",
+    "preflight_text",
+    "read_text_table",
     "resolve_images",
+    "resolve_texts",
     "scan_image_folder",
     "stratified_split",
 ]

@@ -38,10 +38,11 @@ class PreflightReport:
     class_counts: dict[str, int] = field(default_factory=dict)
     n_unlabelled: int = 0
     skipped_links: int = 0
+    unit: str = "images"
 
     def summary(self) -> str:
         """One line, e.g. ``checked 120 images, 3 classes (min 30, max 50), 2 bad skipped``."""
-        parts = [f"checked {self.n_checked} images"]
+        parts = [f"checked {self.n_checked} {self.unit}"]
         if self.class_counts:
             counts = self.class_counts.values()
             parts.append(f"{len(self.class_counts)} classes (min {min(counts)}, max {max(counts)})")

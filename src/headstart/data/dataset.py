@@ -14,6 +14,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from headstart.data.samples import ImageSamples
+from headstart.data.text import TextSamples
 
 _CHUNK = 1 << 20
 
@@ -34,15 +35,22 @@ class ImageDataset(Dataset[tuple[torch.Tensor, int]]):
         return self.transform(self.samples.image(i)), int(self.samples.labels[i])
 
 
-def data_fingerprint(samples: ImageSamples) -> str:
-    """A sha256 hex digest of the dataset's content: pixels or file bytes, labels, classes.
+def data_fingerprint(samples: ImageSamples | TextSamples) -> str:
+    """A sha256 hex digest of the dataset's content: pixels, file bytes or texts, labels,
+    classes.
 
-    It changes when any pixel, file byte, label or the order of images changes, and not
-    when a folder is moved or copied elsewhere (file paths enter relative to their common
-    folder). Used as a content address for cached embeddings.
+    It changes when any pixel, file byte, text, label or the order of samples changes,
+    and not when a folder is moved or copied elsewhere (file paths enter relative to their
+    common folder). Used as a content address for cached embeddings.
     """
     h = hashlib.sha256(b"headstart-data-v1\0")
-    if samples.arrays is not None:
+    if isinstance(samples, TextSamples):
+        h.update(f"texts {len(samples.texts)}\0".encode())
+        for text in samples.texts:
+            encoded = text.encode("utf-8", errors="surrogatepass")
+            h.update(f"{len(encoded)}\0".encode())
+            h.update(encoded)
+    elif samples.arrays is not None:
         pixels = np.ascontiguousarray(samples.arrays)
         h.update(f"arrays {pixels.dtype.str} {pixels.shape}\0".encode())
         h.update(pixels.reshape(-1).view(np.uint8).data)
