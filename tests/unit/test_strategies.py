@@ -12,7 +12,7 @@ from headstart.errors import ConfigError, UnknownNameError
 from headstart.strategies import STRATEGIES, build_strategy
 from headstart.training.optim import build_optimizer
 
-TOYS = BACKBONES.names("toy-*")
+TOYS = [n for n in BACKBONES.names("toy-*") if BACKBONES.get(n).modality == "image"]
 
 
 def _backbone(name: str = "toy-efficientnet", k: int = 3):

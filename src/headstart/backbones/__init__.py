@@ -1,6 +1,8 @@
-"""Backbones: the contract, timm vision backbones, offline weight resolution, toy models."""
+"""Backbones: the contract, timm vision backbones, Hugging Face / ONNX text backbones,
+offline weight resolution, toy models."""
 
 from headstart.backbones.base import Backbone, BackboneSpec, LayerGroup
+from headstart.backbones.text import HFTextBackbone, OnnxTextBackbone, TextBackbone, TextDataset
 from headstart.backbones.vision import TimmBackbone
 from headstart.backbones.zoo import (
     BACKBONES,
@@ -16,7 +18,11 @@ __all__ = [
     "Backbone",
     "BackboneEntry",
     "BackboneSpec",
+    "HFTextBackbone",
     "LayerGroup",
+    "OnnxTextBackbone",
+    "TextBackbone",
+    "TextDataset",
     "TimmBackbone",
     "backbone_from_spec",
     "create_backbone",

@@ -11,7 +11,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -64,6 +64,8 @@ class Backbone(nn.Module, ABC):
     """Pretrained feature extractor plus a replaceable classification head."""
 
     spec: BackboneSpec
+    #: the body can be fine-tuned (False: a frozen graph, e.g. ONNX; only the head trains)
+    trainable_body: ClassVar[bool] = True
 
     @abstractmethod
     def forward(self, x: Any) -> torch.Tensor:

