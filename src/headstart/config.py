@@ -62,7 +62,15 @@ def _choice(cfg: object, name: str, options: tuple[str, ...]) -> None:
 
 @dataclass
 class DataConfig:
-    source: str = _f("", "Image folder (one subfolder per class) or a bundled dataset name.")
+    source: str = _f(
+        "",
+        "Image folder (one subfolder per class), a table of texts (.csv .tsv .jsonl "
+        ".parquet) or a bundled dataset name.",
+    )
+    text_cols: list[str] | None = _f(  # noqa: RUF009 (the default is None)
+        None, "Text column(s) of a table, joined when several (default: 'text')."
+    )
+    label_col: str = _f("label", "Label column of a table.")
     val: str | None = _f(None, "Validation folder; default: a stratified split of the source.")
     test: str | None = _f(None, "Test folder; default: a stratified split of the source.")
     val_fraction: float = _f(0.15, "Fraction of the source held out for validation.")
@@ -70,6 +78,9 @@ class DataConfig:
     per_class: int | None = _f(None, "Use only this many labelled training images per class.")
     max_test: int | None = _f(None, "Evaluate on at most this many test images (stratified).")
     image_size: int | None = _f(None, "Input size in pixels; default: the backbone's own.")
+    max_length: int | None = _f(
+        None, "Texts: tokens kept per text (longer ones are truncated); default 256."
+    )
     augment: str = _f("light", "Training augmentation: none, light or strong.")
     skip_bad: bool = _f(False, "Leave out unreadable images instead of stopping.")
     max_pixels: int = _f(89_478_485, "Images with more pixels are refused (decompression bombs).")
@@ -83,13 +94,17 @@ class DataConfig:
                 f"{self.val_fraction} + {self.test_fraction}",
                 "hold out less data",
             )
-        _positive(self, "per_class", "max_test", "image_size", "max_pixels")
+        _positive(self, "per_class", "max_test", "image_size", "max_length", "max_pixels")
         _choice(self, "augment", ("none", "light", "strong"))
 
 
 @dataclass
 class BackboneConfig:
-    name: str = _f("efficientnet_lite0", "Backbone: a registered name or any timm architecture.")
+    name: str = _f(
+        "auto",
+        "Backbone: a registered name, any timm architecture, or a Hugging Face encoder "
+        "folder; auto picks efficientnet_lite0 for images and minilm-l6 for texts.",
+    )
     weights: str | None = _f(
         None, "Local weights file (.safetensors; .pth/.bin loaded without code execution)."
     )

@@ -20,13 +20,24 @@ from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin
 from headstart import errors
 from headstart.backbones import create_backbone
 from headstart.config import BackboneConfig, DataConfig, RunConfig, StrategyConfig, TrainConfig
-from headstart.data import from_arrays
+from headstart.data import TextSamples, from_arrays, from_texts
 from headstart.features import compute_embeddings
+from headstart.pipeline import DEFAULT_BACKBONES, prepare_data
 from headstart.pipeline import fit as fit_run
-from headstart.pipeline import prepare_data
 from headstart.runfolder import Predictor, save_config, save_model, write_json
 from headstart.training import resolve_device
 from headstart.training.callbacks import json_line
+
+
+def as_samples(X: Any, y: Any = None, classes: list[str] | None = None) -> Any:
+    """Texts when ``X`` is a list of strings that are not all existing files; otherwise
+    images (an array, or a list of image paths)."""
+    if isinstance(X, str):
+        X = [X]
+    strings = isinstance(X, (list, tuple, np.ndarray)) and all(isinstance(x, str) for x in X)
+    if strings and len(X) and not all(Path(x).is_file() for x in X):
+        return from_texts(list(X), y, classes=classes)
+    return from_arrays(X, y, classes=classes)
 
 
 class NotFittedError(errors.NotFittedError, sklearn.exceptions.NotFittedError):
@@ -43,15 +54,16 @@ def _check_fitted(est: BaseEstimator, attr: str) -> None:
 
 
 class TransferClassifier(ClassifierMixin, BaseEstimator):
-    """Transfer a pretrained backbone to images ``X`` with labels ``y``.
+    """Transfer a pretrained backbone to images or texts ``X`` with labels ``y``.
 
     ``X``: an array of images (N, H, W), (N, H, W, C) or (N, C, H, W), uint8 or floats in
-    [0, 1]; or a list of image file paths. ``y``: any labels (strings or integers).
+    [0, 1]; a list of image file paths; or a list of texts. ``y``: any labels (strings or
+    integers). ``backbone="auto"`` picks efficientnet_lite0 for images, minilm-l6 for texts.
     """
 
     def __init__(
         self,
-        backbone: str = "efficientnet_lite0",
+        backbone: str = "auto",
         strategy: str = "lp-ft",
         head: str = "linear",
         epochs: int = 10,
@@ -59,6 +71,7 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         lr: float = 1e-3,
         layer_decay: float | None = None,
         image_size: int | None = None,
+        max_length: int | None = None,
         augment: str = "light",
         val_fraction: float = 0.15,
         weights: str | None = None,
@@ -74,6 +87,7 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         self.lr = lr
         self.layer_decay = layer_decay
         self.image_size = image_size
+        self.max_length = max_length
         self.augment = augment
         self.val_fraction = val_fraction
         self.weights = weights
@@ -88,6 +102,7 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
                 val_fraction=self.val_fraction,
                 test_fraction=0.0,
                 image_size=self.image_size,
+                max_length=self.max_length,
                 augment=self.augment,
                 split_seed=self.seed,
             ),
@@ -111,7 +126,7 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
                 "y as a 1-D array of labels", f"shape {y.shape}", "pass y.ravel()"
             )
         self.classes_ = np.unique(y)
-        samples = from_arrays(
+        samples = as_samples(
             X, np.searchsorted(self.classes_, y), classes=[str(c) for c in self.classes_]
         )
         cfg = self._config()
@@ -172,7 +187,7 @@ class PretrainedEmbedder(TransformerMixin, BaseEstimator):
 
     def __init__(
         self,
-        backbone: str = "efficientnet_lite0",
+        backbone: str = "auto",
         image_size: int | None = None,
         batch_size: int = 64,
         weights: str | None = None,
@@ -185,8 +200,12 @@ class PretrainedEmbedder(TransformerMixin, BaseEstimator):
         self.device = device
 
     def fit(self, X: Any = None, y: Any = None) -> PretrainedEmbedder:
+        name = self.backbone
+        if name == "auto":
+            texts = X is not None and isinstance(as_samples(X), TextSamples)
+            name = DEFAULT_BACKBONES["text" if texts else "image"]
         self.backbone_ = create_backbone(
-            BackboneConfig(name=self.backbone, weights=self.weights), 2, self.image_size
+            BackboneConfig(name=name, weights=self.weights), 2, self.image_size
         )
         self.backbone_.eval()
         self.n_features_out_ = self.backbone_.spec.feature_dim
@@ -194,7 +213,7 @@ class PretrainedEmbedder(TransformerMixin, BaseEstimator):
 
     def transform(self, X: Any) -> np.ndarray:
         _check_fitted(self, "backbone_")
-        ds = self.backbone_.make_dataset(from_arrays(X))
+        ds = self.backbone_.make_dataset(as_samples(X))
         emb = compute_embeddings(
             self.backbone_, ds, self.batch_size, resolve_device(self.device), progress=False
         )

@@ -20,19 +20,24 @@ from torch.utils.data import TensorDataset
 from headstart.backbones import Backbone, create_backbone
 from headstart.config import DataConfig, RunConfig
 from headstart.data import (
+    BUNDLED_TEXT_DATASETS,
     ImageSamples,
+    PreflightReport,
+    TextSamples,
     data_fingerprint,
     per_class_subsample,
     preflight,
+    preflight_text,
     resolve_images,
+    resolve_texts,
     scan_image_folder,
     stratified_split,
 )
-from headstart.errors import DataError, RunFolderError
+from headstart.errors import ConfigError, DataError, RunFolderError
 from headstart.evaluation import classification_metrics, print_metrics
 from headstart.features import EmbeddingCache, cache_key, compute_embeddings
 from headstart.heads import HEADS, fit_sklearn_head
-from headstart.runfolder import save_config, save_model, write_json
+from headstart.runfolder import TEXT_SUFFIXES, save_config, save_model, write_json
 from headstart.strategies import ParamGroup, Strategy, apply_freeze, build_strategy
 from headstart.training import (
     HistoryWriter,
@@ -45,8 +50,8 @@ from headstart.training import (
 from headstart.training.callbacks import json_line
 from headstart.training.trainer import seed_everything
 
-#: what a data source yields (image samples; text samples share the same interface)
-Samples = ImageSamples
+#: what a data source yields; both kinds share classes, labels, subset() and len()
+Samples = ImageSamples | TextSamples
 
 
 @dataclass
@@ -70,25 +75,50 @@ class FitResult:
     seconds: float = 0.0
 
 
-def _eval_source(spec: str, classes: list[str], cfg: DataConfig, progress: bool) -> ImageSamples:
+def is_text_source(spec: str) -> bool:
+    """A bundled text dataset (``name`` or ``name:split``) or a table file."""
+    return spec.partition(":")[0] in BUNDLED_TEXT_DATASETS or (
+        Path(spec).suffix.lower() in TEXT_SUFFIXES
+    )
+
+
+def load_source(spec: str, cfg: DataConfig, classes: list[str] | None = None) -> Samples:
+    """Images (a folder or bundled name) or texts (a table file or bundled name)."""
+    if is_text_source(spec):
+        return resolve_texts(spec, cfg.text_cols, cfg.label_col, classes=classes)
     path = Path(spec).expanduser()
-    samples = scan_image_folder(path, classes=classes) if path.is_dir() else resolve_images(spec)
+    if classes is not None and path.is_dir():
+        return scan_image_folder(path, classes=classes)
+    return resolve_images(spec)
+
+
+def check_samples(
+    samples: Samples, cfg: DataConfig, progress: bool, min_per_class: int = 2
+) -> tuple[Samples, PreflightReport]:
+    """The preflight of the samples' modality (every bad file or text listed, or skipped)."""
+    if isinstance(samples, TextSamples):
+        return preflight_text(samples, cfg.skip_bad, min_per_class=min_per_class)
+    return preflight(samples, cfg.skip_bad, cfg.max_pixels, min_per_class, progress)
+
+
+def _eval_source(spec: str, classes: list[str], cfg: DataConfig, progress: bool) -> Samples:
+    samples = load_source(spec, cfg, classes)
     if samples.classes != classes:
         raise DataError(
             f"the training classes {classes}",
             f"{samples.classes} in {spec}",
             "evaluate on data with the same class names",
         )
-    return preflight(samples, cfg.skip_bad, cfg.max_pixels, min_per_class=0, progress=progress)[0]
+    return check_samples(samples, cfg, progress, min_per_class=0)[0]
 
 
 def prepare_data(
-    cfg: DataConfig, console: Console, progress: bool = True, source: ImageSamples | None = None
+    cfg: DataConfig, console: Console, progress: bool = True, source: Samples | None = None
 ) -> Splits:
     """Load, check and split the data as the config says."""
     if source is None:
-        source = resolve_images(cfg.source)
-    source, report = preflight(source, cfg.skip_bad, cfg.max_pixels, progress=progress)
+        source = load_source(cfg.source, cfg)
+    source, report = check_samples(source, cfg, progress)
     console.print(f"[bold]data[/] {source.name}: {report.summary()}")
     for path, reason in report.bad:
         console.print(f"  [yellow]skipped[/] {path}: {reason}", highlight=False)
@@ -125,6 +155,15 @@ def prepare_data(
     return Splits(train, val, test)
 
 
+def _log_truncation(console: Console, dataset: Any, backbone: Backbone) -> None:
+    n = getattr(dataset, "n_truncated", 0)
+    if n:
+        console.print(
+            f"[yellow]truncated[/] {n} of {len(dataset)} texts to "
+            f"{backbone.spec.input_size} tokens (--max-length to change)"
+        )
+
+
 def _up_to_per_class(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
     """Indexes of at most ``n`` random examples of every class (sorted)."""
     rng = np.random.default_rng(seed)
@@ -145,24 +184,32 @@ class _Embedder:
     """Embeddings of the frozen backbone for each split, through the content cache."""
 
     def __init__(
-        self, backbone: Backbone, cfg: RunConfig, cache: EmbeddingCache, device: str, progress: bool
+        self,
+        backbone: Backbone,
+        cfg: RunConfig,
+        cache: EmbeddingCache,
+        device: str,
+        progress: bool,
+        console: Console,
     ) -> None:
         self.backbone, self.cfg, self.cache = backbone, cfg, cache
-        self.device, self.progress = device, progress
+        self.device, self.progress, self.console = device, progress, console
 
     def __call__(self, samples: Samples, what: str) -> torch.Tensor:
         key = cache_key(self.backbone, data_fingerprint(samples))
-        return self.cache.get_or_compute(
-            key,
-            lambda: compute_embeddings(
-                self.backbone,
-                self.backbone.make_dataset(samples),
-                self.cfg.eval.batch_size,
-                self.device,
-                self.progress,
-                f"embedding {what}",
-                self.cfg.train.num_workers,
-            ),
+        return self.cache.get_or_compute(key, lambda: self._compute(samples, what))
+
+    def _compute(self, samples: Samples, what: str) -> torch.Tensor:
+        dataset = self.backbone.make_dataset(samples)
+        _log_truncation(self.console, dataset, self.backbone)
+        return compute_embeddings(
+            self.backbone,
+            dataset,
+            self.cfg.eval.batch_size,
+            self.device,
+            self.progress,
+            f"embedding {what}",
+            self.cfg.train.num_workers,
         )
 
 
@@ -224,14 +271,21 @@ def fit(
     device = resolve_device(cfg.train.device)
     data = data or prepare_data(cfg.data, console, progress)
     k = len(data.classes)
+    modality = "text" if isinstance(data.train, TextSamples) else "image"
+    if cfg.backbone.name == "auto":
+        cfg = dataclasses.replace(
+            cfg, backbone=dataclasses.replace(cfg.backbone, name=DEFAULT_BACKBONES[modality])
+        )
     seed_everything(cfg.train)
     bcfg = dataclasses.replace(
         cfg.backbone, pretrained=cfg.backbone.pretrained and strategy.uses_pretrained
     )
-    backbone = create_backbone(bcfg, k, cfg.data.image_size)
+    backbone = create_backbone(bcfg, k, cfg.data.image_size, cfg.data.max_length)
     spec = backbone.spec
+    _check_fit(backbone, modality, strategy)
     console.print(f"[bold]backbone[/] {spec.name} ({spec.arch}), weights: {spec.weights}")
     save_config(out, cfg, spec, data.classes)
+    backbone.save_assets(out)
     # resuming needs a training checkpoint; without one (e.g. a crash during the probe)
     # the run starts over, which costs little since embeddings are cached
     resume = resume and (out / "checkpoint" / "last.safetensors").is_file()
@@ -239,7 +293,7 @@ def fit(
         (out / "history.jsonl").write_text("")
     cache = cache or EmbeddingCache()
     hits0, misses0 = cache.hits, cache.misses
-    emb = _Embedder(backbone, cfg, cache, device, progress)
+    emb = _Embedder(backbone, cfg, cache, device, progress, console)
     history: list[dict[str, Any]] = []
     params: dict[str, Any] = {}
 
@@ -265,6 +319,26 @@ def fit(
     write_json(out / "metrics.json", metrics)
     console.print(f"[bold green]run folder[/] {out} ({metrics['seconds']:.1f} s)")
     return FitResult(out, backbone, data.classes, metrics, history, metrics["seconds"])
+
+
+DEFAULT_BACKBONES = {"image": "efficientnet_lite0", "text": "minilm-l6"}
+
+
+def _check_fit(backbone: Backbone, modality: str, strategy: Strategy) -> None:
+    """The backbone can read this data and train the way the strategy asks."""
+    if backbone.spec.modality != modality:
+        raise ConfigError(
+            f"a {modality} backbone for {modality} data",
+            f"{backbone.spec.name}, a {backbone.spec.modality} backbone",
+            f"pass --backbone {DEFAULT_BACKBONES[modality]} (or another {modality} backbone; "
+            "`headstart backbones` lists them)",
+        )
+    if not backbone.trainable_body and not strategy.frozen_backbone:
+        raise ConfigError(
+            "a backbone whose weights can be trained, for " + strategy.describe(),
+            f"{backbone.spec.name}, an inference-only (ONNX) encoder",
+            "use --strategy linear-probe with it, or a PyTorch backbone such as minilm-l6",
+        )
 
 
 def strategy_groups_probe(backbone: Backbone) -> list[ParamGroup]:
@@ -298,10 +372,12 @@ def _train(
     if progress:
         callbacks.append(ProgressBar(strategy.describe(), console))
     trainer = Trainer(cfg.train, callbacks, out / "checkpoint", cfg.eval.batch_size)
+    train_ds = backbone.make_dataset(data.train, train=True, augment=cfg.data.augment)
+    _log_truncation(console, train_ds, backbone)
     state = trainer.fit(
         backbone,
         groups,
-        backbone.make_dataset(data.train, train=True, augment=cfg.data.augment),
+        train_ds,
         backbone.make_dataset(data.val),
         strategy,
         resume=resume,

@@ -22,15 +22,20 @@ from headstart.backbones import Backbone, BackboneSpec, backbone_from_spec
 from headstart.config import RunConfig
 from headstart.data import (
     ImageSamples,
+    TextSamples,
     from_arrays,
+    from_texts,
     list_image_files,
     preflight,
+    preflight_text,
+    read_text_table,
 )
 from headstart.errors import DataError, RunFolderError
 from headstart.training import predict_logits, resolve_device
 from headstart.training.checkpoint import write_safetensors
 
 FORMAT_VERSION = 1
+TEXT_SUFFIXES = (".csv", ".tsv", ".jsonl", ".ndjson", ".parquet")
 
 
 def write_json(path: Path, obj: Any) -> None:
@@ -116,7 +121,7 @@ class Predictor:
                 f"format {labels['format_version']}",
                 "upgrade headstart",
             )
-        backbone = backbone_from_spec(spec, len(classes))
+        backbone = backbone_from_spec(spec, len(classes), run_dir)
         try:
             backbone.load_state_dict(load_file(str(_require(run_dir, "model.safetensors"))))
         except Exception as e:  # truncated file, or weights of another architecture
@@ -127,11 +132,17 @@ class Predictor:
             ) from e
         return cls(backbone, classes, cfg, device)
 
-    def samples(self, inputs: Any, skip_bad: bool = False) -> ImageSamples:
-        """Images to predict: file paths, folders, one array or PIL image, a batch array
-        (N, H, W[, C]), a list of arrays or PIL images (any sizes), or ImageSamples."""
-        if isinstance(inputs, ImageSamples):
+    def samples(
+        self, inputs: Any, skip_bad: bool = False, text_cols: list[str] | None = None
+    ) -> ImageSamples | TextSamples:
+        """What to predict. Images: file paths, folders, one array or PIL image, a batch
+        array (N, H, W[, C]), a list of arrays or PIL images (any sizes). Texts: one string,
+        a list of strings, or a table file (.csv .tsv .jsonl .parquet) read with
+        ``text_cols`` (default: the training run's text columns)."""
+        if isinstance(inputs, (ImageSamples, TextSamples)):
             return inputs
+        if self.backbone.spec.modality == "text":
+            return self._text_samples(inputs, skip_bad, text_cols)
         if torch.is_tensor(inputs):
             inputs = inputs.numpy()
         if isinstance(inputs, Image.Image):
@@ -151,6 +162,28 @@ class Predictor:
         self.last_skipped = report.bad
         return samples
 
+    def _text_samples(
+        self, inputs: Any, skip_bad: bool, text_cols: list[str] | None
+    ) -> TextSamples:
+        if isinstance(inputs, (str, Path)):
+            inputs = [inputs]
+        items = [str(i) for i in inputs]
+        tables = [i for i in items if Path(i).suffix.lower() in TEXT_SUFFIXES and Path(i).is_file()]
+        if tables and len(tables) == len(items) == 1:
+            cols = text_cols or self.cfg.data.text_cols
+            samples = read_text_table(tables[0], cols, label_col=None)
+        elif tables:
+            raise DataError(
+                "one table file, or texts",
+                f"{len(items)} inputs, {len(tables)} of them tables",
+                "predict one table at a time (or pass the texts themselves)",
+            )
+        else:
+            samples = from_texts(items)
+        samples, report = preflight_text(samples, skip_bad=skip_bad, min_per_class=0)
+        self.last_skipped = report.bad
+        return samples
+
     def _squash(self, image: Image.Image | np.ndarray) -> np.ndarray:
         """One image of any size as RGB at the input size, resized exactly as the
         evaluation transform would (bilinear, no crop), so images of mixed sizes batch."""
@@ -163,7 +196,7 @@ class Predictor:
         resized = image.convert("RGB").resize((size, size), Image.Resampling.BILINEAR)
         return np.asarray(resized)
 
-    def logits(self, samples: ImageSamples, batch_size: int = 64) -> torch.Tensor:
+    def logits(self, samples: ImageSamples | TextSamples, batch_size: int = 64) -> torch.Tensor:
         ds = self.backbone.make_dataset(samples)
         return predict_logits(self.backbone, ds, batch_size, self.device)[0]
 
@@ -171,18 +204,19 @@ class Predictor:
         return torch.softmax(self.logits(self.samples(inputs), batch_size), 1).numpy()
 
     def predict(
-        self, inputs: Any, top_k: int = 1, batch_size: int = 64, skip_bad: bool = False
+        self,
+        inputs: Any,
+        top_k: int = 1,
+        batch_size: int = 64,
+        skip_bad: bool = False,
+        text_cols: list[str] | None = None,
     ) -> list[dict[str, Any]]:
         """One dict per input: its name, the top-k labels and their probabilities."""
-        samples = self.samples(inputs, skip_bad)
+        samples = self.samples(inputs, skip_bad, text_cols)
         proba = torch.softmax(self.logits(samples, batch_size), 1)
         k = min(top_k, len(self.classes))
         top_p, top_i = proba.topk(k, dim=1)
-        names = (
-            [str(p) for p in samples.paths]
-            if samples.paths is not None
-            else [f"#{i}" for i in range(len(samples))]
-        )
+        names = _input_names(samples)
         return [
             {
                 "input": names[n],
@@ -191,6 +225,17 @@ class Predictor:
             }
             for n in range(len(samples))
         ]
+
+
+def _input_names(samples: ImageSamples | TextSamples) -> list[str]:
+    """How each input is named in predictions: its file, its row, or its text."""
+    if isinstance(samples, TextSamples):
+        if samples.rows is not None:
+            return [f"{samples.name}:row {r}" for r in samples.rows]
+        return [t if len(t) <= 80 else t[:77] + "..." for t in samples.texts]
+    if samples.paths is not None:
+        return [str(p) for p in samples.paths]
+    return [f"#{i}" for i in range(len(samples))]
 
 
 def load(run_dir: str | Path, device: str = "auto") -> Predictor:

@@ -58,9 +58,7 @@ def test_run_folder_round_trip_gives_identical_predictions(image_folder, tmp_pat
     files = sorted((image_folder / "square").glob("*.png"))
     proba = model.predict_proba(files)
     samples = model.samples(files)
-    ref = torch.softmax(
-        predict_logits(result.backbone.cpu().eval(), _ds(model, samples), 8)[0], 1
-    )
+    ref = torch.softmax(predict_logits(result.backbone.cpu().eval(), _ds(model, samples), 8)[0], 1)
     np.testing.assert_array_equal(proba, ref.numpy())
     rows = model.predict(files, top_k=2)
     assert len(rows) == len(files) and len(rows[0]["labels"]) == 2
