@@ -102,6 +102,9 @@ def fit(
     allow_download: Annotated[
         bool, _opt(BackboneConfig, "allow_download", "--allow-download")
     ] = _d(BackboneConfig, "allow_download"),
+    pooling: Annotated[str | None, _opt(BackboneConfig, "pooling", "--pooling")] = _d(
+        BackboneConfig, "pooling"
+    ),
     drop_rate: Annotated[float, _opt(BackboneConfig, "drop_rate", "--dropout")] = _d(
         BackboneConfig, "drop_rate"
     ),
@@ -205,6 +208,7 @@ def fit(
                 pretrained=pretrained,
                 allow_download=allow_download,
                 drop_rate=drop_rate,
+                pooling=pooling,
             ),
             strategy=StrategyConfig(
                 name=strategy,

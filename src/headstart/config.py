@@ -111,8 +111,13 @@ class BackboneConfig:
     pretrained: bool = _f(True, "Load pretrained weights (False: random initialisation).")
     allow_download: bool = _f(False, "Allow downloading weights from the Hugging Face hub.")
     drop_rate: float = _f(0.0, "Dropout before the classifier head.")
+    pooling: str | None = _f(
+        None, "Text encoders: mean (over tokens) or cls; default: the backbone's own."
+    )
 
     def __post_init__(self) -> None:
+        if self.pooling is not None:
+            _choice(self, "pooling", ("mean", "cls"))
         if not self.name:
             raise ConfigError("a backbone name", "an empty name", "pass --backbone NAME")
         _fraction(self, "drop_rate")

@@ -242,3 +242,23 @@ def test_estimator_and_embedder_take_lists_of_strings(tmp_path):
     np.testing.assert_array_equal(again.predict_proba(texts[:5]), proba)
     Z = PretrainedEmbedder(backbone="toy-bert").fit_transform(texts)
     assert Z.shape == (36, 32)
+
+
+def test_cls_pooling_takes_the_first_token():
+    import torch
+
+    from headstart.backbones import create_backbone
+    from headstart.data import from_texts
+
+    texts = ["works great", "the battery died after two days"]
+    mean = create_backbone(BackboneConfig(name="toy-bert"), 2)
+    cls = create_backbone(BackboneConfig(name="toy-bert", pooling="cls"), 2)
+    ds = cls.make_dataset(from_texts(texts))
+    batch, _ = cls.collate_fn()([ds[0], ds[1]])
+    cls.eval()
+    with torch.no_grad():
+        hidden = cls.forward_features(batch)
+        torch.testing.assert_close(cls.embed(batch), hidden[:, 0])
+        assert not torch.allclose(mean.eval().embed(batch), hidden[:, 0])
+    with pytest.raises(ConfigError):
+        BackboneConfig(name="toy-bert", pooling="max")

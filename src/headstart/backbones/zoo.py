@@ -662,7 +662,7 @@ def _create_hf_text(
         encoder,
         tokenizer,
         num_classes,
-        pooling=entry.pooling,
+        pooling=cfg.pooling or entry.pooling,
         max_length=max_length or entry.input_size,
         drop_rate=cfg.drop_rate,
     )
