@@ -1,0 +1,42 @@
+"""Integration tests on the real offline text encoders (weights shipped in packages)."""
+
+from __future__ import annotations
+
+import pytest
+
+from headstart import load
+from headstart.config import BackboneConfig, DataConfig, RunConfig, StrategyConfig, TrainConfig
+from headstart.errors import ConfigError
+from headstart.pipeline import fit
+
+pytestmark = pytest.mark.slow
+
+
+def _cfg(backbone: str, strategy: str = "linear-probe") -> RunConfig:
+    return RunConfig(
+        data=DataConfig(
+            source="bbc-news", test="bbc-news:test", per_class=5, max_test=100, max_length=128
+        ),
+        backbone=BackboneConfig(name=backbone),
+        strategy=StrategyConfig(name=strategy, head="logistic"),
+        train=TrainConfig(epochs=1, batch_size=8),
+    )
+
+
+@pytest.mark.parametrize("backbone", ["minilm-l6", "paraphrase-minilm-l3"])
+def test_linear_probe_on_bbc_news_with_five_labels_per_class(tmp_path, backbone):
+    result = fit(_cfg(backbone), tmp_path / "run", progress=False)
+    assert result.metrics["test"]["accuracy"] > 0.7  # chance is 0.2
+    model = load(tmp_path / "run", device="cpu")
+    rows = model.predict(
+        [
+            "The central bank raised interest rates again.",
+            "The striker scored twice in the cup final.",
+        ]
+    )
+    assert [r["labels"][0] for r in rows] == ["business", "sports"]
+
+
+def test_onnx_encoder_cannot_be_fine_tuned(tmp_path):
+    with pytest.raises(ConfigError, match="linear-probe"):
+        fit(_cfg("paraphrase-minilm-l3", "finetune"), tmp_path / "run", progress=False)
