@@ -25,7 +25,7 @@ from sklearn.pipeline import make_pipeline
 from headstart.config import BackboneConfig, DataConfig, RunConfig, StrategyConfig, TrainConfig
 from headstart.data import TextSamples
 from headstart.evaluation import classification_metrics
-from headstart.pipeline import fit, prepare_data
+from headstart.pipeline import Splits, fit, prepare_data
 
 DEMO_STRATEGIES = ("scratch", "linear-probe", "lp-ft")
 
@@ -60,26 +60,8 @@ def run_demo(
     strategies: tuple[str, ...] = DEMO_STRATEGIES,
 ) -> list[dict[str, Any]]:
     """Run the demo's strategies; return one row per strategy (accuracy, macro-F1, time)."""
-    console = console or Console()
-    data = None
-    rows = []
-    for name in strategies:
-        cfg = demo_config(name, per_class, test_size, epochs, image_size, seed)
-        console.rule(f"[bold]{name}")
-        if data is None:  # one split for all three runs
-            data = prepare_data(cfg.data, console, progress)
-        result = fit(cfg, out / name, overwrite=True, progress=progress, console=console, data=data)
-        test = result.metrics["test"]
-        rows.append(
-            {
-                "strategy": name,
-                "accuracy": test["accuracy"],
-                "macro_f1": test["macro_f1"],
-                "seconds": result.seconds,
-                "run_dir": str(result.run_dir),
-            }
-        )
-    return rows
+    configs = [demo_config(n, per_class, test_size, epochs, image_size, seed) for n in strategies]
+    return _run_all(configs, out, progress, console or Console())[0]
 
 
 TEXT_DEMO_STRATEGIES = ("linear-probe", "finetune")
@@ -127,13 +109,25 @@ def run_text_demo(
     strategies: tuple[str, ...] = TEXT_DEMO_STRATEGIES,
 ) -> list[dict[str, Any]]:
     """BBC News with few labels: each strategy, then TF-IDF + LR, on the same split."""
-    console = console or Console()
+    configs = [text_demo_config(n, per_class, epochs, seed) for n in strategies]
+    rows, data = _run_all(configs, out, progress, console or Console())
+    if data is not None and isinstance(data.train, TextSamples):
+        assert isinstance(data.test, TextSamples)
+        base = tfidf_baseline(data.train, data.test)
+        rows.append({"strategy": "tf-idf + logistic (baseline)", **base, "run_dir": "-"})
+    return rows
+
+
+def _run_all(
+    configs: list[RunConfig], out: Path, progress: bool, console: Console
+) -> tuple[list[dict[str, Any]], Splits | None]:
+    """One run per config on one shared split; a row per run (accuracy, macro-F1, time)."""
     data = None
     rows = []
-    for name in strategies:
-        cfg = text_demo_config(name, per_class, epochs, seed)
+    for cfg in configs:
+        name = cfg.strategy.name
         console.rule(f"[bold]{name}")
-        if data is None:
+        if data is None:  # one split for every run
             data = prepare_data(cfg.data, console, progress)
         result = fit(cfg, out / name, overwrite=True, progress=progress, console=console, data=data)
         test = result.metrics["test"]
@@ -146,11 +140,7 @@ def run_text_demo(
                 "run_dir": str(result.run_dir),
             }
         )
-    if data is not None and isinstance(data.train, TextSamples):
-        assert isinstance(data.test, TextSamples)
-        base = tfidf_baseline(data.train, data.test)
-        rows.append({"strategy": "tf-idf + logistic (baseline)", **base, "run_dir": "-"})
-    return rows
+    return rows, data
 
 
 def print_demo_table(
