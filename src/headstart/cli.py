@@ -14,6 +14,7 @@ from rich.table import Table
 
 from headstart.config import (
     BackboneConfig,
+    CompareConfig,
     DataConfig,
     EvalConfig,
     RunConfig,
@@ -22,7 +23,7 @@ from headstart.config import (
     default_of,
     help_for,
 )
-from headstart.errors import HeadstartError
+from headstart.errors import ConfigError, HeadstartError
 from headstart.heads import HEADS
 from headstart.strategies import STRATEGIES
 
@@ -355,6 +356,122 @@ def predict(
                     ]
                 )
     console.print(f"{len(rows)} predictions written to {output}")
+
+
+def _csv_list(value: str, what: str, cast: type = str) -> list[Any]:
+    items = [v.strip() for v in value.split(",") if v.strip()]
+    try:
+        return [cast(v) for v in items]
+    except ValueError as e:
+        raise ConfigError(
+            f"--{what} as a comma-separated list of {cast.__name__}s",
+            repr(value),
+            f"pass e.g. --{what} 10,50,100",
+        ) from e
+
+
+@app.command()
+def compare(
+    source: Annotated[str, typer.Argument(help=help_for(DataConfig, "source"))],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Comparison folder to write.")] = Path(
+        "runs/compare"
+    ),
+    backbone: Annotated[str, _opt(BackboneConfig, "name", "--backbone", "-b")] = _d(
+        BackboneConfig, "name"
+    ),
+    strategies: Annotated[
+        str, typer.Option("--strategies", help=help_for(CompareConfig, "strategies"))
+    ] = ",".join(_d(CompareConfig, "strategies")),
+    budgets: Annotated[
+        str, typer.Option("--budgets", help=help_for(CompareConfig, "budgets"))
+    ] = ",".join(str(b) for b in _d(CompareConfig, "budgets")),
+    seeds: Annotated[int, _opt(CompareConfig, "seeds", "--seeds")] = _d(CompareConfig, "seeds"),
+    time_budget: Annotated[float | None, _opt(CompareConfig, "time_budget", "--time-budget")] = _d(
+        CompareConfig, "time_budget"
+    ),
+    baseline: Annotated[str, _opt(CompareConfig, "baseline", "--baseline")] = _d(
+        CompareConfig, "baseline"
+    ),
+    alpha: Annotated[float, _opt(CompareConfig, "alpha", "--alpha")] = _d(CompareConfig, "alpha"),
+    head: Annotated[str, _opt(StrategyConfig, "head", "--head")] = "logistic",
+    text_col: Annotated[list[str] | None, _opt(DataConfig, "text_cols", "--text-col")] = None,
+    label_col: Annotated[str, _opt(DataConfig, "label_col", "--label-col")] = _d(
+        DataConfig, "label_col"
+    ),
+    max_length: Annotated[int | None, _opt(DataConfig, "max_length", "--max-length")] = _d(
+        DataConfig, "max_length"
+    ),
+    val: Annotated[str | None, _opt(DataConfig, "val", "--val")] = _d(DataConfig, "val"),
+    test: Annotated[str | None, _opt(DataConfig, "test", "--test")] = _d(DataConfig, "test"),
+    max_test: Annotated[int | None, _opt(DataConfig, "max_test", "--max-test")] = _d(
+        DataConfig, "max_test"
+    ),
+    image_size: Annotated[int | None, _opt(DataConfig, "image_size", "--image-size")] = _d(
+        DataConfig, "image_size"
+    ),
+    augment: Annotated[str, _opt(DataConfig, "augment", "--augment")] = _d(DataConfig, "augment"),
+    weights: Annotated[str | None, _opt(BackboneConfig, "weights", "--weights")] = _d(
+        BackboneConfig, "weights"
+    ),
+    backbone_lr_scale: Annotated[
+        float, _opt(StrategyConfig, "backbone_lr_scale", "--backbone-lr-scale")
+    ] = _d(StrategyConfig, "backbone_lr_scale"),
+    epochs: Annotated[int, _opt(TrainConfig, "epochs", "--epochs")] = _d(TrainConfig, "epochs"),
+    batch_size: Annotated[int, _opt(TrainConfig, "batch_size", "--batch-size")] = _d(
+        TrainConfig, "batch_size"
+    ),
+    lr: Annotated[float, _opt(TrainConfig, "lr", "--lr")] = _d(TrainConfig, "lr"),
+    mixed_precision: Annotated[str, _opt(TrainConfig, "mixed_precision", "--mixed-precision")] = _d(
+        TrainConfig, "mixed_precision"
+    ),
+    device: Annotated[str, _opt(TrainConfig, "device", "--device")] = _d(TrainConfig, "device"),
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace an earlier comparison in --out.")
+    ] = False,
+    progress: Annotated[
+        bool, typer.Option("--progress/--no-progress", help="Show progress bars.")
+    ] = True,
+) -> None:
+    """Prove whether transfer helps: every strategy at every label budget over several seeds,
+    against training from scratch, with confidence intervals, McNemar's test and a verdict.
+
+    Every strategy gets the same splits and the same epochs (no early stopping; the best
+    validation epoch is kept). Run the same command again to continue a stopped comparison.
+    """
+    from headstart.compare import run_compare
+
+    spec = CompareConfig(
+        strategies=_csv_list(strategies, "strategies"),
+        budgets=_csv_list(budgets, "budgets", int),
+        seeds=seeds,
+        baseline=baseline,
+        alpha=alpha,
+        time_budget=time_budget,
+    )
+    base = RunConfig(
+        data=DataConfig(
+            source=source,
+            text_cols=text_col or None,
+            label_col=label_col,
+            max_length=max_length,
+            val=val,
+            test=test,
+            max_test=max_test,
+            image_size=image_size,
+            augment=augment,
+        ),
+        backbone=BackboneConfig(name=backbone, weights=weights),
+        strategy=StrategyConfig(head=head, backbone_lr_scale=backbone_lr_scale),
+        train=TrainConfig(
+            epochs=epochs,
+            patience=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            mixed_precision=mixed_precision,
+            device=device,
+        ),
+    )
+    run_compare(base, spec, out, overwrite=overwrite, progress=progress, console=console)
 
 
 @app.command()

@@ -22,6 +22,11 @@ def _f(default: Any, help: str) -> Any:
     return field(default=default, metadata={"help": help})
 
 
+def _lf(default: list[Any], help: str) -> Any:
+    """A list-valued field (a fresh copy of ``default`` per instance)."""
+    return field(default_factory=lambda: list(default), metadata={"help": help})
+
+
 def help_for(cls: type, name: str) -> str:
     """The help text of field ``name`` of config class ``cls`` (for the CLI)."""
     for f in dataclasses.fields(cls):
@@ -34,6 +39,8 @@ def default_of(cls: type, name: str) -> Any:
     """The default value of field ``name`` of config class ``cls``."""
     for f in dataclasses.fields(cls):
         if f.name == name:
+            if f.default_factory is not dataclasses.MISSING:
+                return f.default_factory()
             return f.default
     raise KeyError(name)
 
@@ -184,6 +191,45 @@ class EvalConfig:
 
     def __post_init__(self) -> None:
         _positive(self, "batch_size")
+
+
+@dataclass
+class CompareConfig:
+    strategies: list[str] = _lf(  # noqa: RUF009 (a default_factory field)
+        ["scratch", "linear-probe", "finetune", "lp-ft", "gradual"],
+        "Strategies to compare, every one on the same splits and training budget.",
+    )
+    budgets: list[int] = _lf(  # noqa: RUF009
+        [10, 50, 100], "Label budgets: labelled training examples per class."
+    )
+    seeds: int = _f(3, "Seeds per budget (each draws its own labelled examples).")
+    baseline: str = _f("scratch", "The strategy every other is compared against.")
+    alpha: float = _f(0.05, "Significance level of McNemar's test for the verdict.")
+    confidence: float = _f(0.95, "Confidence level of the intervals.")
+    time_budget: float | None = _f(
+        None,
+        "Minutes: start no new cell after this long; run the same command again to go on.",
+    )
+
+    def __post_init__(self) -> None:
+        if not self.strategies:
+            raise ConfigError("at least one strategy", "none", "pass --strategies scratch,lp-ft")
+        if len(set(self.strategies)) != len(self.strategies):
+            raise ConfigError(
+                "each strategy once", ", ".join(self.strategies), "remove the repeated names"
+            )
+        if not self.budgets or any(int(b) <= 0 for b in self.budgets):
+            raise ConfigError(
+                "label budgets > 0 (examples per class)",
+                repr(self.budgets),
+                "pass e.g. --budgets 10,50,100",
+            )
+        self.budgets = sorted({int(b) for b in self.budgets})
+        _positive(self, "seeds", "time_budget")
+        for name in ("alpha", "confidence"):
+            v = getattr(self, name)
+            if not 0.0 < v < 1.0:
+                raise ConfigError(f"{name} in (0, 1)", repr(v), f"use e.g. {name}=0.05")
 
 
 SECTIONS: dict[str, type] = {

@@ -136,7 +136,8 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
             result = fit_run(
                 cfg, Path(tmp) / "run", progress=self.verbose, console=console, data=data
             )
-        self.model_ = Predictor(result.backbone, result.classes, cfg, self.device)
+        temperature = float(result.metrics.get("calibration", {}).get("temperature", 1.0))
+        self.model_ = Predictor(result.backbone, result.classes, cfg, self.device, temperature)
         self.metrics_ = result.metrics
         self.history_ = result.history
         return self
@@ -156,6 +157,7 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         save_config(path, self.model_.cfg, self.model_.backbone.spec, list(self.model_.classes))
         save_model(path, self.model_.backbone)
         write_json(path / "metrics.json", self.metrics_)
+        write_json(path / "calibration.json", {"temperature": self.model_.temperature})
         (path / "history.jsonl").write_text("".join(json_line(h) + "\n" for h in self.history_))
         write_json(
             path / "estimator.json",

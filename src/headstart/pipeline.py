@@ -18,6 +18,7 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from headstart.backbones import Backbone, create_backbone
+from headstart.backbones.vision import TimmBackbone
 from headstart.config import DataConfig, RunConfig
 from headstart.data import (
     BUNDLED_TEXT_DATASETS,
@@ -34,7 +35,15 @@ from headstart.data import (
     stratified_split,
 )
 from headstart.errors import ConfigError, DataError, RunFolderError
-from headstart.evaluation import classification_metrics, print_metrics
+from headstart.evaluation import (
+    calibration_summary,
+    classification_metrics,
+    embedding_map,
+    fit_temperature,
+    print_metrics,
+    read_history,
+    write_fit_report,
+)
 from headstart.features import EmbeddingCache, cache_key, compute_embeddings
 from headstart.heads import HEADS, fit_sklearn_head
 from headstart.runfolder import TEXT_SUFFIXES, save_config, save_model, write_json
@@ -44,10 +53,10 @@ from headstart.training import (
     ProgressBar,
     Trainer,
     count_params,
-    predict_logits,
     resolve_device,
 )
 from headstart.training.callbacks import json_line
+from headstart.training.checkpoint import write_safetensors
 from headstart.training.trainer import seed_everything
 
 #: what a data source yields; both kinds share classes, labels, subset() and len()
@@ -297,6 +306,7 @@ def fit(
     history: list[dict[str, Any]] = []
     params: dict[str, Any] = {}
 
+    source_before = _source_features(backbone, strategy, emb, data)
     if resume and strategy.probe_first:
         console.print("[bold]resume[/]: the probe finished before the checkpoint; skipping it")
     elif strategy.frozen_backbone or strategy.probe_first:
@@ -306,7 +316,9 @@ def fit(
     if not strategy.frozen_backbone:
         history += _train(cfg, strategy, backbone, data, out, resume, progress, console, params)
 
-    metrics = _evaluate(cfg, strategy, backbone, emb, data, device, console)
+    metrics, outputs = _evaluate(
+        cfg, strategy, backbone, emb, data, device, console, progress, source_before
+    )
     metrics.update(
         strategy=strategy.describe(),
         backbone=spec.name,
@@ -316,12 +328,30 @@ def fit(
         cache={"hits": cache.hits - hits0, "misses": cache.misses - misses0},
     )
     save_model(out, backbone)
-    write_json(out / "metrics.json", metrics)
+    write_json(out / "calibration.json", {"temperature": outputs.temperature})
+    save_predictions(out, outputs)
+    history_rows = read_history(out / "history.jsonl")
+    write_fit_report(out, cfg.to_dict(), metrics, history_rows, outputs.samples)
+    write_json(out / "metrics.json", metrics)  # last: its presence marks a finished run
     console.print(f"[bold green]run folder[/] {out} ({metrics['seconds']:.1f} s)")
     return FitResult(out, backbone, data.classes, metrics, history, metrics["seconds"])
 
 
 DEFAULT_BACKBONES = {"image": "efficientnet_lite0", "text": "minilm-l6"}
+
+
+def _source_features(
+    backbone: Backbone, strategy: Strategy, emb: _Embedder, data: Splits
+) -> torch.Tensor | None:
+    """Embeddings of the shown split by the original pretrained backbone (cached), for the
+    forgetting check; None when the backbone came without a source-task head."""
+    if not isinstance(backbone, TimmBackbone) or _source_head(backbone) is None:
+        return None
+    if not strategy.uses_pretrained:
+        return None
+    samples = data.test if data.test is not None and len(data.test) else data.val
+    name = "test" if samples is data.test else "validation"
+    return emb(samples, name)
 
 
 def _check_fit(backbone: Backbone, modality: str, strategy: Strategy) -> None:
@@ -401,6 +431,46 @@ def _rewrite_history(path: Path, phase: str, rows: list[dict[str, Any]]) -> None
     path.write_text("".join(f"{line}\n" for line in [*kept, *map(json_line, rows)]))
 
 
+@dataclass
+class EvalOutputs:
+    """What evaluation computed on the split the report shows (test, else validation)."""
+
+    split: str
+    samples: Samples
+    logits: torch.Tensor
+    embeddings: torch.Tensor
+    temperature: float
+    source_agreement: np.ndarray | None = None  # per example, when the backbone has one
+
+
+def _split_outputs(
+    backbone: Backbone,
+    strategy: Strategy,
+    emb: _Embedder,
+    samples: Samples,
+    name: str,
+    cfg: RunConfig,
+    device: str,
+    progress: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Embeddings and logits of a split: cached when the backbone is frozen, else computed
+    from the trained backbone (one pass; the logits are the head applied to them)."""
+    if strategy.frozen_backbone:
+        e = emb(samples, name)
+    else:
+        e = compute_embeddings(
+            backbone,
+            backbone.make_dataset(samples),
+            cfg.eval.batch_size,
+            device,
+            progress,
+            f"embedding {name}",
+            cfg.train.num_workers,
+        )
+    w, b = backbone.head_weights()
+    return e, nn.functional.linear(e, w.float().cpu(), b.float().cpu())
+
+
 def _evaluate(
     cfg: RunConfig,
     strategy: Strategy,
@@ -409,23 +479,99 @@ def _evaluate(
     data: Splits,
     device: str,
     console: Console,
-) -> dict[str, Any]:
+    progress: bool = False,
+    source_before: torch.Tensor | None = None,
+) -> tuple[dict[str, Any], EvalOutputs]:
+    """Metrics of validation and test, temperature scaling fitted on validation (ECE
+    before and after on both), and the forgetting check on the source task."""
     result: dict[str, Any] = {"classes": data.classes}
+    outputs: dict[str, tuple[Samples, torch.Tensor, torch.Tensor]] = {}
     for name, samples in (("validation", data.val), ("test", data.test)):
         if samples is None or len(samples) == 0:
             continue
-        if strategy.frozen_backbone:  # the embeddings are cached: apply the head alone
-            w, b = backbone.head_weights()
-            logits = nn.functional.linear(emb(samples, name), w.cpu(), b.cpu())
-        else:
-            logits = predict_logits(
-                backbone, backbone.make_dataset(samples), cfg.eval.batch_size, device
-            )[0]
+        e, logits = _split_outputs(backbone, strategy, emb, samples, name, cfg, device, progress)
+        outputs[name] = (samples, e, logits)
         pred = logits.argmax(1).numpy()
         result[name] = classification_metrics(samples.labels, pred, data.classes)
+    temperature = (
+        fit_temperature(outputs["validation"][2], outputs["validation"][0].labels)
+        if "validation" in outputs
+        else 1.0
+    )
+    result["calibration"] = {"temperature": temperature, "fitted_on": "validation"}
+    for name, (samples, _, logits) in outputs.items():
+        result["calibration"][name] = calibration_summary(logits, samples.labels, temperature)
+    shown = "test" if "test" in outputs else "validation"
+    samples, e, logits = outputs[shown]
+    agreement = None
+    result["forgetting"] = {"applicable": False, "reason": _no_source_reason(backbone)}
+    if source_before is not None and isinstance(backbone, TimmBackbone):
+        agreement = _source_agreement(backbone, source_before, e)
+        result["forgetting"] = {
+            "applicable": True,
+            "split": shown,
+            "n": len(agreement),
+            "top1_agreement": float(agreement.mean()),
+            "source_classes": backbone.spec.num_source_classes,
+            "what": "how often the backbone, with its original source head put back, "
+            "predicts the same source class as the original pretrained model",
+        }
     if "test" in result:
         print_metrics(result["test"], console, title=f"Test metrics ({strategy.describe()})")
-    return result
+    cal = result["calibration"][shown]
+    console.print(
+        f"[bold]calibration[/] temperature {temperature:.3f} (fitted on validation): "
+        f"{shown} ECE {cal['ece_before']:.4f} -> {cal['ece_after']:.4f}"
+    )
+    if agreement is not None:
+        console.print(
+            f"[bold]forgetting[/] the source head still agrees with the original model on "
+            f"{100 * agreement.mean():.1f}% of {shown} images"
+        )
+    return result, EvalOutputs(shown, samples, logits, e, temperature, agreement)
+
+
+def _no_source_reason(backbone: Backbone) -> str:
+    if not isinstance(backbone, TimmBackbone):
+        return "the backbone has no source-task head (only ImageNet vision backbones do)"
+    return "the backbone was not loaded with its source head (random or headless weights)"
+
+
+def _source_head(backbone: TimmBackbone) -> tuple[torch.Tensor, torch.Tensor] | None:
+    state = backbone.source_head_state
+    if not state or "weight" not in state or "bias" not in state:
+        return None
+    return state["weight"].float().cpu(), state["bias"].float().cpu()
+
+
+def _source_agreement(
+    backbone: TimmBackbone, before: torch.Tensor, after: torch.Tensor
+) -> np.ndarray:
+    """Per example: does the source head on the trained backbone's features predict the
+    same source class as on the original backbone's features?"""
+    head = _source_head(backbone)
+    assert head is not None  # the caller computed ``before`` with it
+    w, b = head
+    top_before = nn.functional.linear(before.float(), w, b).argmax(1)
+    top_after = nn.functional.linear(after.float(), w, b).argmax(1)
+    return (top_before == top_after).numpy()
+
+
+def save_predictions(out: Path, ev: EvalOutputs) -> None:
+    """The shown split's logits, labels, embeddings map input and source agreement, so a
+    report can be drawn again without the model (safetensors, not pickle)."""
+    tensors = {
+        "logits": ev.logits.float().contiguous(),
+        "labels": torch.as_tensor(np.asarray(ev.samples.labels), dtype=torch.long),
+        "map": embedding_map(ev.embeddings.numpy()).astype(np.float32),
+    }
+    if ev.source_agreement is not None:
+        tensors["source_agreement"] = torch.as_tensor(ev.source_agreement.astype(np.uint8))
+    write_safetensors(
+        {k: torch.as_tensor(v).contiguous() for k, v in tensors.items()},
+        out / "predictions.safetensors",
+        {"split": ev.split, "temperature": repr(ev.temperature)},
+    )
 
 
 def _check_out(out: Path, resume: bool, overwrite: bool) -> None:

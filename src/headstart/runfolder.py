@@ -1,7 +1,8 @@
 """The run folder: everything a run produced, and loading it back for prediction.
 
 Layout: ``model.safetensors``, ``config.yaml`` (the run config plus the backbone spec),
-``labels.json``, ``metrics.json``, ``history.jsonl`` and ``checkpoint/``. Only
+``labels.json``, ``calibration.json`` (the temperature), ``metrics.json``,
+``history.jsonl``, ``predictions.safetensors``, ``report.html`` and ``checkpoint/``. Only
 safetensors, JSON and YAML are written or read; nothing is pickled.
 """
 
@@ -58,6 +59,28 @@ def save_model(run_dir: Path, backbone: Backbone) -> None:
     )
 
 
+def read_temperature(run_dir: Path) -> float:
+    """The temperature in ``calibration.json`` (1.0, i.e. uncalibrated, without one)."""
+    path = run_dir / "calibration.json"
+    if not path.is_file():
+        return 1.0
+    try:
+        t = float(json.loads(path.read_text())["temperature"])
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+        raise RunFolderError(
+            'calibration.json holding {"temperature": <a positive number>}',
+            f"unreadable {path} ({type(e).__name__}: {e})",
+            "delete the file to predict uncalibrated, or re-run `headstart fit`",
+        ) from e
+    if not t > 0:
+        raise RunFolderError(
+            "a positive temperature in calibration.json",
+            repr(t),
+            "delete the file to predict uncalibrated, or re-run `headstart fit`",
+        )
+    return t
+
+
 def _require(run_dir: Path, name: str) -> Path:
     p = run_dir / name
     if not p.is_file():
@@ -90,11 +113,19 @@ class Predictor:
     """A trained model loaded from a run folder."""
 
     def __init__(
-        self, backbone: Backbone, classes: list[str], cfg: RunConfig, device: str = "auto"
+        self,
+        backbone: Backbone,
+        classes: list[str],
+        cfg: RunConfig,
+        device: str = "auto",
+        temperature: float = 1.0,
     ) -> None:
         self.backbone = backbone
         self.classes = classes
         self.cfg = cfg
+        #: temperature scaling fitted on the validation split: probabilities are
+        #: softmax(logits / temperature); predicted classes do not change
+        self.temperature = temperature
         self.device = resolve_device(device)
         self.backbone.to(self.device).eval()
         self.last_skipped: list[tuple[str, str]] = []
@@ -130,7 +161,7 @@ class Predictor:
                 f"{type(e).__name__}: {str(e).splitlines()[0]}",
                 "re-run `headstart fit`; the file may be truncated or from another run",
             ) from e
-        return cls(backbone, classes, cfg, device)
+        return cls(backbone, classes, cfg, device, read_temperature(run_dir))
 
     def samples(
         self, inputs: Any, skip_bad: bool = False, text_cols: list[str] | None = None
@@ -200,8 +231,13 @@ class Predictor:
         ds = self.backbone.make_dataset(samples)
         return predict_logits(self.backbone, ds, batch_size, self.device)[0]
 
+    def proba(self, logits: torch.Tensor) -> torch.Tensor:
+        """Calibrated probabilities: softmax(logits / temperature)."""
+        return torch.softmax(logits / self.temperature, 1)
+
     def predict_proba(self, inputs: Any, batch_size: int = 64) -> np.ndarray:
-        return torch.softmax(self.logits(self.samples(inputs), batch_size), 1).numpy()
+        """Calibrated class probabilities (temperature scaling), one row per input."""
+        return self.proba(self.logits(self.samples(inputs), batch_size)).numpy()
 
     def predict(
         self,
@@ -213,7 +249,7 @@ class Predictor:
     ) -> list[dict[str, Any]]:
         """One dict per input: its name, the top-k labels and their probabilities."""
         samples = self.samples(inputs, skip_bad, text_cols)
-        proba = torch.softmax(self.logits(samples, batch_size), 1)
+        proba = self.proba(self.logits(samples, batch_size))
         k = min(top_k, len(self.classes))
         top_p, top_i = proba.topk(k, dim=1)
         names = _input_names(samples)

@@ -1,0 +1,359 @@
+"""Does transfer help on *this* data? Every strategy, at every label budget, over several
+seeds, on the same splits and the same training budget, against training from scratch.
+
+Layout of a comparison folder::
+
+    compare.yaml               the settings (a re-run with other settings is refused)
+    cells/<budget>/<seed>/<strategy>/   one run folder per trained model
+    comparison.json            per budget and strategy: mean, std, confidence interval;
+                               gain over the baseline with its interval and McNemar's test;
+                               the verdict; every cell; cells not run
+    comparison.csv             the table as printed
+    report.html                verdicts, table, label-budget curves, forgetting, and the
+                               figures of the best model at the largest budget
+
+A cell whose ``metrics.json`` exists is finished and is never trained again, so a killed
+comparison run again goes on where it stopped (a cell killed mid-training resumes from
+its last epoch checkpoint).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from headstart.config import CompareConfig, RunConfig
+from headstart.data import per_class_subsample
+from headstart.errors import ConfigError, RunFolderError
+from headstart.evaluation import Cell, read_history, read_predictions, summarise
+from headstart.evaluation.report import (
+    COMPARISON_HEADER,
+    compare_report_html,
+    comparison_rows,
+)
+from headstart.features import EmbeddingCache
+from headstart.pipeline import Splits, _up_to_per_class, fit, prepare_data
+from headstart.runfolder import write_json
+from headstart.strategies import build_strategy
+
+SETTINGS_FILE = "compare.yaml"
+
+
+@dataclass
+class CompareResult:
+    out: Path
+    summary: dict[str, Any]
+    cells: list[Cell]
+    not_run: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def cell_dir(out: Path, strategy: str, budget: int, seed: int) -> Path:
+    return out / "cells" / f"{budget}-per-class" / f"seed-{seed}" / strategy.replace(":", "-")
+
+
+def budget_splits(data: Splits, budget: int, seed: int, cfg: RunConfig) -> Splits:
+    """``budget`` labelled training examples per class drawn with ``seed``, validation in
+    proportion (as ``fit --per-class`` does), and the one fixed test split of every cell."""
+    idx = per_class_subsample(data.train.labels, budget, seed=seed, classes=data.classes)
+    train = data.train.subset(idx)
+    val = data.val
+    if not cfg.data.val and len(val):
+        val_f = cfg.data.val_fraction
+        test_f = 0.0 if cfg.data.test else cfg.data.test_fraction
+        n_val = max(1, round(budget * val_f / (1.0 - val_f - test_f)))
+        val = val.subset(_up_to_per_class(val.labels, n_val, seed))
+    return Splits(train, val, data.test)
+
+
+def cell_config(base: RunConfig, strategy: str, budget: int, seed: int) -> RunConfig:
+    return dataclasses.replace(
+        base,
+        data=dataclasses.replace(base.data, per_class=budget),
+        strategy=dataclasses.replace(base.strategy, name=strategy),
+        train=dataclasses.replace(base.train, seed=seed),
+    )
+
+
+def _settings(base: RunConfig, spec: CompareConfig) -> dict[str, Any]:
+    return {"compare": dataclasses.asdict(spec), **base.to_dict()}
+
+
+def _check_settings(out: Path, doc: dict[str, Any], overwrite: bool) -> None:
+    """A folder holds one comparison: the same settings continue it, others are refused."""
+    path = out / SETTINGS_FILE
+    if overwrite and out.exists():
+        for name in ("cells", SETTINGS_FILE, "comparison.json", "comparison.csv", "report.html"):
+            p = out / name
+            if p.is_dir():
+                shutil.rmtree(p)
+            elif p.exists():
+                p.unlink()
+    if path.is_file():
+        old = yaml.safe_load(path.read_text()) or {}
+        # the time budget may change between runs: it limits a run, not the results
+        for d in (old, doc):
+            d.get("compare", {}).pop("time_budget", None)
+        keys: set[str] = set()
+        for section in set(old) | set(doc):
+            a, b = old.get(section, {}), doc.get(section, {})
+            keys |= {f"{section}.{k}" for k in set(a) | set(b) if a.get(k) != b.get(k)}
+        if keys:
+            raise RunFolderError(
+                f"the settings of the comparison already in {out}",
+                f"different settings: {', '.join(sorted(keys))}",
+                "run with the same options to continue it, or pass --overwrite or another --out",
+            )
+    elif (out / "cells").exists():
+        raise RunFolderError(
+            f"{SETTINGS_FILE} beside the cells in {out}",
+            "cells without settings",
+            "pass --overwrite or another --out",
+        )
+
+
+def _read_cell(run_dir: Path, strategy: str, budget: int, seed: int) -> tuple[Cell, dict]:
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    preds = read_predictions(run_dir)
+    correct = preds["logits"].argmax(1) == preds["labels"]
+    split = preds["split"]
+    cal = metrics.get("calibration", {}).get(split, {})
+    m = metrics[split]
+    cell = Cell(
+        strategy=strategy,
+        budget=budget,
+        seed=seed,
+        accuracy=float(m["accuracy"]),
+        macro_f1=float(m["macro_f1"]),
+        correct=correct,
+        ece_before=cal.get("ece_before"),
+        ece_after=cal.get("ece_after"),
+        seconds=float(metrics.get("seconds", 0.0)),
+    )
+    return cell, metrics
+
+
+def run_compare(
+    base: RunConfig,
+    spec: CompareConfig,
+    out: str | Path,
+    *,
+    overwrite: bool = False,
+    progress: bool = True,
+    console: Console | None = None,
+    cache: EmbeddingCache | None = None,
+) -> CompareResult:
+    """Train every (strategy, budget, seed) cell not yet finished, then summarise all."""
+    t0 = time.perf_counter()
+    console = console or Console()
+    out = Path(out)
+    for name in spec.strategies:  # a typo must not cost a preflight
+        build_strategy(dataclasses.replace(base.strategy, name=name))
+    if spec.baseline not in spec.strategies:
+        console.print(
+            f"[yellow]note[/] the baseline {spec.baseline!r} is not among the strategies: "
+            "there will be no gains and no verdict"
+        )
+    doc = _settings(base, spec)
+    _check_settings(out, json.loads(json.dumps(doc)), overwrite)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / SETTINGS_FILE).write_text(yaml.safe_dump(doc, sort_keys=False))
+
+    data_cfg = dataclasses.replace(base.data, per_class=None)
+    data = prepare_data(data_cfg, console, progress)
+    if data.test is None or len(data.test) == 0:
+        raise ConfigError(
+            "a test split to compare the strategies on",
+            "none (test_fraction 0 and no --test)",
+            "pass --test DIR or a test fraction above 0",
+        )
+    smallest = int(np.bincount(data.train.labels, minlength=len(data.classes)).min())
+    if max(spec.budgets) > smallest:
+        console.print(
+            f"[yellow]note[/] the smallest class has {smallest} training examples: budgets "
+            f"above that use all of that class"
+        )
+    cache = cache or EmbeddingCache()
+    quiet = Console(quiet=True)
+    todo = [
+        (b, s, name) for b in spec.budgets for s in range(spec.seeds) for name in spec.strategies
+    ]
+    cells: list[Cell] = []
+    metrics_of: dict[tuple[str, int, int], dict[str, Any]] = {}
+    not_run: list[dict[str, Any]] = []
+    started = time.perf_counter()
+    bar = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        disable=not progress,
+        transient=True,
+    )
+    with bar:
+        task = bar.add_task("comparison", total=len(todo))
+        split_cache: dict[tuple[int, int], Splits] = {}
+        for budget, seed, name in todo:
+            run_dir = cell_dir(out, name, budget, seed)
+            label = f"{name}, {budget} per class, seed {seed}"
+            if not (run_dir / "metrics.json").is_file():
+                minutes = (time.perf_counter() - started) / 60
+                if spec.time_budget is not None and minutes >= spec.time_budget:
+                    not_run.append({"strategy": name, "budget": budget, "seed": seed})
+                    bar.advance(task)
+                    continue
+                bar.update(task, description=label)
+                if (budget, seed) not in split_cache:
+                    split_cache = {(budget, seed): budget_splits(data, budget, seed, base)}
+                resume = (run_dir / "checkpoint" / "last.safetensors").is_file() and (
+                    run_dir / "config.yaml"
+                ).is_file()
+                fit(
+                    cell_config(base, name, budget, seed),
+                    run_dir,
+                    resume=resume,
+                    overwrite=not resume,
+                    progress=False,
+                    console=quiet,
+                    data=split_cache[(budget, seed)],
+                    cache=cache,
+                )
+                state = "resumed and finished" if resume else "finished"
+            else:
+                state = "already finished"
+            cell, metrics = _read_cell(run_dir, name, budget, seed)
+            cells.append(cell)
+            metrics_of[(name, budget, seed)] = metrics
+            console.print(
+                f"  {label}: accuracy {cell.accuracy:.4f}, macro-F1 {cell.macro_f1:.4f} "
+                f"({state}, {cell.seconds:.0f} s)",
+                highlight=False,
+            )
+            bar.advance(task)
+    if not_run:
+        console.print(
+            f"[yellow]time budget[/] of {spec.time_budget} min reached: {len(not_run)} cells "
+            "not run; run the same command again to go on"
+        )
+    summary = summarise(cells, spec.baseline, spec.alpha, spec.confidence)
+    result = CompareResult(out, summary, cells, not_run, time.perf_counter() - t0)
+    _write_outputs(result, spec, metrics_of, data)
+    print_comparison(summary, console)
+    console.print(f"[bold green]comparison[/] {out} (report.html, comparison.json, .csv)")
+    return result
+
+
+def _forgetting_rows(metrics_of: dict[tuple[str, int, int], dict[str, Any]]) -> list[dict]:
+    rows = []
+    for (name, budget, seed), m in metrics_of.items():
+        f = m.get("forgetting", {})
+        if f.get("applicable"):
+            rows.append(
+                {"strategy": name, "budget": budget, "seed": seed, "agreement": f["top1_agreement"]}
+            )
+    return rows
+
+
+def _write_outputs(
+    result: CompareResult,
+    spec: CompareConfig,
+    metrics_of: dict[tuple[str, int, int], dict[str, Any]],
+    data: Splits,
+) -> None:
+    out, summary = result.out, result.summary
+    forgetting = _forgetting_rows(metrics_of)
+    doc = {
+        **summary,
+        "strategies": spec.strategies,
+        "seeds": spec.seeds,
+        "test_examples": len(data.test) if data.test is not None else 0,
+        "cells": [
+            {
+                "strategy": c.strategy,
+                "budget": c.budget,
+                "seed": c.seed,
+                "accuracy": c.accuracy,
+                "macro_f1": c.macro_f1,
+                "ece_before": c.ece_before,
+                "ece_after": c.ece_after,
+                "seconds": c.seconds,
+                "run_dir": str(cell_dir(out, c.strategy, c.budget, c.seed).relative_to(out)),
+            }
+            for c in result.cells
+        ],
+        "forgetting": forgetting,
+        "not_run": result.not_run,
+        "seconds": result.seconds,
+    }
+    write_json(out / "comparison.json", doc)
+    lines = [",".join(COMPARISON_HEADER)]
+    lines += [",".join(f'"{v}"' for v in row) for row in comparison_rows(summary)]
+    (out / "comparison.csv").write_text("\n".join(lines) + "\n")
+    example = _example(out, summary, metrics_of, data)
+    notes = [
+        f"{len(data.test) if data.test is not None else 0} test examples, the same for every "
+        f"cell; {spec.seeds} seeds per budget, each drawing its own labelled examples.",
+        "Gains are in accuracy points with paired 95% t intervals over seeds; McNemar's test "
+        "pools the paired test predictions of all seeds.",
+    ]
+    if result.not_run:
+        notes.append(f"{len(result.not_run)} cells not run yet (time budget).")
+    page = compare_report_html(
+        f"headstart comparison: {data.train.name}", summary, forgetting, example, notes
+    )
+    tmp = out / "report.html.tmp"
+    tmp.write_text(page)
+    tmp.replace(out / "report.html")
+
+
+def _example(
+    out: Path,
+    summary: dict[str, Any],
+    metrics_of: dict[tuple[str, int, int], dict[str, Any]],
+    data: Splits,
+) -> dict[str, Any] | None:
+    """The best strategy at the largest budget (its first seed) for the detailed figures."""
+    if not metrics_of or data.test is None:
+        return None
+    budget = max(b for _, b, _ in metrics_of)
+    entry = summary["budgets"][str(budget)]
+    best = entry["verdict"].get("best")
+    if best is None:
+        best = max(entry["strategies"], key=lambda s: entry["strategies"][s]["accuracy"]["mean"])
+    seed = min(s for n, b, s in metrics_of if n == best and b == budget)
+    run_dir = cell_dir(out, best, budget, seed)
+    return {
+        "caption": f"The best model at {budget} per class: {best}, seed {seed}",
+        "metrics": metrics_of[(best, budget, seed)],
+        "history": read_history(run_dir / "history.jsonl"),
+        "preds": read_predictions(run_dir),
+        "samples": data.test,
+    }
+
+
+def print_comparison(summary: dict[str, Any], console: Console) -> None:
+    table = Table(title=f"Transfer vs {summary['baseline']} (test set)")
+    for i, col in enumerate(COMPARISON_HEADER):
+        table.add_column(col, justify="left" if i < 2 else "right", no_wrap=True)
+    for row in comparison_rows(summary):
+        table.add_row(*row)
+    # written to a file or a pipe the console is 80 columns: keep the rows whole there
+    if not console.is_terminal:
+        console.width = max(console.width, 170)
+    console.print(table)
+    for b, entry in sorted(summary["budgets"].items(), key=lambda kv: int(kv[0])):
+        v = entry["verdict"]
+        color = {"helps": "green", "negative transfer": "red"}.get(str(v["verdict"]), "yellow")
+        console.print(f"[bold]{b} per class[/]: [{color}]{v['text']}[/]")

@@ -1,0 +1,597 @@
+"""Self-contained HTML reports of a fit and of a comparison.
+
+One file, opened offline: figures are drawn with matplotlib and inlined as SVG, image
+thumbnails as PNG data URIs; the page has no scripts and loads nothing from anywhere.
+Every figure sits in a ``<figure data-figure="NAME">`` so a test (or a reader) can find it.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import math
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display: render to files only
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from safetensors import safe_open
+from sklearn.decomposition import PCA
+
+from headstart.data import ImageSamples, TextSamples
+
+#: the figures of a fit report, in page order; a comparison adds BUDGET_FIGURES first
+FIT_FIGURES = (
+    "training-curves",
+    "confusion-matrix",
+    "per-class-f1",
+    "reliability",
+    "embedding-map",
+    "confident-errors",
+)
+BUDGET_FIGURES = ("budget-curves", "forgetting")
+MAX_MAP_POINTS = 2000
+N_ERRORS = 12
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;
+max-width:1100px;color:#222;padding:0 1rem}
+h1{font-size:1.6rem}h2{font-size:1.2rem;margin-top:2rem;border-bottom:1px solid #ddd}
+table{border-collapse:collapse;margin:.5rem 0;font-size:.9rem}
+td,th{border:1px solid #ddd;padding:.25rem .5rem;text-align:right}
+th{background:#f4f4f4}td:first-child,th:first-child{text-align:left}
+figure{margin:1rem 0}figcaption{color:#555;font-size:.85rem;max-width:900px}
+figure svg{max-width:100%;height:auto}
+.grid{display:flex;flex-wrap:wrap;gap:.6rem}
+.card{border:1px solid #ddd;border-radius:4px;padding:.4rem;width:150px;font-size:.75rem}
+.card.text{width:320px}.card img{width:96px;height:96px;image-rendering:pixelated}
+.verdict{font-weight:600}.helps{color:#1a7f37}.negative{color:#c62828}.none{color:#555}
+.note{color:#555;font-size:.85rem}
+"""
+
+
+# -- inputs ----------------------------------------------------------------------------------
+def embedding_map(emb: np.ndarray) -> np.ndarray:
+    """A 2-D map of embeddings (N, D) -> (N, 2): their first two principal components."""
+    emb = np.asarray(emb, dtype=np.float64)
+    if emb.ndim != 2 or len(emb) < 3 or emb.shape[1] < 2:
+        return np.zeros((len(emb), 2))
+    return PCA(n_components=2, random_state=0).fit_transform(emb)
+
+
+def read_history(path: Path) -> list[dict[str, Any]]:
+    """The epochs of ``history.jsonl`` (a line torn by a crash is skipped)."""
+    rows = []
+    for line in path.read_text().splitlines() if path.is_file() else []:
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return rows
+
+
+def read_predictions(run_dir: Path) -> dict[str, Any]:
+    """The arrays ``predictions.safetensors`` holds, and its metadata."""
+    with safe_open(str(run_dir / "predictions.safetensors"), framework="pt") as f:
+        out: dict[str, Any] = {k: f.get_tensor(k).numpy() for k in f.keys()}  # noqa: SIM118
+        meta = f.metadata() or {}
+    out["split"] = meta.get("split", "test")
+    out["temperature"] = float(meta.get("temperature", "1.0"))
+    return out
+
+
+# -- drawing ---------------------------------------------------------------------------------
+def _svg(draw: Callable[[Any], None], size: tuple[float, float], salt: str) -> str:
+    """Draw on a fresh figure and return it as inline SVG (ids salted to stay unique)."""
+    with plt.rc_context({"svg.hashsalt": salt, "svg.fonttype": "none", "font.size": 9}):
+        fig = plt.figure(figsize=size)
+        try:
+            draw(fig)
+            fig.tight_layout()
+            buf = io.StringIO()
+            fig.savefig(buf, format="svg")
+        finally:
+            plt.close(fig)
+    text = buf.getvalue()
+    return text[text.index("<svg") :]
+
+
+def _figure(name: str, title: str, body: str, caption: str) -> str:
+    return (
+        f'<figure data-figure="{name}"><h3>{html.escape(title)}</h3>{body}'
+        f"<figcaption>{caption}</figcaption></figure>"
+    )
+
+
+def training_curves_svg(history: Sequence[dict[str, Any]], salt: str = "curves") -> str:
+    def draw(fig: Any) -> None:
+        ax1, ax2 = fig.subplots(1, 2)
+        phases = list(dict.fromkeys(str(h.get("phase", "train")) for h in history))
+        step = 0
+        for phase in phases:
+            rows = [h for h in history if str(h.get("phase", "train")) == phase]
+            x = np.arange(step, step + len(rows)) + 1
+            step += len(rows)
+            for key, ax, style in (
+                ("train_loss", ax1, "-"),
+                ("val_loss", ax1, "--"),
+                ("val_accuracy", ax2, "-"),
+                ("val_macro_f1", ax2, "--"),
+            ):
+                y = [_f(h.get(key)) for h in rows]
+                if any(np.isfinite(y)):
+                    ax.plot(x, y, style, marker="o", ms=3, label=f"{phase} {key}")
+        for ax, ylabel in ((ax1, "loss"), (ax2, "validation score")):
+            ax.set_xlabel("epoch (all phases in order)")
+            ax.set_ylabel(ylabel)
+            ax.grid(alpha=0.3)
+            if ax.lines:
+                ax.legend(fontsize=7)
+            else:
+                ax.text(0.5, 0.5, "no epochs (a fitted head)", ha="center", transform=ax.transAxes)
+
+    return _svg(draw, (9, 3.2), salt)
+
+
+def confusion_svg(metrics: dict[str, Any], salt: str = "cm") -> str:
+    cm = np.asarray(metrics["confusion_matrix"], dtype=np.float64)
+    classes = list(metrics["classes"])
+    k = len(classes)
+
+    def draw(fig: Any) -> None:
+        ax = fig.subplots()
+        rows = cm / np.maximum(cm.sum(1, keepdims=True), 1)
+        ax.imshow(rows, cmap="Blues", vmin=0, vmax=1)
+        ax.set_xticks(range(k), [_short(c) for c in classes], rotation=45, ha="right")
+        ax.set_yticks(range(k), [_short(c) for c in classes])
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
+        if k <= 20:
+            for i in range(k):
+                for j in range(k):
+                    if cm[i, j]:
+                        color = "white" if rows[i, j] > 0.6 else "black"
+                        ax.text(j, i, f"{int(cm[i, j])}", ha="center", va="center",
+                                fontsize=7, color=color)  # fmt: skip
+
+    side = min(9.0, 2.5 + 0.45 * k)
+    return _svg(draw, (side, side * 0.85), salt)
+
+
+def per_class_f1_svg(metrics: dict[str, Any], salt: str = "f1") -> str:
+    per = metrics["per_class"]
+    names = list(per)
+
+    def draw(fig: Any) -> None:
+        ax = fig.subplots()
+        f1 = [per[c]["f1"] for c in names]
+        y = np.arange(len(names))
+        ax.barh(y, f1, color="#4c72b0")
+        ax.set_yticks(y, [_short(c) for c in names])
+        ax.invert_yaxis()
+        ax.set_xlim(0, 1)
+        ax.set_xlabel("F1")
+        ax.axvline(metrics["macro_f1"], color="#c44e52", ls="--", label="macro-F1")
+        ax.legend(fontsize=7, loc="lower right")
+
+    return _svg(draw, (6, 1.2 + 0.28 * len(names)), salt)
+
+
+def reliability_svg(cal: dict[str, Any], temperature: float, salt: str = "rel") -> str:
+    def draw(fig: Any) -> None:
+        ax = fig.subplots()
+        ax.plot([0, 1], [0, 1], color="#999", ls=":", label="perfect calibration")
+        for key, label, color in (
+            ("reliability_before", f"before (ECE {cal['ece_before']:.3f})", "#c44e52"),
+            ("reliability_after", f"T={temperature:.2f} (ECE {cal['ece_after']:.3f})", "#4c72b0"),
+        ):
+            r = cal[key]
+            count = np.asarray(r["count"])
+            keep = count > 0
+            conf = np.asarray(r["confidence"])[keep]
+            acc = np.asarray(r["accuracy"])[keep]
+            ax.plot(conf, acc, marker="o", ms=4, color=color, label=label)
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.set_xlabel("confidence (mean max probability in the bin)")
+        ax.set_ylabel("accuracy in the bin")
+        ax.legend(fontsize=7, loc="upper left")
+        ax.grid(alpha=0.3)
+
+    return _svg(draw, (4.6, 4.2), salt)
+
+
+def map_svg(points: np.ndarray, labels: np.ndarray, classes: list[str], salt: str = "map") -> str:
+    points, labels = np.asarray(points), np.asarray(labels)
+    if len(points) > MAX_MAP_POINTS:  # a stratified-enough random subset
+        keep = np.random.default_rng(0).choice(len(points), MAX_MAP_POINTS, replace=False)
+        points, labels = points[keep], labels[keep]
+
+    def draw(fig: Any) -> None:
+        ax = fig.subplots()
+        cmap = plt.get_cmap("tab20" if len(classes) > 10 else "tab10")
+        for i, c in enumerate(classes):
+            m = labels == i
+            if m.any():
+                ax.scatter(points[m, 0], points[m, 1], s=6, color=cmap(i % cmap.N),
+                           label=_short(c), alpha=0.7, linewidths=0)  # fmt: skip
+        ax.set_xlabel("principal component 1")
+        ax.set_ylabel("principal component 2")
+        if len(classes) <= 20:
+            ax.legend(fontsize=7, markerscale=2, loc="center left", bbox_to_anchor=(1, 0.5))
+
+    return _svg(draw, (7, 4.8), salt)
+
+
+def budget_curves_svg(summary: dict[str, Any], salt: str = "budget") -> str:
+    budgets = sorted(int(b) for b in summary["budgets"])
+    names = list(
+        dict.fromkeys(s for b in budgets for s in summary["budgets"][str(b)]["strategies"])
+    )
+
+    def draw(fig: Any) -> None:
+        axes = fig.subplots(1, 2)
+        panels = ((axes[0], "accuracy", "accuracy"), (axes[1], "macro_f1", "macro-F1"))
+        for ax, key, label in panels:
+            for name in names:
+                xs, mean, lo, hi = [], [], [], []
+                for b in budgets:
+                    s = summary["budgets"][str(b)]["strategies"].get(name)
+                    if s is None or s[key]["mean"] is None:
+                        continue
+                    m = s[key]
+                    xs.append(b)
+                    mean.append(m["mean"])
+                    lo.append(m["ci_low"] if m["ci_low"] is not None else m["mean"])
+                    hi.append(m["ci_high"] if m["ci_high"] is not None else m["mean"])
+                if not xs:
+                    continue
+                style = "--" if name == summary.get("baseline") else "-"
+                (line,) = ax.plot(xs, mean, style, marker="o", ms=4, label=name)
+                ax.fill_between(xs, np.clip(lo, 0, 1), np.clip(hi, 0, 1),
+                                color=line.get_color(), alpha=0.15)  # fmt: skip
+            ax.set_xscale("log")
+            ax.set_xticks(budgets, [str(b) for b in budgets])
+            ax.minorticks_off()
+            ax.set_xlabel("labelled examples per class")
+            ax.set_ylabel(f"test {label}")
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7)
+
+    return _svg(draw, (10, 3.8), salt)
+
+
+def forgetting_svg(rows: list[dict[str, Any]], salt: str = "forget") -> str:
+    """Source-task agreement per strategy and budget (mean over seeds)."""
+    strategies = list(dict.fromkeys(r["strategy"] for r in rows))
+    budgets = sorted({int(r["budget"]) for r in rows})
+
+    def draw(fig: Any) -> None:
+        ax = fig.subplots()
+        width = 0.8 / max(1, len(strategies))
+        for i, s in enumerate(strategies):
+            ys = []
+            for b in budgets:
+                v = [r["agreement"] for r in rows if r["strategy"] == s and r["budget"] == b]
+                ys.append(float(np.mean(v)) if v else np.nan)
+            ax.bar(np.arange(len(budgets)) + i * width, ys, width, label=s)
+        ax.set_xticks(np.arange(len(budgets)) + 0.4 - width / 2, [str(b) for b in budgets])
+        ax.set_xlabel("labelled examples per class")
+        ax.set_ylabel("source top-1 agreement")
+        ax.set_ylim(0, 1.05)
+        ax.legend(fontsize=7)
+        ax.grid(alpha=0.3, axis="y")
+
+    return _svg(draw, (7, 3.4), salt)
+
+
+def _thumbnail(image: Any) -> str:
+    im = image.convert("RGB")
+    im.thumbnail((96, 96))
+    buf = io.BytesIO()
+    im.save(buf, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def confident_errors_html(
+    samples: ImageSamples | TextSamples,
+    logits: np.ndarray,
+    temperature: float,
+    classes: list[str],
+    k: int = N_ERRORS,
+) -> str:
+    """The ``k`` wrong predictions made with the highest (calibrated) confidence."""
+    z = torch.as_tensor(np.asarray(logits), dtype=torch.float64) / temperature
+    proba = torch.softmax(z, 1).numpy()
+    pred = proba.argmax(1)
+    labels = np.asarray(samples.labels)
+    wrong = np.flatnonzero(pred != labels)
+    if len(wrong) == 0:
+        return '<p class="note">No wrong predictions on this split.</p>'
+    order = wrong[np.argsort(-proba[wrong, pred[wrong]])][:k]
+    cards = []
+    for i in order:
+        head = (
+            f"<b>true</b> {html.escape(classes[labels[i]])}<br><b>predicted</b> "
+            f"{html.escape(classes[pred[i]])} ({proba[i, pred[i]]:.2f})"
+        )
+        if isinstance(samples, TextSamples):
+            text = samples.texts[i]
+            snippet = html.escape(text[:280] + ("..." if len(text) > 280 else ""))
+            cards.append(f'<div class="card text">{head}<br>#{i}: {snippet}</div>')
+        else:
+            src = _thumbnail(samples.image(int(i)))
+            cards.append(f'<div class="card"><img src="{src}" alt="example {i}"><br>{head}</div>')
+    return f'<div class="grid">{"".join(cards)}</div>'
+
+
+# -- pages -----------------------------------------------------------------------------------
+def _page(title: str, sections: list[str]) -> str:
+    return (
+        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>"
+        f"<h1>{html.escape(title)}</h1>{''.join(sections)}</body></html>"
+    )
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>" for r in rows
+    )
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def model_sections(
+    metrics: dict[str, Any],
+    history: Sequence[dict[str, Any]],
+    preds: dict[str, Any],
+    samples: ImageSamples | TextSamples,
+    salt: str = "",
+) -> list[str]:
+    """The figures of one trained model: curves, confusion, per-class F1, reliability,
+    embedding map, confident errors, and the forgetting check."""
+    split = preds["split"]
+    m = metrics[split]
+    classes = list(metrics["classes"])
+    cal = metrics["calibration"][split]
+    t = float(metrics["calibration"]["temperature"])
+    out = [
+        _figure(
+            "training-curves",
+            "Training curves",
+            training_curves_svg(history, salt + "curves"),
+            "Loss (left) and validation accuracy / macro-F1 (right) per epoch; a probe "
+            "phase comes before the fine-tuning phase.",
+        ),
+        _figure(
+            "confusion-matrix",
+            f"Confusion matrix ({split})",
+            confusion_svg(m, salt + "cm"),
+            "Rows are the true classes, normalised per row; numbers are counts.",
+        ),
+        _figure(
+            "per-class-f1",
+            f"Per-class F1 ({split})",
+            per_class_f1_svg(m, salt + "f1"),
+            f"Accuracy {m['accuracy']:.4f}, macro-F1 {m['macro_f1']:.4f} on {m['n']} examples.",
+        ),
+        _figure(
+            "reliability",
+            f"Reliability diagram ({split})",
+            reliability_svg(cal, t, salt + "rel"),
+            f"Temperature scaling fitted on the validation split: T = {t:.3f}; expected "
+            f"calibration error {cal['ece_before']:.4f} before, {cal['ece_after']:.4f} after.",
+        ),
+        _figure(
+            "embedding-map",
+            f"Embeddings of the {split} examples",
+            map_svg(preds["map"], preds["labels"], classes, salt + "map"),
+            "The trained backbone's pooled features, projected on their first two principal "
+            "components and coloured by true class.",
+        ),
+        _figure(
+            "confident-errors",
+            "Most confidently wrong predictions",
+            confident_errors_html(samples, preds["logits"], t, classes),
+            f"The {N_ERRORS} wrong {split} predictions with the highest calibrated confidence.",
+        ),
+    ]
+    forgetting = metrics.get("forgetting", {})
+    if forgetting.get("applicable"):
+        text = (
+            f"With its original source head put back, the backbone predicts the same source "
+            f"class as the original pretrained model on "
+            f"<b>{100 * forgetting['top1_agreement']:.1f}%</b> of the {forgetting['n']} "
+            f"{split} examples (1.0 = no drift from the source task)."
+        )
+    else:
+        text = f"Not applicable: {html.escape(str(forgetting.get('reason', 'no source head')))}."
+    out.append(f'<h2>Forgetting of the source task</h2><p data-section="forgetting">{text}</p>')
+    return out
+
+
+def fit_report_html(
+    title: str,
+    cfg_doc: dict[str, Any],
+    metrics: dict[str, Any],
+    history: Sequence[dict[str, Any]],
+    preds: dict[str, Any],
+    samples: ImageSamples | TextSamples,
+) -> str:
+    rows = []
+    for split in ("validation", "test"):
+        if split in metrics:
+            m, cal = metrics[split], metrics["calibration"].get(split, {})
+            rows.append(
+                [
+                    split,
+                    m["n"],
+                    f"{m['accuracy']:.4f}",
+                    f"{m['macro_f1']:.4f}",
+                    f"{cal.get('ece_before', math.nan):.4f}",
+                    f"{cal.get('ece_after', math.nan):.4f}",
+                ]
+            )
+    summary = _table(["split", "n", "accuracy", "macro-F1", "ECE", "ECE (calibrated)"], rows)
+    params = metrics.get("params", {})
+    info = (
+        f"<p>Backbone <b>{html.escape(str(metrics.get('backbone')))}</b> "
+        f"(weights: {html.escape(str(metrics.get('weights')))}), strategy "
+        f"<b>{html.escape(str(metrics.get('strategy')))}</b>, "
+        f"{metrics.get('seconds', 0):.1f} s. Trainable parameters: "
+        f"{html.escape(json.dumps(params))}.</p>"
+    )
+    config = f"<details><summary>Configuration</summary><pre>{html.escape(json.dumps(cfg_doc, indent=2))}</pre></details>"  # noqa: E501
+    sections = [f"<h2>Summary</h2>{info}{summary}{config}", "<h2>Figures</h2>"]
+    sections += model_sections(metrics, history, preds, samples)
+    return _page(title, sections)
+
+
+def _verdict_class(kind: str | None) -> str:
+    return {"helps": "helps", "negative transfer": "negative"}.get(str(kind), "none")
+
+
+def _pm(m: dict[str, Any], scale: float = 1.0, digits: int = 3) -> str:
+    """'mean ± std' (just the mean from one seed)."""
+    if m.get("mean") is None:
+        return "-"
+    s = f"{scale * m['mean']:.{digits}f}"
+    if m.get("std") is not None:
+        s += f" ± {scale * m['std']:.{digits}f}"
+    return s
+
+
+def _ci(m: dict[str, Any], scale: float = 1.0, digits: int = 3) -> str:
+    if m.get("ci_low") is None:
+        return "-"
+    return f"[{scale * m['ci_low']:.{digits}f}, {scale * m['ci_high']:.{digits}f}]"
+
+
+def comparison_rows(summary: dict[str, Any]) -> list[list[str]]:
+    """One row per (budget, strategy): the table of the terminal, the CSV and the report."""
+    rows = []
+    for b, entry in sorted(summary["budgets"].items(), key=lambda kv: int(kv[0])):
+        for name, s in entry["strategies"].items():
+            g = entry["gain_over_baseline"].get(name)
+            rows.append(
+                [
+                    b,
+                    name,
+                    str(s["accuracy"]["n"]),
+                    _pm(s["accuracy"]),
+                    _ci(s["accuracy"]),
+                    _pm(s["macro_f1"]),
+                    _ci(s["macro_f1"]),
+                    "-" if g is None else _pm(g["accuracy_gain"], 100, 1),
+                    "-" if g is None else _ci(g["accuracy_gain"], 100, 1),
+                    "-" if g is None else f"{g['mcnemar']['p_value']:.2g}",
+                    f"{_pm(s['ece_before'], digits=3).split(' ')[0]} -> "
+                    f"{_pm(s['ece_after'], digits=3).split(' ')[0]}",
+                ]
+            )
+    return rows
+
+
+COMPARISON_HEADER = [
+    "per class",
+    "strategy",
+    "seeds",
+    "accuracy",
+    "95% CI",
+    "macro-F1",
+    "95% CI",
+    "gain (points)",
+    "95% CI",
+    "McNemar p",
+    "ECE -> calibrated",
+]
+
+
+def compare_report_html(
+    title: str,
+    summary: dict[str, Any],
+    forgetting_rows: list[dict[str, Any]],
+    example: dict[str, Any] | None,
+    notes: list[str],
+) -> str:
+    """The comparison page: verdicts, the table, budget curves with confidence bands, the
+    forgetting figure, and the figures of one example model (``example``: its metrics,
+    history, predictions, samples and a caption)."""
+    verdicts = "".join(
+        f"<li><b>{b} per class</b>: "
+        f'<span class="verdict {_verdict_class(v["verdict"]["verdict"])}">'
+        f"{html.escape(v['verdict']['text'])}</span></li>"
+        for b, v in sorted(summary["budgets"].items(), key=lambda kv: int(kv[0]))
+    )
+    sections = [
+        f"<h2>Verdict</h2><ul>{verdicts}</ul>",
+        "".join(f'<p class="note">{html.escape(n)}</p>' for n in notes),
+        "<h2>Comparison</h2>",
+        _table(COMPARISON_HEADER, comparison_rows(summary)),
+        _figure(
+            "budget-curves",
+            "Label-budget curves",
+            budget_curves_svg(summary),
+            "Test accuracy and macro-F1 against labelled examples per class; bands are 95% "
+            "confidence intervals of the mean over seeds (dashed: the baseline).",
+        ),
+    ]
+    if forgetting_rows:
+        sections.append(
+            _figure(
+                "forgetting",
+                "Forgetting of the source task",
+                forgetting_svg(forgetting_rows),
+                "How often the backbone with its original source head still predicts what the "
+                "original model predicted, on the test examples (1.0 = no drift).",
+            )
+        )
+    else:
+        sections.append(
+            '<figure data-figure="forgetting"><h3>Forgetting of the source task</h3>'
+            "<p>Not applicable: the backbone has no source-task head.</p></figure>"
+        )
+    if example is not None:
+        sections.append(f"<h2>{html.escape(example['caption'])}</h2>")
+        sections += model_sections(
+            example["metrics"], example["history"], example["preds"], example["samples"], "ex"
+        )
+    return _page(title, sections)
+
+
+def write_fit_report(
+    run_dir: Path,
+    cfg_doc: dict[str, Any],
+    metrics: dict[str, Any],
+    history: Sequence[dict[str, Any]],
+    samples: ImageSamples | TextSamples,
+) -> Path:
+    """``report.html`` of a run folder (reads its ``predictions.safetensors``)."""
+    preds = read_predictions(run_dir)
+    title = f"headstart run: {metrics.get('strategy')} on {samples.name}"
+    path = run_dir / "report.html"
+    tmp = path.with_suffix(".html.tmp")
+    tmp.write_text(fit_report_html(title, cfg_doc, metrics, history, preds, samples))
+    tmp.replace(path)
+    return path
+
+
+def _f(v: Any) -> float:
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _short(name: str, n: int = 18) -> str:
+    return name if len(name) <= n else name[: n - 1] + "…"

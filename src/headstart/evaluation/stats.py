@@ -1,0 +1,183 @@
+"""Statistics for comparing strategies: confidence intervals over seeds, McNemar's test on
+paired test predictions, and the verdict on whether transfer helped.
+
+Written here rather than imported from statsmodels (not a dependency): each function is a
+few lines of scipy, and the tests check them against statsmodels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from scipy import stats
+
+#: below this many discordant pairs McNemar's test uses the exact binomial distribution
+EXACT_BELOW = 25
+HELPS, NO_DIFFERENCE, NEGATIVE = "helps", "no significant difference", "negative transfer"
+
+
+def mean_ci(values: Sequence[float], confidence: float = 0.95) -> dict[str, Any]:
+    """Mean, sample standard deviation and the Student-t confidence interval of the mean.
+
+    With one value the interval is unknown (None); with identical values it is a point."""
+    v = np.asarray([x for x in values if x is not None and np.isfinite(x)], dtype=np.float64)
+    n = len(v)
+    if n == 0:
+        return {"n": 0, "mean": None, "std": None, "ci_low": None, "ci_high": None}
+    mean = float(v.mean())
+    if n == 1:
+        return {"n": 1, "mean": mean, "std": None, "ci_low": None, "ci_high": None}
+    std = float(v.std(ddof=1))
+    half = float(stats.t.ppf(0.5 + confidence / 2, n - 1)) * std / np.sqrt(n)
+    return {"n": n, "mean": mean, "std": std, "ci_low": mean - half, "ci_high": mean + half}
+
+
+def mcnemar(correct_a: np.ndarray, correct_b: np.ndarray) -> dict[str, Any]:
+    """McNemar's test of two classifiers on the same examples.
+
+    ``b``: examples only A got right, ``c``: only B got right. With fewer than
+    :data:`EXACT_BELOW` discordant pairs the exact two-sided binomial test (statistic
+    min(b, c)), else the chi-square test with continuity correction,
+    (|b - c| - 1)^2 / (b + c), on one degree of freedom."""
+    a = np.asarray(correct_a, dtype=bool)
+    b_ = np.asarray(correct_b, dtype=bool)
+    if a.shape != b_.shape:
+        raise ValueError(f"paired predictions of one shape, got {a.shape} and {b_.shape}")
+    b = int((a & ~b_).sum())
+    c = int((~a & b_).sum())
+    n = b + c
+    if n == 0:
+        return {"b": b, "c": c, "exact": True, "statistic": 0.0, "p_value": 1.0}
+    if n < EXACT_BELOW:
+        p = min(1.0, 2.0 * float(stats.binom.cdf(min(b, c), n, 0.5)))
+        return {"b": b, "c": c, "exact": True, "statistic": float(min(b, c)), "p_value": p}
+    stat = (abs(b - c) - 1.0) ** 2 / n
+    return {
+        "b": b,
+        "c": c,
+        "exact": False,
+        "statistic": float(stat),
+        "p_value": float(stats.chi2.sf(stat, 1)),
+    }
+
+
+@dataclass
+class Cell:
+    """One trained model of a comparison: a strategy at a label budget and seed."""
+
+    strategy: str
+    budget: int
+    seed: int
+    accuracy: float
+    macro_f1: float
+    correct: np.ndarray  # per test example, in one fixed test order for every cell
+    ece_before: float | None = None
+    ece_after: float | None = None
+    seconds: float = 0.0
+
+
+def compare_to_baseline(
+    cells: Sequence[Cell], strategy: str, baseline: str, budget: int, confidence: float = 0.95
+) -> dict[str, Any] | None:
+    """Gain of ``strategy`` over ``baseline`` at ``budget``, over the seeds both finished:
+    the mean accuracy difference with its paired t interval (in accuracy points, 0-1),
+    and McNemar's test on the test predictions of all those seeds pooled."""
+    by_seed = {(c.strategy, c.seed): c for c in cells if c.budget == budget}
+    seeds = sorted(s for (name, s) in by_seed if name == strategy and (baseline, s) in by_seed)
+    if not seeds:
+        return None
+    diffs = [by_seed[(strategy, s)].accuracy - by_seed[(baseline, s)].accuracy for s in seeds]
+    f1_diffs = [by_seed[(strategy, s)].macro_f1 - by_seed[(baseline, s)].macro_f1 for s in seeds]
+    test = mcnemar(
+        np.concatenate([by_seed[(baseline, s)].correct for s in seeds]),
+        np.concatenate([by_seed[(strategy, s)].correct for s in seeds]),
+    )
+    return {
+        "seeds": seeds,
+        "accuracy_gain": mean_ci(diffs, confidence),
+        "macro_f1_gain": mean_ci(f1_diffs, confidence),
+        "mcnemar": test,
+    }
+
+
+def verdict(
+    gains: dict[str, dict[str, Any] | None],
+    mean_accuracy: dict[str, float],
+    alpha: float = 0.05,
+) -> dict[str, Any]:
+    """The plain answer for one label budget, from the best pretrained strategy (highest
+    mean accuracy): it *helps* when it is significantly better than the baseline
+    (McNemar p < alpha) by X points, it is **negative transfer** when even the best
+    pretrained strategy is significantly worse, and otherwise there is no significant
+    difference."""
+    candidates = {s: g for s, g in gains.items() if g is not None and s in mean_accuracy}
+    if not candidates:
+        return {"verdict": None, "best": None, "text": "no pretrained strategy to compare"}
+    best = max(candidates, key=lambda s: mean_accuracy[s])
+    g = candidates[best]
+    gain = float(g["accuracy_gain"]["mean"])
+    p = float(g["mcnemar"]["p_value"])
+    points = 100 * gain
+    if p < alpha and gain > 0:
+        kind, text = HELPS, f"transfer helps by {points:+.1f} points ({best}, p={p:.2g})"
+    elif p < alpha and gain < 0:
+        kind = NEGATIVE
+        text = (
+            f"negative transfer: the best pretrained strategy ({best}) is {-points:.1f} "
+            f"points worse than the baseline (p={p:.2g})"
+        )
+    else:
+        kind = NO_DIFFERENCE
+        text = f"no significant difference ({best} {points:+.1f} points, p={p:.2g})"
+    return {"verdict": kind, "best": best, "gain": gain, "p_value": p, "text": text}
+
+
+def summarise(
+    cells: Sequence[Cell],
+    baseline: str = "scratch",
+    alpha: float = 0.05,
+    confidence: float = 0.95,
+) -> dict[str, Any]:
+    """Per label budget: each strategy's accuracy / macro-F1 / ECE over seeds (mean, std,
+    confidence interval), each pretrained strategy's gain over ``baseline``, the verdict."""
+    out: dict[str, Any] = {
+        "baseline": baseline,
+        "alpha": alpha,
+        "confidence": confidence,
+        "budgets": {},
+    }
+    for budget in sorted({c.budget for c in cells}):
+        here = [c for c in cells if c.budget == budget]
+        names = list(dict.fromkeys(c.strategy for c in here))
+        per: dict[str, Any] = {}
+        for s in names:
+            mine = [c for c in here if c.strategy == s]
+            per[s] = {
+                "seeds": sorted(c.seed for c in mine),
+                "accuracy": mean_ci([c.accuracy for c in mine], confidence),
+                "macro_f1": mean_ci([c.macro_f1 for c in mine], confidence),
+                "ece_before": mean_ci([_num(c.ece_before) for c in mine], confidence),
+                "ece_after": mean_ci([_num(c.ece_after) for c in mine], confidence),
+                "seconds": float(sum(c.seconds for c in mine)),
+            }
+        gains = {
+            s: compare_to_baseline(cells, s, baseline, budget, confidence)
+            for s in names
+            if s != baseline
+        }
+        means = {s: per[s]["accuracy"]["mean"] for s in names if s != baseline}
+        out["budgets"][str(budget)] = {
+            "strategies": per,
+            "gain_over_baseline": gains,
+            "verdict": verdict(gains, means, alpha)
+            if baseline in names
+            else {"verdict": None, "best": None, "text": f"no {baseline} baseline finished"},
+        }
+    return out
+
+
+def _num(v: float | None) -> float:
+    return float("nan") if v is None else float(v)
