@@ -406,6 +406,12 @@ def compare(
     max_test: Annotated[int | None, _opt(DataConfig, "max_test", "--max-test")] = _d(
         DataConfig, "max_test"
     ),
+    val_fraction: Annotated[float, _opt(DataConfig, "val_fraction", "--val-fraction")] = _d(
+        DataConfig, "val_fraction"
+    ),
+    test_fraction: Annotated[float, _opt(DataConfig, "test_fraction", "--test-fraction")] = _d(
+        DataConfig, "test_fraction"
+    ),
     image_size: Annotated[int | None, _opt(DataConfig, "image_size", "--image-size")] = _d(
         DataConfig, "image_size"
     ),
@@ -457,6 +463,8 @@ def compare(
             val=val,
             test=test,
             max_test=max_test,
+            val_fraction=val_fraction,
+            test_fraction=test_fraction,
             image_size=image_size,
             augment=augment,
         ),

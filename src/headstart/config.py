@@ -208,7 +208,8 @@ class CompareConfig:
     confidence: float = _f(0.95, "Confidence level of the intervals.")
     time_budget: float | None = _f(
         None,
-        "Minutes: start no new cell after this long; run the same command again to go on.",
+        "Minutes: start no new cell after this long (each run trains at least one); run "
+        "the same command again to go on.",
     )
 
     def __post_init__(self) -> None:

@@ -43,9 +43,12 @@ def test_run_folder_round_trip_gives_identical_predictions(image_folder, tmp_pat
         "metrics.json",
         "history.jsonl",
         "checkpoint",
+        "calibration.json",
+        "predictions.safetensors",
+        "report.html",
     } <= names
     every = [p for p in out.rglob("*") if p.is_file()]
-    assert {p.suffix for p in every} <= {".safetensors", ".json", ".yaml", ".jsonl"}
+    assert {p.suffix for p in every} <= {".safetensors", ".json", ".yaml", ".jsonl", ".html"}
     metrics = json.loads((out / "metrics.json").read_text())
     assert {"accuracy", "macro_f1", "per_class", "confusion_matrix"} <= set(metrics["test"])
     assert metrics["params"]["train"]["trainable"] == metrics["params"]["train"]["total"]
@@ -58,7 +61,8 @@ def test_run_folder_round_trip_gives_identical_predictions(image_folder, tmp_pat
     files = sorted((image_folder / "square").glob("*.png"))
     proba = model.predict_proba(files)
     samples = model.samples(files)
-    ref = torch.softmax(predict_logits(result.backbone.cpu().eval(), _ds(model, samples), 8)[0], 1)
+    logits = predict_logits(result.backbone.cpu().eval(), _ds(model, samples), 8)[0]
+    ref = torch.softmax(logits / model.temperature, 1)  # calibrated probabilities
     np.testing.assert_array_equal(proba, ref.numpy())
     rows = model.predict(files, top_k=2)
     assert len(rows) == len(files) and len(rows[0]["labels"]) == 2
@@ -89,8 +93,9 @@ def test_linear_probe_reuses_cached_embeddings_with_another_head(image_folder, t
         cache=cache,
         console=quiet,
     )
-    # train, validation, test computed once; validation reused for its metrics
-    assert r1.metrics["cache"] == {"hits": 1, "misses": 3}
+    # train, validation, test computed once; validation reused for its metrics and test
+    # for the forgetting check
+    assert r1.metrics["cache"] == {"hits": 2, "misses": 3}
     r2 = fit(
         _cfg(image_folder, "linear-probe", "svm"),
         tmp_path / "b",
@@ -98,7 +103,7 @@ def test_linear_probe_reuses_cached_embeddings_with_another_head(image_folder, t
         cache=cache,
         console=quiet,
     )
-    assert r2.metrics["cache"] == {"hits": 4, "misses": 0}
+    assert r2.metrics["cache"] == {"hits": 5, "misses": 0}
     # the backbone body is untouched by a linear probe
     body = [k for k in r1.backbone.state_dict() if "classifier" not in k]
     assert all(torch.equal(r1.backbone.state_dict()[k], r2.backbone.state_dict()[k]) for k in body)
@@ -106,7 +111,7 @@ def test_linear_probe_reuses_cached_embeddings_with_another_head(image_folder, t
     cfg = _cfg(image_folder, "linear-probe", "logistic")
     cfg.data.image_size = 40
     r3 = fit(cfg, tmp_path / "c", progress=False, cache=cache, console=quiet)
-    assert r3.metrics["cache"] == {"hits": 1, "misses": 3}
+    assert r3.metrics["cache"] == {"hits": 2, "misses": 3}
 
 
 def test_sklearn_head_is_folded_into_the_linear_layer(image_folder, tmp_path):

@@ -78,7 +78,7 @@ def test_cli_text_workflow(tmp_path):
     assert "checked 36 texts" in flat(r.output)
     assert (out / "tokenizer").is_dir() and (out / "model.safetensors").is_file()
     every = [p for p in out.rglob("*") if p.is_file()]
-    assert {p.suffix for p in every} <= {".safetensors", ".json", ".yaml", ".jsonl", ".txt"}
+    assert {p.suffix for p in every} <= {".safetensors", ".json", ".yaml", ".jsonl", ".txt", ".html"}
 
     r = runner.invoke(
         app,
@@ -146,7 +146,7 @@ def test_text_strategies_and_identical_predictions_after_reload(tmp_path, strate
     samples = model.samples(texts)
     ref = predict_logits(result.backbone.cpu().eval(), result.backbone.make_dataset(samples), 4)
     np.testing.assert_allclose(
-        model.predict_proba(texts), torch.softmax(ref[0], 1).numpy(), atol=1e-6
+        model.predict_proba(texts), torch.softmax(ref[0] / model.temperature, 1).numpy(), atol=1e-6
     )
 
 

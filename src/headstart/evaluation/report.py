@@ -12,6 +12,7 @@ import html
 import io
 import json
 import math
+import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -101,7 +102,8 @@ def _svg(draw: Callable[[Any], None], size: tuple[float, float], salt: str) -> s
         finally:
             plt.close(fig)
     text = buf.getvalue()
-    return text[text.index("<svg") :]
+    # the RDF metadata block names URLs of vocabularies: drop it (namespaces stay w3.org)
+    return re.sub(r"<metadata>.*?</metadata>", "", text[text.index("<svg") :], flags=re.S)
 
 
 def _figure(name: str, title: str, body: str, caption: str) -> str:
