@@ -5,11 +5,13 @@ BIN := $(VENV)/bin
 
 .PHONY: setup demo test test-fast lint
 
+# Debian packages: the Fashion-MNIST dataset, and Chromium for the report rendering tests
 $(BIN)/.installed: pyproject.toml
-	@if [ ! -d /usr/share/datasets/fashion-mnist ]; then \
+	@if [ ! -d /usr/share/datasets/fashion-mnist ] || ! command -v chromium >/dev/null; then \
 	  S=""; [ "$$(id -u)" -ne 0 ] && S="sudo"; \
 	  $$S apt-get update -qq || true; \
-	  $$S env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist; \
+	  $$S env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    dataset-fashion-mnist chromium; \
 	fi
 	$(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip

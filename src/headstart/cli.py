@@ -265,7 +265,7 @@ def evaluate(
     device: Annotated[str, typer.Option("--device")] = "auto",
 ) -> None:
     """Evaluate a trained run on labelled images or texts: accuracy, macro-F1, per class."""
-    from headstart.evaluation import classification_metrics, print_metrics
+    from headstart.evaluation import calibration_summary, classification_metrics, print_metrics
     from headstart.pipeline import _eval_source
     from headstart.runfolder import load
 
@@ -276,9 +276,18 @@ def evaluate(
         label_col=label_col or model.cfg.data.label_col,
     )
     samples = _eval_source(source, model.classes, data_cfg, progress=True)
-    pred = model.logits(samples, batch_size).argmax(1).numpy()
-    metrics = classification_metrics(samples.labels, pred, model.classes)
+    logits = model.logits(samples, batch_size)
+    metrics = classification_metrics(samples.labels, logits.argmax(1).numpy(), model.classes)
+    metrics["calibration"] = {
+        "temperature": model.temperature,
+        **calibration_summary(logits, samples.labels, model.temperature),
+    }
     print_metrics(metrics, console, title=f"Evaluation on {source}")
+    cal = metrics["calibration"]
+    console.print(
+        f"calibration: ECE {cal['ece_before']:.4f} uncalibrated, {cal['ece_after']:.4f} with "
+        f"the run's temperature {model.temperature:.3f}"
+    )
     if output is not None:
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(json.dumps(metrics, indent=2))

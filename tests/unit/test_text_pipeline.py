@@ -78,7 +78,8 @@ def test_cli_text_workflow(tmp_path):
     assert "checked 36 texts" in flat(r.output)
     assert (out / "tokenizer").is_dir() and (out / "model.safetensors").is_file()
     every = [p for p in out.rglob("*") if p.is_file()]
-    assert {p.suffix for p in every} <= {".safetensors", ".json", ".yaml", ".jsonl", ".txt", ".html"}
+    allowed = {".safetensors", ".json", ".yaml", ".jsonl", ".txt", ".html"}
+    assert {p.suffix for p in every} <= allowed
 
     r = runner.invoke(
         app,
