@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -204,3 +205,23 @@ def test_random_init_backbone_updates_batchnorm_statistics():
     assert bb.spec.weights_sha256 is None
     before = _one_step(bb, build_strategy(StrategyConfig(name="finetune")))
     assert any("running_mean" in k for k in _changed(bb, before))
+
+
+def test_sklearn_head_with_a_dead_feature_keeps_sane_weights():
+    """A feature that is ~1e-33 everywhere (as one of MiniLM's dimensions is) must not get a
+    weight of 1e31 when the scaler is folded in: lp-ft would start from a broken head."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    from headstart.heads import fit_sklearn_head
+
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(3), 20)
+    x = rng.normal(0, 1, (60, 8)) + y[:, None]
+    x[:, 3] = rng.normal(0, 1e-33, 60)  # dead
+    w, b = fit_sklearn_head("logistic", x, y, 3)
+    assert float(w.abs().max()) < 10
+    # the folded layer still predicts what scikit-learn predicts
+    ref = LogisticRegression(max_iter=3000).fit(StandardScaler().fit_transform(x), y)
+    ours = (torch.as_tensor(x, dtype=torch.float32) @ w.T + b).argmax(1).numpy()
+    assert (ours == ref.predict(StandardScaler().fit_transform(x))).mean() > 0.95

@@ -18,6 +18,9 @@ from sklearn.svm import LinearSVC
 
 from headstart.registry import Registry
 
+#: spreads below this fraction of the median feature spread count as constant features
+SCALE_FLOOR = 1e-3
+
 HEADS: Registry[Callable[[float], object] | None] = Registry("head")
 HEADS.add("linear", None, "A torch linear layer trained with AdamW on cached embeddings.")
 HEADS.add(
@@ -45,6 +48,12 @@ def fit_sklearn_head(
     if factory is None:
         raise ValueError(f"head {name!r} is a torch head, not a scikit-learn one")
     scaler = StandardScaler().fit(x)
+    # a dead feature (e.g. one of MiniLM's dimensions is ~1e-33 everywhere) has a tiny but
+    # non-zero spread; dividing by it gives weights of 1e31 that wreck any later fine-tuning
+    # (lp-ft). No feature is scaled up more than 1000 times as much as a typical one.
+    scaler.scale_ = np.maximum(
+        scaler.scale_, SCALE_FLOOR * max(float(np.median(scaler.scale_)), 1e-12)
+    )
     model = factory(c)
     model.fit(scaler.transform(x), y)  # type: ignore[attr-defined]
     coef = np.asarray(model.coef_, dtype=np.float64)  # type: ignore[attr-defined]
@@ -55,7 +64,7 @@ def fit_sklearn_head(
         intercept = np.concatenate([[0.0], intercept])
     weight = np.zeros((num_classes, x.shape[1]))
     bias = np.full(num_classes, -1e4)  # classes absent from the training data never win
-    scale = np.where(scaler.scale_ > 0, scaler.scale_, 1.0)
+    scale = scaler.scale_
     for row, cls in enumerate(classes):
         w = coef[row] / scale
         weight[int(cls)] = w
