@@ -340,6 +340,16 @@ def fit(
 DEFAULT_BACKBONES = {"image": "efficientnet_lite0", "text": "minilm-l6"}
 
 
+def _shown_split(data: Splits) -> tuple[str, Samples]:
+    """The split the report and the forgetting check use: test, else validation, else
+    (with no held-out data at all) the training data, named as such."""
+    if data.test is not None and len(data.test):
+        return "test", data.test
+    if len(data.val):
+        return "validation", data.val
+    return "train", data.train
+
+
 def _source_features(
     backbone: Backbone, strategy: Strategy, emb: _Embedder, data: Splits
 ) -> torch.Tensor | None:
@@ -349,8 +359,7 @@ def _source_features(
         return None
     if not strategy.uses_pretrained:
         return None
-    samples = data.test if data.test is not None and len(data.test) else data.val
-    name = "test" if samples is data.test else "validation"
+    name, samples = _shown_split(data)
     return emb(samples, name)
 
 
@@ -486,7 +495,11 @@ def _evaluate(
     before and after on both), and the forgetting check on the source task."""
     result: dict[str, Any] = {"classes": data.classes}
     outputs: dict[str, tuple[Samples, torch.Tensor, torch.Tensor]] = {}
-    for name, samples in (("validation", data.val), ("test", data.test)):
+    shown, _ = _shown_split(data)
+    splits = [("validation", data.val), ("test", data.test)]
+    if shown == "train":  # no held-out data: figures of the training data, said so
+        splits.append(("train", data.train))
+    for name, samples in splits:
         if samples is None or len(samples) == 0:
             continue
         e, logits = _split_outputs(backbone, strategy, emb, samples, name, cfg, device, progress)
@@ -501,7 +514,6 @@ def _evaluate(
     result["calibration"] = {"temperature": temperature, "fitted_on": "validation"}
     for name, (samples, _, logits) in outputs.items():
         result["calibration"][name] = calibration_summary(logits, samples.labels, temperature)
-    shown = "test" if "test" in outputs else "validation"
     samples, e, logits = outputs[shown]
     agreement = None
     result["forgetting"] = {"applicable": False, "reason": _no_source_reason(backbone)}

@@ -405,3 +405,14 @@ def test_vit_at_another_image_size(image_folder, tmp_path):
     model = load(tmp_path / "r", device="cpu")
     assert model.backbone.spec.input_size == 48
     assert model.predict_proba(sorted(image_folder.rglob("*.png"))[:2]).shape == (2, 3)
+
+
+def test_without_held_out_data_the_report_shows_the_training_data(image_folder, tmp_path):
+    cfg = _cfg(image_folder, "lp-ft", epochs=1)
+    cfg.data.val_fraction = 0.0
+    cfg.data.test_fraction = 0.0
+    result = fit(cfg, tmp_path / "r", progress=False)
+    assert "test" not in result.metrics and "validation" not in result.metrics
+    assert result.metrics["calibration"]["temperature"] == 1.0  # nothing to fit it on
+    assert result.metrics["forgetting"]["split"] == "train"
+    assert "(train)" in (tmp_path / "r" / "report.html").read_text()
