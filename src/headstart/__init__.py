@@ -4,8 +4,10 @@ Pick a pretrained backbone, transfer it with the strategy that fits, and prove w
 the transfer helped.
 """
 
+from headstart.compare import run_compare
 from headstart.config import (
     BackboneConfig,
+    CompareConfig,
     DataConfig,
     EvalConfig,
     RunConfig,
@@ -21,6 +23,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BackboneConfig",
+    "CompareConfig",
     "DataConfig",
     "EvalConfig",
     "HeadstartError",
@@ -33,4 +36,5 @@ __all__ = [
     "__version__",
     "fit",
     "load",
+    "run_compare",
 ]
