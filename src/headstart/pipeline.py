@@ -338,6 +338,8 @@ def fit(
 
 
 DEFAULT_BACKBONES = {"image": "efficientnet_lite0", "text": "minilm-l6"}
+#: below this many validation examples the fitted temperature is flagged as unreliable
+FEW_FOR_CALIBRATION = 50
 
 
 def _shown_split(data: Splits) -> tuple[str, Samples]:
@@ -511,7 +513,8 @@ def _evaluate(
         if "validation" in outputs
         else 1.0
     )
-    result["calibration"] = {"temperature": temperature, "fitted_on": "validation"}
+    n_fit = len(outputs["validation"][0]) if "validation" in outputs else 0
+    result["calibration"] = {"temperature": temperature, "fitted_on": "validation", "n": n_fit}
     for name, (samples, _, logits) in outputs.items():
         result["calibration"][name] = calibration_summary(logits, samples.labels, temperature)
     samples, e, logits = outputs[shown]
@@ -532,9 +535,15 @@ def _evaluate(
         print_metrics(result["test"], console, title=f"Test metrics ({strategy.describe()})")
     cal = result["calibration"][shown]
     console.print(
-        f"[bold]calibration[/] temperature {temperature:.3f} (fitted on validation): "
-        f"{shown} ECE {cal['ece_before']:.4f} -> {cal['ece_after']:.4f}"
+        f"[bold]calibration[/] temperature {temperature:.3f} (fitted on {n_fit} validation "
+        f"examples): {shown} ECE {cal['ece_before']:.4f} -> {cal['ece_after']:.4f}"
     )
+    if 0 < n_fit < FEW_FOR_CALIBRATION:
+        console.print(
+            f"  [yellow]note[/] a temperature fitted on fewer than {FEW_FOR_CALIBRATION} "
+            "examples is noisy and can make calibration worse; give more validation data "
+            "(--val DIR or --val-fraction) for calibrated probabilities you can trust"
+        )
     if agreement is not None:
         console.print(
             f"[bold]forgetting[/] the source head still agrees with the original model on "

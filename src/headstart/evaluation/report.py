@@ -391,8 +391,10 @@ def model_sections(
             "reliability",
             f"Reliability diagram ({split})",
             reliability_svg(cal, t, salt + "rel"),
-            f"Temperature scaling fitted on the validation split: T = {t:.3f}; expected "
-            f"calibration error {cal['ece_before']:.4f} before, {cal['ece_after']:.4f} after.",
+            f"Temperature scaling fitted on the validation split "
+            f"({metrics['calibration'].get('n', '?')} examples): T = {t:.3f}; expected "
+            f"calibration error {cal['ece_before']:.4f} before, {cal['ece_after']:.4f} after. "
+            "Fitted on fewer than about 50 examples, T is noisy.",
         ),
         _figure(
             "embedding-map",
