@@ -267,7 +267,7 @@ def evaluate(
     """Evaluate a trained run on labelled images or texts: accuracy, macro-F1, per class."""
     from headstart.evaluation import calibration_summary, classification_metrics, print_metrics
     from headstart.pipeline import _eval_source
-    from headstart.runfolder import load
+    from headstart.runfolder import load, write_json
 
     model = load(run, device)
     data_cfg = DataConfig(
@@ -290,7 +290,7 @@ def evaluate(
     )
     if output is not None:
         output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(json.dumps(metrics, indent=2))
+        write_json(output, metrics)
         console.print(f"metrics written to {output}")
 
 
@@ -402,7 +402,46 @@ def compare(
         CompareConfig, "baseline"
     ),
     alpha: Annotated[float, _opt(CompareConfig, "alpha", "--alpha")] = _d(CompareConfig, "alpha"),
-    head: Annotated[str, _opt(StrategyConfig, "head", "--head")] = "logistic",
+    confidence: Annotated[float, _opt(CompareConfig, "confidence", "--confidence")] = _d(
+        CompareConfig, "confidence"
+    ),
+    seed: Annotated[
+        int, typer.Option("--seed", help="The first seed; the others follow it (0: seeds 0, 1, 2).")
+    ] = _d(TrainConfig, "seed"),
+    head: Annotated[str, _opt(StrategyConfig, "head", "--head")] = _d(StrategyConfig, "head"),
+    head_c: Annotated[float, _opt(StrategyConfig, "head_c", "--head-c")] = _d(
+        StrategyConfig, "head_c"
+    ),
+    probe_epochs: Annotated[int, _opt(StrategyConfig, "probe_epochs", "--probe-epochs")] = _d(
+        StrategyConfig, "probe_epochs"
+    ),
+    layer_decay: Annotated[float | None, _opt(StrategyConfig, "layer_decay", "--layer-decay")] = _d(
+        StrategyConfig, "layer_decay"
+    ),
+    bn_stats: Annotated[str, _opt(StrategyConfig, "bn_stats", "--bn-stats")] = _d(
+        StrategyConfig, "bn_stats"
+    ),
+    skip_bad: Annotated[bool, _opt(DataConfig, "skip_bad", "--skip-bad")] = _d(
+        DataConfig, "skip_bad"
+    ),
+    allow_download: Annotated[
+        bool, _opt(BackboneConfig, "allow_download", "--allow-download")
+    ] = _d(BackboneConfig, "allow_download"),
+    pooling: Annotated[str | None, _opt(BackboneConfig, "pooling", "--pooling")] = _d(
+        BackboneConfig, "pooling"
+    ),
+    drop_rate: Annotated[float, _opt(BackboneConfig, "drop_rate", "--dropout")] = _d(
+        BackboneConfig, "drop_rate"
+    ),
+    weight_decay: Annotated[float, _opt(TrainConfig, "weight_decay", "--weight-decay")] = _d(
+        TrainConfig, "weight_decay"
+    ),
+    label_smoothing: Annotated[
+        float, _opt(TrainConfig, "label_smoothing", "--label-smoothing")
+    ] = _d(TrainConfig, "label_smoothing"),
+    num_workers: Annotated[int, _opt(TrainConfig, "num_workers", "--num-workers")] = _d(
+        TrainConfig, "num_workers"
+    ),
     text_col: Annotated[list[str] | None, _opt(DataConfig, "text_cols", "--text-col")] = None,
     label_col: Annotated[str, _opt(DataConfig, "label_col", "--label-col")] = _d(
         DataConfig, "label_col"
@@ -461,6 +500,7 @@ def compare(
         seeds=seeds,
         baseline=baseline,
         alpha=alpha,
+        confidence=confidence,
         time_budget=time_budget,
     )
     base = RunConfig(
@@ -476,16 +516,34 @@ def compare(
             test_fraction=test_fraction,
             image_size=image_size,
             augment=augment,
+            skip_bad=skip_bad,
         ),
-        backbone=BackboneConfig(name=backbone, weights=weights),
-        strategy=StrategyConfig(head=head, backbone_lr_scale=backbone_lr_scale),
+        backbone=BackboneConfig(
+            name=backbone,
+            weights=weights,
+            allow_download=allow_download,
+            pooling=pooling,
+            drop_rate=drop_rate,
+        ),
+        strategy=StrategyConfig(
+            head=head,
+            backbone_lr_scale=backbone_lr_scale,
+            head_c=head_c,
+            probe_epochs=probe_epochs,
+            layer_decay=layer_decay,
+            bn_stats=bn_stats,
+        ),
         train=TrainConfig(
             epochs=epochs,
             patience=epochs,
             batch_size=batch_size,
             lr=lr,
+            weight_decay=weight_decay,
+            label_smoothing=label_smoothing,
             mixed_precision=mixed_precision,
             device=device,
+            seed=seed,
+            num_workers=num_workers,
         ),
     )
     run_compare(base, spec, out, overwrite=overwrite, progress=progress, console=console)

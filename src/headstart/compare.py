@@ -19,6 +19,7 @@ its last epoch checkpoint).
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import json
 import shutil
@@ -34,12 +35,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from headstart.config import CompareConfig, RunConfig
-from headstart.data import per_class_subsample
+from headstart.data import data_fingerprint, per_class_subsample
 from headstart.errors import ConfigError, RunFolderError
 from headstart.evaluation import Cell, read_history, read_predictions, summarise
 from headstart.evaluation.report import (
-    COMPARISON_HEADER,
     compare_report_html,
+    comparison_header,
     comparison_rows,
 )
 from headstart.features import EmbeddingCache
@@ -78,16 +79,43 @@ def budget_splits(data: Splits, budget: int, seed: int, cfg: RunConfig) -> Split
 
 
 def cell_config(base: RunConfig, strategy: str, budget: int, seed: int) -> RunConfig:
+    """One cell's run: the budget, the strategy, the seed, and the same training budget
+    for every strategy (``patience = epochs``: no early stopping; the best validation
+    epoch is still the one kept)."""
     return dataclasses.replace(
         base,
         data=dataclasses.replace(base.data, per_class=budget),
         strategy=dataclasses.replace(base.strategy, name=strategy),
-        train=dataclasses.replace(base.train, seed=seed),
+        train=dataclasses.replace(base.train, seed=seed, patience=base.train.epochs),
     )
 
 
-def _settings(base: RunConfig, spec: CompareConfig) -> dict[str, Any]:
-    return {"compare": dataclasses.asdict(spec), **base.to_dict()}
+def seeds_of(base: RunConfig, spec: CompareConfig) -> list[int]:
+    """``spec.seeds`` seeds counted from the run's own seed."""
+    return [base.train.seed + i for i in range(spec.seeds)]
+
+
+def _settings(base: RunConfig, spec: CompareConfig, data: Splits) -> dict[str, Any]:
+    """What a comparison folder is bound to: the options and the data's content."""
+    dataset = {
+        "train": data_fingerprint(data.train),
+        "validation": data_fingerprint(data.val),
+        "test": data_fingerprint(data.test) if data.test is not None else None,
+    }
+    return {"compare": dataclasses.asdict(spec), **base.to_dict(), "dataset": dataset}
+
+
+def _check_budgets(data: Splits, spec: CompareConfig) -> None:
+    counts = np.bincount(data.train.labels, minlength=len(data.classes))
+    smallest = int(counts.min())
+    if max(spec.budgets) > smallest:
+        name = data.classes[int(counts.argmin())]
+        raise ConfigError(
+            f"label budgets of at most {smallest} per class (the training examples of the "
+            f"smallest class, {name!r})",
+            f"--budgets {','.join(map(str, spec.budgets))}",
+            f"pass budgets up to {smallest}, or add data to the small classes",
+        )
 
 
 def _check_settings(out: Path, doc: dict[str, Any], overwrite: bool) -> None:
@@ -123,9 +151,18 @@ def _check_settings(out: Path, doc: dict[str, Any], overwrite: bool) -> None:
         )
 
 
-def _read_cell(run_dir: Path, strategy: str, budget: int, seed: int) -> tuple[Cell, dict]:
+def _read_cell(
+    run_dir: Path, strategy: str, budget: int, seed: int, test_labels: np.ndarray
+) -> tuple[Cell, dict]:
     metrics = json.loads((run_dir / "metrics.json").read_text())
     preds = read_predictions(run_dir)
+    if preds["split"] != "test" or not np.array_equal(preds["labels"], test_labels):
+        raise RunFolderError(
+            f"the cell {run_dir} scored on this comparison's test set "
+            f"({len(test_labels)} examples)",
+            f"predictions of its {preds['split']} split ({len(preds['labels'])} examples)",
+            "pass --overwrite (or another --out) to run the comparison again",
+        )
     correct = preds["logits"].argmax(1) == preds["labels"]
     split = preds["split"]
     cal = metrics.get("calibration", {}).get(split, {})
@@ -165,11 +202,7 @@ def run_compare(
             f"[yellow]note[/] the baseline {spec.baseline!r} is not among the strategies: "
             "there will be no gains and no verdict"
         )
-    doc = _settings(base, spec)
-    _check_settings(out, json.loads(json.dumps(doc)), overwrite)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / SETTINGS_FILE).write_text(yaml.safe_dump(doc, sort_keys=False))
-
+    # everything that can be checked is checked before the folder is bound to settings
     data_cfg = dataclasses.replace(base.data, per_class=None)
     data = prepare_data(data_cfg, console, progress)
     if data.test is None or len(data.test) == 0:
@@ -178,16 +211,15 @@ def run_compare(
             "none (test_fraction 0 and no --test)",
             "pass --test DIR or a test fraction above 0",
         )
-    smallest = int(np.bincount(data.train.labels, minlength=len(data.classes)).min())
-    if max(spec.budgets) > smallest:
-        console.print(
-            f"[yellow]note[/] the smallest class has {smallest} training examples: budgets "
-            f"above that use all of that class"
-        )
+    _check_budgets(data, spec)
+    doc = _settings(base, spec, data)
+    _check_settings(out, json.loads(json.dumps(doc)), overwrite)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / SETTINGS_FILE).write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
     cache = cache or EmbeddingCache()
     quiet = Console(quiet=True)
     todo = [
-        (b, s, name) for b in spec.budgets for s in range(spec.seeds) for name in spec.strategies
+        (b, s, name) for b in spec.budgets for s in seeds_of(base, spec) for name in spec.strategies
     ]
     cells: list[Cell] = []
     metrics_of: dict[tuple[str, int, int], dict[str, Any]] = {}
@@ -237,7 +269,7 @@ def run_compare(
                 state = "resumed and finished" if resume else "finished"
             else:
                 state = "already finished"
-            cell, metrics = _read_cell(run_dir, name, budget, seed)
+            cell, metrics = _read_cell(run_dir, name, budget, seed, data.test.labels)
             cells.append(cell)
             metrics_of[(name, budget, seed)] = metrics
             console.print(
@@ -302,15 +334,18 @@ def _write_outputs(
         "seconds": result.seconds,
     }
     write_json(out / "comparison.json", doc)
-    lines = [",".join(COMPARISON_HEADER)]
-    lines += [",".join(f'"{v}"' for v in row) for row in comparison_rows(summary)]
-    (out / "comparison.csv").write_text("\n".join(lines) + "\n")
+    with (out / "comparison.csv").open("w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(comparison_header(spec.confidence))
+        writer.writerows(comparison_rows(summary))
     example = _example(out, summary, metrics_of, data)
     notes = [
         f"{len(data.test) if data.test is not None else 0} test examples, the same for every "
         f"cell; {spec.seeds} seeds per budget, each drawing its own labelled examples.",
-        "Gains are in accuracy points with paired 95% t intervals over seeds; McNemar's test "
-        "pools the paired test predictions of all seeds.",
+        f"Gains are in accuracy points with paired {100 * spec.confidence:g}% t intervals "
+        "over seeds. McNemar's test runs per seed on that seed's paired test predictions; "
+        "a verdict of 'helps' or 'negative transfer' needs p below alpha divided by the "
+        "number of pretrained strategies in every seed.",
     ]
     if result.not_run:
         notes.append(f"{len(result.not_run)} cells not run yet (time budget).")
@@ -318,7 +353,7 @@ def _write_outputs(
         f"headstart comparison: {data.train.name}", summary, forgetting, example, notes
     )
     tmp = out / "report.html.tmp"
-    tmp.write_text(page)
+    tmp.write_text(page, encoding="utf-8")
     tmp.replace(out / "report.html")
 
 
@@ -349,7 +384,7 @@ def _example(
 
 def print_comparison(summary: dict[str, Any], console: Console) -> None:
     table = Table(title=f"Transfer vs {summary['baseline']} (test set)")
-    for i, col in enumerate(COMPARISON_HEADER):
+    for i, col in enumerate(comparison_header(summary["confidence"])):
         table.add_column(col, justify="left" if i < 2 else "right", no_wrap=True)
     for row in comparison_rows(summary):
         table.add_row(*row)

@@ -327,11 +327,15 @@ def fit(
         seconds=time.perf_counter() - t_start,
         cache={"hits": cache.hits - hits0, "misses": cache.misses - misses0},
     )
-    save_model(out, backbone)
     write_json(out / "calibration.json", {"temperature": outputs.temperature})
+    save_model(out, backbone)
     save_predictions(out, outputs)
-    history_rows = read_history(out / "history.jsonl")
-    write_fit_report(out, cfg.to_dict(), metrics, history_rows, outputs.samples)
+    try:
+        write_fit_report(
+            out, cfg.to_dict(), metrics, read_history(out / "history.jsonl"), outputs.samples
+        )
+    except Exception as e:  # a figure must never cost a trained model
+        console.print(f"[yellow]warning[/] report.html not written ({type(e).__name__}: {e})")
     write_json(out / "metrics.json", metrics)  # last: its presence marks a finished run
     console.print(f"[bold green]run folder[/] {out} ({metrics['seconds']:.1f} s)")
     return FitResult(out, backbone, data.classes, metrics, history, metrics["seconds"])
@@ -478,8 +482,11 @@ def _split_outputs(
             f"embedding {name}",
             cfg.train.num_workers,
         )
-    w, b = backbone.head_weights()
-    return e, nn.functional.linear(e, w.float().cpu(), b.float().cpu())
+    head = backbone.head()
+    device_of_head = next(head.parameters()).device
+    with torch.no_grad():  # any head module (a linear layer, timm's NormLinear, ...)
+        logits = head.eval()(e.to(device_of_head)).float().cpu()
+    return e, logits
 
 
 def _evaluate(
@@ -611,7 +618,15 @@ def _check_out(out: Path, resume: bool, overwrite: bool) -> None:
                 f"an earlier run in {out}",
                 "pass --resume to continue it, --overwrite to replace it, or another --out",
             )
-        for name in ("checkpoint", "model.safetensors", "metrics.json", "history.jsonl"):
+        for name in (
+            "checkpoint",
+            "model.safetensors",
+            "metrics.json",
+            "history.jsonl",
+            "calibration.json",
+            "predictions.safetensors",
+            "report.html",
+        ):
             p = out / name
             if p.is_dir():
                 shutil.rmtree(p)

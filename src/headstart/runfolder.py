@@ -9,6 +9,7 @@ safetensors, JSON and YAML are written or read; nothing is pickled.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -39,9 +40,21 @@ FORMAT_VERSION = 1
 TEXT_SUFFIXES = (".csv", ".tsv", ".jsonl", ".ndjson", ".parquet")
 
 
+def _strict(obj: Any) -> Any:
+    """NaN and infinities as null: what ``json.dumps`` would write for them is not JSON."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _strict(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_strict(v) for v in obj]
+    return obj
+
+
 def write_json(path: Path, obj: Any) -> None:
+    """Strict JSON (non-finite numbers as null), written atomically."""
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2))
+    tmp.write_text(json.dumps(_strict(obj), indent=2, allow_nan=False), encoding="utf-8")
     tmp.replace(path)
 
 

@@ -54,6 +54,13 @@ def test_temperature_of_an_underconfident_model_is_below_one():
     assert t == pytest.approx(1 / 3.0, rel=0.15)
 
 
+def test_no_validation_error_leaves_the_temperature_at_one():
+    logits, labels = _calibrated_logits(n=30, seed=2)
+    right = logits.numpy().argmax(1)  # labels the model gets all right
+    assert fit_temperature(logits, right) == 1.0
+    assert fit_temperature(logits, labels) != 1.0  # with errors it is fitted
+
+
 def test_temperature_without_data_is_one():
     assert fit_temperature(torch.zeros(0, 3), np.zeros(0, dtype=int)) == 1.0
 

@@ -74,7 +74,8 @@ def test_compare_trains_every_cell_on_one_test_set(folder, tmp_path):
     assert set(entry["strategies"]) == {"scratch", "linear-probe", "lp-ft"}
     assert entry["verdict"]["verdict"] in (HELPS, NO_DIFFERENCE, NEGATIVE)
     gain = entry["gain_over_baseline"]["lp-ft"]
-    assert gain["seeds"] == [0, 1] and 0.0 <= gain["mcnemar"]["p_value"] <= 1.0
+    assert gain["seeds"] == [0, 1] and 0.0 <= gain["mcnemar_max_p"] <= 1.0
+    assert len(gain["mcnemar_per_seed"]) == 2
     assert (out / "report.html").is_file() and (out / "comparison.csv").is_file()
     # seeds draw different labelled examples; validation shrinks with the budget
     from rich.console import Console
@@ -188,3 +189,25 @@ def test_head_on_embeddings_equals_forward(name):
         assert np.allclose(
             torch.nn.functional.linear(bb.embed(x), w, b).numpy(), bb(x).numpy(), atol=1e-5
         )
+
+
+def test_a_budget_above_the_smallest_class_is_refused_before_any_work(folder, tmp_path):
+    from headstart.errors import ConfigError
+
+    out = tmp_path / "cmp"
+    spec = CompareConfig(strategies=["linear-probe"], budgets=[4, 500], seeds=1)
+    with pytest.raises(ConfigError, match=r"at most \d+ per class.*500"):
+        run_compare(_base(folder), spec, out, progress=False)
+    assert not (out / "compare.yaml").exists()  # a corrected run is not refused later
+
+
+def test_changed_data_under_a_comparison_is_refused(folder, tmp_path):
+    out = tmp_path / "cmp"
+    spec = CompareConfig(strategies=["linear-probe"], budgets=[4], seeds=1)
+    run_compare(_base(folder), spec, out, progress=False)
+    from PIL import Image
+
+    for i in range(3):  # new images: other splits, other test set
+        Image.new("RGB", (24, 24), (i * 80, 0, 0)).save(folder / "circle" / f"new{i}.png")
+    with pytest.raises(RunFolderError, match=r"dataset\."):
+        run_compare(_base(folder), spec, out, progress=False)

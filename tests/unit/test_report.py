@@ -132,3 +132,17 @@ def test_compare_report_renders_every_figure(browser, image_folder, tmp_path):
     best = max(c.accuracy for c in result.cells if c.budget == 4 and c.seed == 0)
     _check(render(browser, page), page, BUDGET_FIGURES + FIT_FIGURES, best == 1.0)
     assert "per class" in page.read_text()
+
+
+def test_class_names_with_dollar_signs_are_text_not_math():
+    from headstart.evaluation.report import confusion_svg, per_class_f1_svg
+
+    names = ["a$_$b", "$x^2$", "plain"]
+    metrics = {
+        "classes": names,
+        "macro_f1": 0.5,
+        "per_class": {n: {"f1": 0.5} for n in names},
+        "confusion_matrix": [[1, 0, 0], [0, 1, 0], [0, 0, 1]],
+    }
+    assert "a$_$b" in per_class_f1_svg(metrics)  # drawn as written, no parse error
+    assert "$x^2$" in confusion_svg(metrics)

@@ -105,7 +105,7 @@ def test_verdict_negative_transfer():
     assert v["best"] == "finetune"
     gain = summary["budgets"]["10"]["gain_over_baseline"]["finetune"]
     assert gain["accuracy_gain"]["ci_high"] < 0
-    assert gain["mcnemar"]["p_value"] < 1e-6
+    assert gain["mcnemar_max_p"] < 1e-6 and gain["same_sign"]
 
 
 def test_summary_per_budget_pairs_only_shared_seeds():
@@ -115,9 +115,33 @@ def test_summary_per_budget_pairs_only_shared_seeds():
     assert list(s["budgets"]) == ["10", "50"]
     assert s["budgets"]["50"]["gain_over_baseline"]["lp-ft"]["seeds"] == [0]
     assert s["budgets"]["50"]["strategies"]["scratch"]["accuracy"]["n"] == 2
-    # McNemar pools the paired predictions of both seeds: 2 x 400 pairs
-    m = s["budgets"]["10"]["gain_over_baseline"]["lp-ft"]["mcnemar"]
-    assert m["b"] + m["c"] == 2 * round(0.3 * N_TEST)
+    # McNemar per seed, on that seed's pairs: 400 each, never pooled across seeds
+    g = s["budgets"]["10"]["gain_over_baseline"]["lp-ft"]
+    assert [m["b"] + m["c"] for m in g["mcnemar_per_seed"]] == [round(0.3 * N_TEST)] * 2
+    assert g["mcnemar_max_p"] == max(m["p_value"] for m in g["mcnemar_per_seed"])
+
+
+def test_one_weak_seed_or_a_sign_flip_is_no_significant_difference():
+    # two seeds clearly better, one seed equal: not significant in every seed
+    cells = _cells("scratch", [0.5, 0.5, 0.5]) + _cells("lp-ft", [0.8, 0.8, 0.5])
+    assert summarise(cells)["budgets"]["10"]["verdict"]["verdict"] == NO_DIFFERENCE
+    # significant both ways: better in one seed, worse in the other
+    cells = _cells("scratch", [0.5, 0.8]) + _cells("lp-ft", [0.8, 0.5])
+    assert summarise(cells)["budgets"]["10"]["verdict"]["verdict"] == NO_DIFFERENCE
+
+
+def test_bonferroni_over_the_strategies_the_best_was_picked_from():
+    # p just under 0.05 in every seed: enough for one strategy, not for the best of three
+    base = _cells("scratch", [0.5, 0.5])
+    one = _cells("lp-ft", [0.5 + 9 / N_TEST] * 2)  # b + c = 9, all for lp-ft: p = 0.0039
+    p = summarise(base + one)["budgets"]["10"]["gain_over_baseline"]["lp-ft"]["mcnemar_max_p"]
+    assert p < 0.05 / 3
+    assert summarise(base + one)["budgets"]["10"]["verdict"]["verdict"] == HELPS
+    six = _cells("lp-ft", [0.5 + 6 / N_TEST] * 2)  # p = 0.031: < 0.05, > 0.05 / 3
+    others = _cells("finetune", [0.5] * 2) + _cells("gradual", [0.5] * 2)
+    v = summarise(base + six + others)["budgets"]["10"]["verdict"]
+    assert v["best"] == "lp-ft" and v["verdict"] == NO_DIFFERENCE
+    assert v["alpha_corrected"] == pytest.approx(0.05 / 3)
 
 
 def test_no_baseline_means_no_verdict():

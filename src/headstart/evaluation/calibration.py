@@ -22,10 +22,15 @@ def fit_temperature(logits: torch.Tensor, labels: torch.Tensor | np.ndarray) -> 
     """The temperature that minimises the NLL of ``softmax(logits / T)`` on ``labels``.
 
     Optimised over log T with L-BFGS (convex in 1/T, so one start suffices); 1.0 when
-    there is nothing to fit on."""
+    there is nothing to fit on, or when every example is classified correctly (then T is
+    not identifiable: the NLL only falls as T shrinks)."""
     logits = torch.as_tensor(logits, dtype=torch.float64).detach().cpu()
     y = torch.as_tensor(np.asarray(labels), dtype=torch.long)
     if len(y) == 0 or logits.ndim != 2 or logits.shape[1] < 2:
+        return 1.0
+    if bool((logits.argmax(1) == y).all()):
+        # no validation error: the NLL falls for ever as T -> 0, so the data cannot say
+        # how sure the model should be; sharpening it to the bound would be overconfidence
         return 1.0
     log_t = torch.zeros((), dtype=torch.float64, requires_grad=True)
     opt = torch.optim.LBFGS([log_t], lr=0.5, max_iter=200, line_search_fn="strong_wolfe")

@@ -83,56 +83,73 @@ def compare_to_baseline(
     cells: Sequence[Cell], strategy: str, baseline: str, budget: int, confidence: float = 0.95
 ) -> dict[str, Any] | None:
     """Gain of ``strategy`` over ``baseline`` at ``budget``, over the seeds both finished:
-    the mean accuracy difference with its paired t interval (in accuracy points, 0-1),
-    and McNemar's test on the test predictions of all those seeds pooled."""
+    the mean accuracy difference with its paired t interval (in accuracy, 0-1), and
+    McNemar's test per seed on that seed's two models' predictions of the same test
+    examples. Seeds are not pooled into one test: the same example seen once per seed is
+    not an independent pair, and pooling would overstate significance."""
     by_seed = {(c.strategy, c.seed): c for c in cells if c.budget == budget}
     seeds = sorted(s for (name, s) in by_seed if name == strategy and (baseline, s) in by_seed)
     if not seeds:
         return None
     diffs = [by_seed[(strategy, s)].accuracy - by_seed[(baseline, s)].accuracy for s in seeds]
     f1_diffs = [by_seed[(strategy, s)].macro_f1 - by_seed[(baseline, s)].macro_f1 for s in seeds]
-    test = mcnemar(
-        np.concatenate([by_seed[(baseline, s)].correct for s in seeds]),
-        np.concatenate([by_seed[(strategy, s)].correct for s in seeds]),
-    )
+    tests = [mcnemar(by_seed[(baseline, s)].correct, by_seed[(strategy, s)].correct) for s in seeds]
     return {
         "seeds": seeds,
         "accuracy_gain": mean_ci(diffs, confidence),
         "macro_f1_gain": mean_ci(f1_diffs, confidence),
-        "mcnemar": test,
+        "mcnemar_per_seed": tests,
+        # the weakest evidence among the seeds: significant only if every seed is
+        "mcnemar_max_p": max(t["p_value"] for t in tests),
+        "same_sign": bool(all(d > 0 for d in diffs) or all(d < 0 for d in diffs)),
     }
 
 
 def verdict(
     gains: dict[str, dict[str, Any] | None],
-    mean_accuracy: dict[str, float],
     alpha: float = 0.05,
 ) -> dict[str, Any]:
     """The plain answer for one label budget, from the best pretrained strategy (highest
-    mean accuracy): it *helps* when it is significantly better than the baseline
-    (McNemar p < alpha) by X points, it is **negative transfer** when even the best
-    pretrained strategy is significantly worse, and otherwise there is no significant
+    mean gain over the baseline). A difference is significant when McNemar's test rejects
+    in every seed, at alpha divided by the number of pretrained strategies (Bonferroni:
+    the best one was picked after seeing them all), and every seed's gain has the same
+    sign. Then transfer *helps* by X points, or it is **negative transfer** (even the best
+    pretrained strategy is worse than the baseline); otherwise there is no significant
     difference."""
-    candidates = {s: g for s, g in gains.items() if g is not None and s in mean_accuracy}
+    candidates = {s: g for s, g in gains.items() if g is not None}
     if not candidates:
         return {"verdict": None, "best": None, "text": "no pretrained strategy to compare"}
-    best = max(candidates, key=lambda s: mean_accuracy[s])
+    best = max(candidates, key=lambda s: candidates[s]["accuracy_gain"]["mean"])
     g = candidates[best]
     gain = float(g["accuracy_gain"]["mean"])
-    p = float(g["mcnemar"]["p_value"])
+    p = float(g["mcnemar_max_p"])
+    level = alpha / len(candidates)
+    significant = p < level and g["same_sign"]
     points = 100 * gain
-    if p < alpha and gain > 0:
-        kind, text = HELPS, f"transfer helps by {points:+.1f} points ({best}, p={p:.2g})"
-    elif p < alpha and gain < 0:
+    seeds = len(g["seeds"])
+    where = f"{best}; McNemar p <= {p:.2g} in each of {seeds} seeds"
+    if significant and gain > 0:
+        kind, text = HELPS, f"transfer helps by {points:+.1f} points ({where})"
+    elif significant and gain < 0:
         kind = NEGATIVE
         text = (
-            f"negative transfer: the best pretrained strategy ({best}) is {-points:.1f} "
-            f"points worse than the baseline (p={p:.2g})"
+            f"negative transfer: the best pretrained strategy is {-points:.1f} points worse "
+            f"than the baseline ({where})"
         )
     else:
         kind = NO_DIFFERENCE
-        text = f"no significant difference ({best} {points:+.1f} points, p={p:.2g})"
-    return {"verdict": kind, "best": best, "gain": gain, "p_value": p, "text": text}
+        text = (
+            f"no significant difference ({best} {points:+.1f} points; McNemar p up to "
+            f"{p:.2g} over {seeds} seeds, needed < {level:.2g} in every seed)"
+        )
+    return {
+        "verdict": kind,
+        "best": best,
+        "gain": gain,
+        "p_value": p,
+        "alpha_corrected": level,
+        "text": text,
+    }
 
 
 def summarise(
@@ -168,11 +185,10 @@ def summarise(
             for s in names
             if s != baseline
         }
-        means = {s: per[s]["accuracy"]["mean"] for s in names if s != baseline}
         out["budgets"][str(budget)] = {
             "strategies": per,
             "gain_over_baseline": gains,
-            "verdict": verdict(gains, means, alpha)
+            "verdict": verdict(gains, alpha)
             if baseline in names
             else {"verdict": None, "best": None, "text": f"no {baseline} baseline finished"},
         }
