@@ -84,7 +84,9 @@ def cell_config(base: RunConfig, strategy: str, budget: int, seed: int) -> RunCo
     epoch is still the one kept)."""
     return dataclasses.replace(
         base,
-        data=dataclasses.replace(base.data, per_class=budget),
+        # the draw of labelled examples follows the seed: the cell's config.yaml
+        # reproduces its data with `fit` (`budget_splits` draws exactly the same)
+        data=dataclasses.replace(base.data, per_class=budget, label_seed=seed),
         strategy=dataclasses.replace(base.strategy, name=strategy),
         train=dataclasses.replace(base.train, seed=seed, patience=base.train.epochs),
     )

@@ -92,6 +92,9 @@ class DataConfig:
     skip_bad: bool = _f(False, "Leave out unreadable images instead of stopping.")
     max_pixels: int = _f(89_478_485, "Images with more pixels are refused (decompression bombs).")
     split_seed: int = _f(0, "Seed of the train/validation/test split.")
+    label_seed: int | None = _f(
+        None, "Seed of the per_class draw of labelled examples; default: split_seed."
+    )
 
     def __post_init__(self) -> None:
         _fraction(self, "val_fraction", "test_fraction")

@@ -145,13 +145,14 @@ def prepare_data(
     )
     if cfg.per_class:
         # a label budget: per_class training images, and validation in proportion
+        label_seed = cfg.split_seed if cfg.label_seed is None else cfg.label_seed
         idx = per_class_subsample(
-            train.labels, cfg.per_class, seed=cfg.split_seed, classes=train.classes
+            train.labels, cfg.per_class, seed=label_seed, classes=train.classes
         )  # counts are of the training part, after validation and test are held out
         train = train.subset(idx)
         if not cfg.val and len(val):
             n_val = max(1, round(cfg.per_class * val_f / (1.0 - val_f - test_f)))
-            val = val.subset(_up_to_per_class(val.labels, n_val, cfg.split_seed))
+            val = val.subset(_up_to_per_class(val.labels, n_val, label_seed))
     if cfg.max_test and test is not None and len(test) > cfg.max_test:
         _, _, keep = stratified_split(
             test.labels, 0.0, cfg.max_test / len(test), seed=cfg.split_seed

@@ -211,3 +211,18 @@ def test_changed_data_under_a_comparison_is_refused(folder, tmp_path):
         Image.new("RGB", (24, 24), (i * 80, 0, 0)).save(folder / "circle" / f"new{i}.png")
     with pytest.raises(RunFolderError, match=r"dataset\."):
         run_compare(_base(folder), spec, out, progress=False)
+
+
+def test_a_cell_config_reproduces_its_labelled_examples(folder):
+    from rich.console import Console
+
+    from headstart.compare import cell_config
+
+    quiet = Console(quiet=True)
+    base = _base(folder)
+    data = prepare_data(base.data, quiet, progress=False)
+    for seed in (0, 3):
+        drawn = budget_splits(data, 4, seed, base)
+        again = prepare_data(cell_config(base, "lp-ft", 4, seed).data, quiet, progress=False)
+        assert again.train.paths == drawn.train.paths
+        assert again.val.paths == drawn.val.paths and again.test.paths == drawn.test.paths
