@@ -236,11 +236,18 @@ def map_svg(points: np.ndarray, labels: np.ndarray, classes: list[str], salt: st
     return _svg(draw, (7, 4.8), salt)
 
 
+def strategy_colors(names: Sequence[str]) -> dict[str, Any]:
+    """One colour per strategy, the same in every figure of a report."""
+    cmap = plt.get_cmap("tab10")
+    return {n: cmap(i % 10) for i, n in enumerate(names)}
+
+
 def budget_curves_svg(summary: dict[str, Any], salt: str = "budget") -> str:
     budgets = sorted(int(b) for b in summary["budgets"])
     names = list(
         dict.fromkeys(s for b in budgets for s in summary["budgets"][str(b)]["strategies"])
     )
+    colors = strategy_colors(names)
 
     def draw(fig: Any) -> None:
         axes = fig.subplots(1, 2)
@@ -260,9 +267,10 @@ def budget_curves_svg(summary: dict[str, Any], salt: str = "budget") -> str:
                 if not xs:
                     continue
                 style = "--" if name == summary.get("baseline") else "-"
-                (line,) = ax.plot(xs, mean, style, marker="o", ms=4, label=name)
+                color = colors[name]
+                ax.plot(xs, mean, style, marker="o", ms=4, label=name, color=color)
                 ax.fill_between(xs, np.clip(lo, 0, 1), np.clip(hi, 0, 1),
-                                color=line.get_color(), alpha=0.15)  # fmt: skip
+                                color=color, alpha=0.15)  # fmt: skip
             ax.set_xscale("log")
             ax.set_xticks(budgets, [str(b) for b in budgets])
             ax.minorticks_off()
@@ -274,9 +282,12 @@ def budget_curves_svg(summary: dict[str, Any], salt: str = "budget") -> str:
     return _svg(draw, (10, 3.8), salt)
 
 
-def forgetting_svg(rows: list[dict[str, Any]], salt: str = "forget") -> str:
+def forgetting_svg(
+    rows: list[dict[str, Any]], colors: dict[str, Any] | None = None, salt: str = "forget"
+) -> str:
     """Source-task agreement per strategy and budget (mean over seeds)."""
     strategies = list(dict.fromkeys(r["strategy"] for r in rows))
+    colors = colors or strategy_colors(strategies)
     budgets = sorted({int(r["budget"]) for r in rows})
 
     def draw(fig: Any) -> None:
@@ -287,7 +298,7 @@ def forgetting_svg(rows: list[dict[str, Any]], salt: str = "forget") -> str:
             for b in budgets:
                 v = [r["agreement"] for r in rows if r["strategy"] == s and r["budget"] == b]
                 ys.append(float(np.mean(v)) if v else np.nan)
-            ax.bar(np.arange(len(budgets)) + i * width, ys, width, label=s)
+            ax.bar(np.arange(len(budgets)) + i * width, ys, width, label=s, color=colors[s])
         ax.set_xticks(np.arange(len(budgets)) + 0.4 - width / 2, [str(b) for b in budgets])
         ax.set_xlabel("labelled examples per class")
         ax.set_ylabel("source top-1 agreement")
@@ -468,6 +479,12 @@ def fit_report_html(
     return _page(title, sections)
 
 
+def _strategy_names(summary: dict[str, Any]) -> list[str]:
+    return list(
+        dict.fromkeys(s for entry in summary["budgets"].values() for s in entry["strategies"])
+    )
+
+
 def _verdict_class(kind: str | None) -> str:
     return {"helps": "helps", "negative transfer": "negative"}.get(str(kind), "none")
 
@@ -565,7 +582,7 @@ def compare_report_html(
             _figure(
                 "forgetting",
                 "Forgetting of the source task",
-                forgetting_svg(forgetting_rows),
+                forgetting_svg(forgetting_rows, strategy_colors(_strategy_names(summary))),
                 "How often the backbone with its original source head still predicts what the "
                 "original model predicted, on the test examples (1.0 = no drift).",
             )
