@@ -52,6 +52,40 @@ def _d(cls: type, name: str) -> Any:
     return default_of(cls, name)
 
 
+# options that several commands share: declared once
+ALLOW_DOWNLOAD_OPT = Annotated[bool, _opt(BackboneConfig, "allow_download", "--allow-download")]
+AUGMENT_OPT = Annotated[str, _opt(DataConfig, "augment", "--augment")]
+BACKBONE_LR_SCALE_OPT = Annotated[
+    float, _opt(StrategyConfig, "backbone_lr_scale", "--backbone-lr-scale")
+]
+BACKBONE_OPT = Annotated[str, _opt(BackboneConfig, "name", "--backbone", "-b")]
+BATCH_SIZE_OPT = Annotated[int, _opt(TrainConfig, "batch_size", "--batch-size")]
+BN_STATS_OPT = Annotated[str, _opt(StrategyConfig, "bn_stats", "--bn-stats")]
+DEVICE_OPT = Annotated[str, _opt(TrainConfig, "device", "--device")]
+DROPOUT_OPT = Annotated[float, _opt(BackboneConfig, "drop_rate", "--dropout")]
+EPOCHS_OPT = Annotated[int, _opt(TrainConfig, "epochs", "--epochs")]
+HEAD_C_OPT = Annotated[float, _opt(StrategyConfig, "head_c", "--head-c")]
+HEAD_OPT = Annotated[str, _opt(StrategyConfig, "head", "--head")]
+IMAGE_SIZE_OPT = Annotated[int | None, _opt(DataConfig, "image_size", "--image-size")]
+LABEL_COL_OPT = Annotated[str, _opt(DataConfig, "label_col", "--label-col")]
+LABEL_SMOOTHING_OPT = Annotated[float, _opt(TrainConfig, "label_smoothing", "--label-smoothing")]
+LAYER_DECAY_OPT = Annotated[float | None, _opt(StrategyConfig, "layer_decay", "--layer-decay")]
+LR_OPT = Annotated[float, _opt(TrainConfig, "lr", "--lr")]
+MAX_LENGTH_OPT = Annotated[int | None, _opt(DataConfig, "max_length", "--max-length")]
+MAX_TEST_OPT = Annotated[int | None, _opt(DataConfig, "max_test", "--max-test")]
+MIXED_PRECISION_OPT = Annotated[str, _opt(TrainConfig, "mixed_precision", "--mixed-precision")]
+NUM_WORKERS_OPT = Annotated[int, _opt(TrainConfig, "num_workers", "--num-workers")]
+POOLING_OPT = Annotated[str | None, _opt(BackboneConfig, "pooling", "--pooling")]
+PROBE_EPOCHS_OPT = Annotated[int, _opt(StrategyConfig, "probe_epochs", "--probe-epochs")]
+SKIP_BAD_OPT = Annotated[bool, _opt(DataConfig, "skip_bad", "--skip-bad")]
+TEST_FRACTION_OPT = Annotated[float, _opt(DataConfig, "test_fraction", "--test-fraction")]
+TEST_OPT = Annotated[str | None, _opt(DataConfig, "test", "--test")]
+VAL_FRACTION_OPT = Annotated[float, _opt(DataConfig, "val_fraction", "--val-fraction")]
+VAL_OPT = Annotated[str | None, _opt(DataConfig, "val", "--val")]
+WEIGHTS_OPT = Annotated[str | None, _opt(BackboneConfig, "weights", "--weights")]
+WEIGHT_DECAY_OPT = Annotated[float, _opt(TrainConfig, "weight_decay", "--weight-decay")]
+
+
 @app.callback()
 def _root(
     debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")] = False,
@@ -65,101 +99,57 @@ def fit(
     out: Annotated[Path, typer.Option("--out", "-o", help="Run folder to write.")] = Path(
         "runs/latest"
     ),
-    backbone: Annotated[str, _opt(BackboneConfig, "name", "--backbone", "-b")] = _d(
-        BackboneConfig, "name"
-    ),
+    backbone: BACKBONE_OPT = _d(BackboneConfig, "name"),
     strategy: Annotated[str, _opt(StrategyConfig, "name", "--strategy", "-s")] = _d(
         StrategyConfig, "name"
     ),
-    head: Annotated[str, _opt(StrategyConfig, "head", "--head")] = _d(StrategyConfig, "head"),
+    head: HEAD_OPT = _d(StrategyConfig, "head"),
     text_col: Annotated[list[str] | None, _opt(DataConfig, "text_cols", "--text-col")] = None,
-    label_col: Annotated[str, _opt(DataConfig, "label_col", "--label-col")] = _d(
-        DataConfig, "label_col"
-    ),
-    max_length: Annotated[int | None, _opt(DataConfig, "max_length", "--max-length")] = _d(
-        DataConfig, "max_length"
-    ),
-    val: Annotated[str | None, _opt(DataConfig, "val", "--val")] = _d(DataConfig, "val"),
-    test: Annotated[str | None, _opt(DataConfig, "test", "--test")] = _d(DataConfig, "test"),
+    label_col: LABEL_COL_OPT = _d(DataConfig, "label_col"),
+    max_length: MAX_LENGTH_OPT = _d(DataConfig, "max_length"),
+    val: VAL_OPT = _d(DataConfig, "val"),
+    test: TEST_OPT = _d(DataConfig, "test"),
     per_class: Annotated[int | None, _opt(DataConfig, "per_class", "--per-class")] = _d(
         DataConfig, "per_class"
     ),
-    max_test: Annotated[int | None, _opt(DataConfig, "max_test", "--max-test")] = _d(
-        DataConfig, "max_test"
-    ),
-    image_size: Annotated[int | None, _opt(DataConfig, "image_size", "--image-size")] = _d(
-        DataConfig, "image_size"
-    ),
-    augment: Annotated[str, _opt(DataConfig, "augment", "--augment")] = _d(DataConfig, "augment"),
-    skip_bad: Annotated[bool, _opt(DataConfig, "skip_bad", "--skip-bad")] = _d(
-        DataConfig, "skip_bad"
-    ),
-    weights: Annotated[str | None, _opt(BackboneConfig, "weights", "--weights")] = _d(
-        BackboneConfig, "weights"
-    ),
+    max_test: MAX_TEST_OPT = _d(DataConfig, "max_test"),
+    image_size: IMAGE_SIZE_OPT = _d(DataConfig, "image_size"),
+    augment: AUGMENT_OPT = _d(DataConfig, "augment"),
+    skip_bad: SKIP_BAD_OPT = _d(DataConfig, "skip_bad"),
+    weights: WEIGHTS_OPT = _d(BackboneConfig, "weights"),
     pretrained: Annotated[
         bool, _opt(BackboneConfig, "pretrained", "--pretrained/--no-pretrained")
     ] = _d(BackboneConfig, "pretrained"),
-    allow_download: Annotated[
-        bool, _opt(BackboneConfig, "allow_download", "--allow-download")
-    ] = _d(BackboneConfig, "allow_download"),
-    pooling: Annotated[str | None, _opt(BackboneConfig, "pooling", "--pooling")] = _d(
-        BackboneConfig, "pooling"
-    ),
-    drop_rate: Annotated[float, _opt(BackboneConfig, "drop_rate", "--dropout")] = _d(
-        BackboneConfig, "drop_rate"
-    ),
-    layer_decay: Annotated[float | None, _opt(StrategyConfig, "layer_decay", "--layer-decay")] = _d(
-        StrategyConfig, "layer_decay"
-    ),
-    backbone_lr_scale: Annotated[
-        float, _opt(StrategyConfig, "backbone_lr_scale", "--backbone-lr-scale")
-    ] = _d(StrategyConfig, "backbone_lr_scale"),
-    bn_stats: Annotated[str, _opt(StrategyConfig, "bn_stats", "--bn-stats")] = _d(
-        StrategyConfig, "bn_stats"
-    ),
-    probe_epochs: Annotated[int, _opt(StrategyConfig, "probe_epochs", "--probe-epochs")] = _d(
-        StrategyConfig, "probe_epochs"
-    ),
-    head_c: Annotated[float, _opt(StrategyConfig, "head_c", "--head-c")] = _d(
-        StrategyConfig, "head_c"
-    ),
-    val_fraction: Annotated[float, _opt(DataConfig, "val_fraction", "--val-fraction")] = _d(
-        DataConfig, "val_fraction"
-    ),
-    test_fraction: Annotated[float, _opt(DataConfig, "test_fraction", "--test-fraction")] = _d(
-        DataConfig, "test_fraction"
-    ),
+    allow_download: ALLOW_DOWNLOAD_OPT = _d(BackboneConfig, "allow_download"),
+    pooling: POOLING_OPT = _d(BackboneConfig, "pooling"),
+    drop_rate: DROPOUT_OPT = _d(BackboneConfig, "drop_rate"),
+    layer_decay: LAYER_DECAY_OPT = _d(StrategyConfig, "layer_decay"),
+    backbone_lr_scale: BACKBONE_LR_SCALE_OPT = _d(StrategyConfig, "backbone_lr_scale"),
+    bn_stats: BN_STATS_OPT = _d(StrategyConfig, "bn_stats"),
+    probe_epochs: PROBE_EPOCHS_OPT = _d(StrategyConfig, "probe_epochs"),
+    head_c: HEAD_C_OPT = _d(StrategyConfig, "head_c"),
+    val_fraction: VAL_FRACTION_OPT = _d(DataConfig, "val_fraction"),
+    test_fraction: TEST_FRACTION_OPT = _d(DataConfig, "test_fraction"),
     max_pixels: Annotated[int, _opt(DataConfig, "max_pixels", "--max-pixels")] = _d(
         DataConfig, "max_pixels"
     ),
     warmup_fraction: Annotated[float, _opt(TrainConfig, "warmup_fraction", "--warmup")] = _d(
         TrainConfig, "warmup_fraction"
     ),
-    num_workers: Annotated[int, _opt(TrainConfig, "num_workers", "--num-workers")] = _d(
-        TrainConfig, "num_workers"
-    ),
-    epochs: Annotated[int, _opt(TrainConfig, "epochs", "--epochs")] = _d(TrainConfig, "epochs"),
-    batch_size: Annotated[int, _opt(TrainConfig, "batch_size", "--batch-size")] = _d(
-        TrainConfig, "batch_size"
-    ),
-    lr: Annotated[float, _opt(TrainConfig, "lr", "--lr")] = _d(TrainConfig, "lr"),
-    weight_decay: Annotated[float, _opt(TrainConfig, "weight_decay", "--weight-decay")] = _d(
-        TrainConfig, "weight_decay"
-    ),
-    label_smoothing: Annotated[
-        float, _opt(TrainConfig, "label_smoothing", "--label-smoothing")
-    ] = _d(TrainConfig, "label_smoothing"),
+    num_workers: NUM_WORKERS_OPT = _d(TrainConfig, "num_workers"),
+    epochs: EPOCHS_OPT = _d(TrainConfig, "epochs"),
+    batch_size: BATCH_SIZE_OPT = _d(TrainConfig, "batch_size"),
+    lr: LR_OPT = _d(TrainConfig, "lr"),
+    weight_decay: WEIGHT_DECAY_OPT = _d(TrainConfig, "weight_decay"),
+    label_smoothing: LABEL_SMOOTHING_OPT = _d(TrainConfig, "label_smoothing"),
     patience: Annotated[int, _opt(TrainConfig, "patience", "--patience")] = _d(
         TrainConfig, "patience"
     ),
     grad_accum: Annotated[int, _opt(TrainConfig, "grad_accum", "--grad-accum")] = _d(
         TrainConfig, "grad_accum"
     ),
-    mixed_precision: Annotated[str, _opt(TrainConfig, "mixed_precision", "--mixed-precision")] = _d(
-        TrainConfig, "mixed_precision"
-    ),
-    device: Annotated[str, _opt(TrainConfig, "device", "--device")] = _d(TrainConfig, "device"),
+    mixed_precision: MIXED_PRECISION_OPT = _d(TrainConfig, "mixed_precision"),
+    device: DEVICE_OPT = _d(TrainConfig, "device"),
     seed: Annotated[int, _opt(TrainConfig, "seed", "--seed")] = _d(TrainConfig, "seed"),
     deterministic: Annotated[bool, _opt(TrainConfig, "deterministic", "--deterministic")] = _d(
         TrainConfig, "deterministic"
@@ -385,9 +375,7 @@ def compare(
     out: Annotated[Path, typer.Option("--out", "-o", help="Comparison folder to write.")] = Path(
         "runs/compare"
     ),
-    backbone: Annotated[str, _opt(BackboneConfig, "name", "--backbone", "-b")] = _d(
-        BackboneConfig, "name"
-    ),
+    backbone: BACKBONE_OPT = _d(BackboneConfig, "name"),
     strategies: Annotated[
         str, typer.Option("--strategies", help=help_for(CompareConfig, "strategies"))
     ] = ",".join(_d(CompareConfig, "strategies")),
@@ -408,77 +396,35 @@ def compare(
     seed: Annotated[
         int, typer.Option("--seed", help="The first seed; the others follow it (0: seeds 0, 1, 2).")
     ] = _d(TrainConfig, "seed"),
-    head: Annotated[str, _opt(StrategyConfig, "head", "--head")] = _d(StrategyConfig, "head"),
-    head_c: Annotated[float, _opt(StrategyConfig, "head_c", "--head-c")] = _d(
-        StrategyConfig, "head_c"
-    ),
-    probe_epochs: Annotated[int, _opt(StrategyConfig, "probe_epochs", "--probe-epochs")] = _d(
-        StrategyConfig, "probe_epochs"
-    ),
-    layer_decay: Annotated[float | None, _opt(StrategyConfig, "layer_decay", "--layer-decay")] = _d(
-        StrategyConfig, "layer_decay"
-    ),
-    bn_stats: Annotated[str, _opt(StrategyConfig, "bn_stats", "--bn-stats")] = _d(
-        StrategyConfig, "bn_stats"
-    ),
-    skip_bad: Annotated[bool, _opt(DataConfig, "skip_bad", "--skip-bad")] = _d(
-        DataConfig, "skip_bad"
-    ),
-    allow_download: Annotated[
-        bool, _opt(BackboneConfig, "allow_download", "--allow-download")
-    ] = _d(BackboneConfig, "allow_download"),
-    pooling: Annotated[str | None, _opt(BackboneConfig, "pooling", "--pooling")] = _d(
-        BackboneConfig, "pooling"
-    ),
-    drop_rate: Annotated[float, _opt(BackboneConfig, "drop_rate", "--dropout")] = _d(
-        BackboneConfig, "drop_rate"
-    ),
-    weight_decay: Annotated[float, _opt(TrainConfig, "weight_decay", "--weight-decay")] = _d(
-        TrainConfig, "weight_decay"
-    ),
-    label_smoothing: Annotated[
-        float, _opt(TrainConfig, "label_smoothing", "--label-smoothing")
-    ] = _d(TrainConfig, "label_smoothing"),
-    num_workers: Annotated[int, _opt(TrainConfig, "num_workers", "--num-workers")] = _d(
-        TrainConfig, "num_workers"
-    ),
+    head: HEAD_OPT = _d(StrategyConfig, "head"),
+    head_c: HEAD_C_OPT = _d(StrategyConfig, "head_c"),
+    probe_epochs: PROBE_EPOCHS_OPT = _d(StrategyConfig, "probe_epochs"),
+    layer_decay: LAYER_DECAY_OPT = _d(StrategyConfig, "layer_decay"),
+    bn_stats: BN_STATS_OPT = _d(StrategyConfig, "bn_stats"),
+    skip_bad: SKIP_BAD_OPT = _d(DataConfig, "skip_bad"),
+    allow_download: ALLOW_DOWNLOAD_OPT = _d(BackboneConfig, "allow_download"),
+    pooling: POOLING_OPT = _d(BackboneConfig, "pooling"),
+    drop_rate: DROPOUT_OPT = _d(BackboneConfig, "drop_rate"),
+    weight_decay: WEIGHT_DECAY_OPT = _d(TrainConfig, "weight_decay"),
+    label_smoothing: LABEL_SMOOTHING_OPT = _d(TrainConfig, "label_smoothing"),
+    num_workers: NUM_WORKERS_OPT = _d(TrainConfig, "num_workers"),
     text_col: Annotated[list[str] | None, _opt(DataConfig, "text_cols", "--text-col")] = None,
-    label_col: Annotated[str, _opt(DataConfig, "label_col", "--label-col")] = _d(
-        DataConfig, "label_col"
-    ),
-    max_length: Annotated[int | None, _opt(DataConfig, "max_length", "--max-length")] = _d(
-        DataConfig, "max_length"
-    ),
-    val: Annotated[str | None, _opt(DataConfig, "val", "--val")] = _d(DataConfig, "val"),
-    test: Annotated[str | None, _opt(DataConfig, "test", "--test")] = _d(DataConfig, "test"),
-    max_test: Annotated[int | None, _opt(DataConfig, "max_test", "--max-test")] = _d(
-        DataConfig, "max_test"
-    ),
-    val_fraction: Annotated[float, _opt(DataConfig, "val_fraction", "--val-fraction")] = _d(
-        DataConfig, "val_fraction"
-    ),
-    test_fraction: Annotated[float, _opt(DataConfig, "test_fraction", "--test-fraction")] = _d(
-        DataConfig, "test_fraction"
-    ),
-    image_size: Annotated[int | None, _opt(DataConfig, "image_size", "--image-size")] = _d(
-        DataConfig, "image_size"
-    ),
-    augment: Annotated[str, _opt(DataConfig, "augment", "--augment")] = _d(DataConfig, "augment"),
-    weights: Annotated[str | None, _opt(BackboneConfig, "weights", "--weights")] = _d(
-        BackboneConfig, "weights"
-    ),
-    backbone_lr_scale: Annotated[
-        float, _opt(StrategyConfig, "backbone_lr_scale", "--backbone-lr-scale")
-    ] = _d(StrategyConfig, "backbone_lr_scale"),
-    epochs: Annotated[int, _opt(TrainConfig, "epochs", "--epochs")] = _d(TrainConfig, "epochs"),
-    batch_size: Annotated[int, _opt(TrainConfig, "batch_size", "--batch-size")] = _d(
-        TrainConfig, "batch_size"
-    ),
-    lr: Annotated[float, _opt(TrainConfig, "lr", "--lr")] = _d(TrainConfig, "lr"),
-    mixed_precision: Annotated[str, _opt(TrainConfig, "mixed_precision", "--mixed-precision")] = _d(
-        TrainConfig, "mixed_precision"
-    ),
-    device: Annotated[str, _opt(TrainConfig, "device", "--device")] = _d(TrainConfig, "device"),
+    label_col: LABEL_COL_OPT = _d(DataConfig, "label_col"),
+    max_length: MAX_LENGTH_OPT = _d(DataConfig, "max_length"),
+    val: VAL_OPT = _d(DataConfig, "val"),
+    test: TEST_OPT = _d(DataConfig, "test"),
+    max_test: MAX_TEST_OPT = _d(DataConfig, "max_test"),
+    val_fraction: VAL_FRACTION_OPT = _d(DataConfig, "val_fraction"),
+    test_fraction: TEST_FRACTION_OPT = _d(DataConfig, "test_fraction"),
+    image_size: IMAGE_SIZE_OPT = _d(DataConfig, "image_size"),
+    augment: AUGMENT_OPT = _d(DataConfig, "augment"),
+    weights: WEIGHTS_OPT = _d(BackboneConfig, "weights"),
+    backbone_lr_scale: BACKBONE_LR_SCALE_OPT = _d(StrategyConfig, "backbone_lr_scale"),
+    epochs: EPOCHS_OPT = _d(TrainConfig, "epochs"),
+    batch_size: BATCH_SIZE_OPT = _d(TrainConfig, "batch_size"),
+    lr: LR_OPT = _d(TrainConfig, "lr"),
+    mixed_precision: MIXED_PRECISION_OPT = _d(TrainConfig, "mixed_precision"),
+    device: DEVICE_OPT = _d(TrainConfig, "device"),
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace an earlier comparison in --out.")
     ] = False,
