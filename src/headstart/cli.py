@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -13,10 +14,10 @@ from rich.console import Console
 from rich.table import Table
 
 from headstart.config import (
+    SECTIONS,
     BackboneConfig,
     CompareConfig,
     DataConfig,
-    EvalConfig,
     RunConfig,
     StrategyConfig,
     TrainConfig,
@@ -169,6 +170,7 @@ def fit(
     ] = True,
 ) -> None:
     """Transfer a pretrained backbone to a labelled image folder or bundled dataset."""
+    options = dict(locals())  # the options, named like the config fields
     from headstart.pipeline import fit as run_fit
 
     if resume:
@@ -176,57 +178,7 @@ def fit(
     else:
         cfg = None
     if cfg is None:
-        cfg = RunConfig(
-            data=DataConfig(
-                source=source,
-                text_cols=text_col or None,
-                label_col=label_col,
-                max_length=max_length,
-                val_fraction=val_fraction,
-                test_fraction=test_fraction,
-                max_pixels=max_pixels,
-                val=val,
-                test=test,
-                per_class=per_class,
-                max_test=max_test,
-                image_size=image_size,
-                augment=augment,
-                skip_bad=skip_bad,
-            ),
-            backbone=BackboneConfig(
-                name=backbone,
-                weights=weights,
-                pretrained=pretrained,
-                allow_download=allow_download,
-                drop_rate=drop_rate,
-                pooling=pooling,
-            ),
-            strategy=StrategyConfig(
-                name=strategy,
-                head=head,
-                layer_decay=layer_decay,
-                backbone_lr_scale=backbone_lr_scale,
-                bn_stats=bn_stats,
-                probe_epochs=probe_epochs,
-                head_c=head_c,
-            ),
-            train=TrainConfig(
-                epochs=epochs,
-                batch_size=batch_size,
-                lr=lr,
-                weight_decay=weight_decay,
-                label_smoothing=label_smoothing,
-                patience=patience,
-                grad_accum=grad_accum,
-                mixed_precision=mixed_precision,
-                device=device,
-                seed=seed,
-                deterministic=deterministic,
-                warmup_fraction=warmup_fraction,
-                num_workers=num_workers,
-            ),
-            eval=EvalConfig(),
-        )
+        cfg = _run_config(options, skip=("out", "resume", "overwrite", "progress"))
     run_fit(cfg, out, resume=resume, overwrite=overwrite, progress=progress, console=console)
 
 
@@ -357,6 +309,35 @@ def predict(
     console.print(f"{len(rows)} predictions written to {output}")
 
 
+#: CLI option names that differ from their config field: option -> (section, field)
+_RENAMED = {
+    "text_col": ("data", "text_cols"),
+    "backbone": ("backbone", "name"),
+    "strategy": ("strategy", "name"),
+}
+COMPARE_ONLY = ("strategies", "budgets", "seeds", "baseline", "alpha", "confidence", "time_budget")
+
+
+def _run_config(options: dict[str, Any], skip: tuple[str, ...]) -> RunConfig:
+    """A RunConfig from a command's options, each routed to the config section that has a
+    field of its name (train before eval for batch_size); fields not given keep their
+    defaults. One place for what fit and compare both build."""
+    sections: dict[str, dict[str, Any]] = {name: {} for name in SECTIONS}
+    fields = {name: {f.name for f in dataclasses.fields(cls)} for name, cls in SECTIONS.items()}
+    for key, value in options.items():
+        if key in skip:
+            continue
+        if key in _RENAMED:
+            section, name = _RENAMED[key]
+        else:
+            section = next((sec for sec, names in fields.items() if key in names), "")
+            name = key
+        if not section:
+            raise KeyError(f"CLI option {key!r} matches no config field")
+        sections[section][name] = (value or None) if name == "text_cols" else value
+    return RunConfig(**{sec: SECTIONS[sec](**values) for sec, values in sections.items()})
+
+
 def _csv_list(value: str, what: str, cast: type = str) -> list[Any]:
     items = [v.strip() for v in value.split(",") if v.strip()]
     try:
@@ -438,6 +419,7 @@ def compare(
     Every strategy gets the same splits and the same epochs (no early stopping; the best
     validation epoch is kept). Run the same command again to continue a stopped comparison.
     """
+    options = dict(locals())  # the options, named like the config fields
     from headstart.compare import run_compare
 
     spec = CompareConfig(
@@ -449,49 +431,8 @@ def compare(
         confidence=confidence,
         time_budget=time_budget,
     )
-    base = RunConfig(
-        data=DataConfig(
-            source=source,
-            text_cols=text_col or None,
-            label_col=label_col,
-            max_length=max_length,
-            val=val,
-            test=test,
-            max_test=max_test,
-            val_fraction=val_fraction,
-            test_fraction=test_fraction,
-            image_size=image_size,
-            augment=augment,
-            skip_bad=skip_bad,
-        ),
-        backbone=BackboneConfig(
-            name=backbone,
-            weights=weights,
-            allow_download=allow_download,
-            pooling=pooling,
-            drop_rate=drop_rate,
-        ),
-        strategy=StrategyConfig(
-            head=head,
-            backbone_lr_scale=backbone_lr_scale,
-            head_c=head_c,
-            probe_epochs=probe_epochs,
-            layer_decay=layer_decay,
-            bn_stats=bn_stats,
-        ),
-        train=TrainConfig(
-            epochs=epochs,
-            patience=epochs,
-            batch_size=batch_size,
-            lr=lr,
-            weight_decay=weight_decay,
-            label_smoothing=label_smoothing,
-            mixed_precision=mixed_precision,
-            device=device,
-            seed=seed,
-            num_workers=num_workers,
-        ),
-    )
+    options["patience"] = epochs  # the same training budget for every strategy
+    base = _run_config(options, skip=(*COMPARE_ONLY, "out", "overwrite", "progress"))
     run_compare(base, spec, out, overwrite=overwrite, progress=progress, console=console)
 
 
