@@ -2,6 +2,7 @@
 offline weight resolution, toy models."""
 
 from headstart.backbones.base import Backbone, BackboneSpec, LayerGroup
+from headstart.backbones.cut import CutBackbone
 from headstart.backbones.text import HFTextBackbone, OnnxTextBackbone, TextBackbone, TextDataset
 from headstart.backbones.vision import TimmBackbone
 from headstart.backbones.zoo import (
@@ -18,6 +19,7 @@ __all__ = [
     "Backbone",
     "BackboneEntry",
     "BackboneSpec",
+    "CutBackbone",
     "HFTextBackbone",
     "LayerGroup",
     "OnnxTextBackbone",

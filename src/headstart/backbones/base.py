@@ -126,6 +126,81 @@ class Backbone(nn.Module, ABC):
             head.weight.copy_(weight)
             head.bias.copy_(bias)
 
+    # -- features after each layer group (ranking layers, cutting the network) ---------------
+    def layer_modules(self) -> dict[str, nn.Module]:
+        """The module whose output ends each body layer group, by group name, input to
+        output (the head excluded). Found from the parameters of each group: the deepest
+        module holding only that group's parameters and its last one."""
+        named = list(self.named_parameters())
+        name_of = {id(p): n for n, p in named}
+        out: dict[str, nn.Module] = {}
+        for group in self.layer_groups()[:-1]:
+            names = [name_of[id(p)] for p in group.params if id(p) in name_of]
+            if not names:
+                continue
+            out[group.name] = self.get_submodule(_ending_module(names, [n for n, _ in named]))
+        if not out:
+            raise BackboneError(
+                "a backbone whose body has layer groups to take features from",
+                f"{self.spec.name}, whose only trainable group is the head",
+                "rank its final features (leave out --layers), or pick a trainable backbone",
+            )
+        return out
+
+    def pool_layer(self, hidden: torch.Tensor, x: Any, module: nn.Module) -> torch.Tensor:
+        """A layer's output pooled to (N, C): the spatial mean of a (N, C, H, W) map, the
+        mean over tokens of a (N, L, C) sequence. A module whose ``output_fmt`` is
+        ``NHWC`` (timm's convention) has its map pooled over H and W all the same."""
+        if hidden.dim() == 4:
+            fmt = getattr(module, "output_fmt", None)
+            if str(getattr(fmt, "value", fmt)) == "NHWC":
+                return hidden.mean((1, 2))
+            return hidden.mean((2, 3))
+        if hidden.dim() == 3:
+            return hidden.mean(1)
+        return hidden.flatten(1)
+
+    def layer_outputs(self, x: Any, layers: list[str]) -> dict[str, torch.Tensor]:
+        """The raw outputs of the body layer groups ``layers``, from one forward pass that
+        stops after the deepest one asked for."""
+        modules = self.layer_modules()
+        unknown = [n for n in layers if n not in modules]
+        if unknown:
+            raise BackboneError(
+                f"layer groups of {self.spec.name} ({', '.join(modules)})",
+                ", ".join(repr(n) for n in unknown),
+                f"pass names from `headstart backbones {self.spec.name}`, or --layers all",
+            )
+        wanted = set(layers)
+        last = max(wanted, key=list(modules).index)
+        found: dict[str, torch.Tensor] = {}
+
+        def hook_for(name: str) -> Callable[[nn.Module, Any, Any], None]:
+            def hook(_m: nn.Module, _inp: Any, output: Any) -> None:
+                while isinstance(output, (tuple, list)) or hasattr(output, "to_tuple"):
+                    output = output[0]
+                found[name] = output
+                if name == last:
+                    raise _StopForward
+
+            return hook
+
+        handles = [modules[n].register_forward_hook(hook_for(n)) for n in wanted]
+        try:
+            self.forward_features(x)
+        except _StopForward:
+            pass
+        finally:
+            for h in handles:
+                h.remove()
+        return {n: found[n] for n in layers}
+
+    def embed_layers(self, x: Any, layers: list[str]) -> dict[str, torch.Tensor]:
+        """Pooled features (N, C) after each of ``layers`` (names of body layer groups)."""
+        modules = self.layer_modules()
+        raw = self.layer_outputs(x, layers)
+        return {n: self.pool_layer(raw[n], x, modules[n]) for n in layers}
+
     def head_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The linear head's (weight, bias), detached."""
         head = self.head()
@@ -134,6 +209,34 @@ class Backbone(nn.Module, ABC):
                 "a linear classifier head", f"{head}", "use a backbone with a linear head"
             )
         return head.weight.detach(), head.bias.detach()
+
+
+class _StopForward(Exception):
+    """Raised by a forward hook once the deepest layer asked for has run."""
+
+
+def _ending_module(names: list[str], all_names: list[str]) -> str:
+    """The module path whose output ends a group with parameters ``names`` (in order).
+
+    Start from the longest common dotted prefix of the group's parameters (e.g.
+    ``model.blocks.3``); if that module also holds parameters of other groups (a group
+    made of siblings, like ``conv_stem`` and ``bn1`` under ``model``), go down towards
+    the group's last parameter until the module is the group's own."""
+    mine = set(names)
+    parts = [n.split(".")[:-1] for n in names]
+    common: list[str] = []
+    for level in zip(*parts, strict=False):
+        if len(set(level)) > 1:
+            break
+        common.append(level[0])
+    path = common
+    last = parts[-1]
+    while True:
+        prefix = ".".join(path)
+        inside = [n for n in all_names if not prefix or n.startswith(prefix + ".")]
+        if set(inside) <= mine or len(path) >= len(last):
+            return prefix
+        path = last[: len(path) + 1]
 
 
 def to_device(batch: Any, device: str | torch.device) -> Any:

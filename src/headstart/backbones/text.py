@@ -339,6 +339,17 @@ class TextBackbone(Backbone):
             )
         return TextDataset(self.tokenizer, texts, samples.labels, self.max_length)
 
+    def pool_layer(self, hidden: torch.Tensor, x: Any, module: nn.Module) -> torch.Tensor:
+        """A layer's token states pooled as the final embedding is (mask mean or [CLS])."""
+        if hidden.dim() != 3:
+            return super().pool_layer(hidden, x, module)
+        if self.pooling == "cls":
+            return hidden[:, 0]
+        mask = x.get("attention_mask") if isinstance(x, dict) else None
+        if mask is None:
+            mask = torch.ones(hidden.shape[:2], dtype=torch.long, device=hidden.device)
+        return mean_pool(hidden, mask)
+
     def collate_fn(self) -> Callable[[list[Any]], Any] | None:
         tok = self.tokenizer
         pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0

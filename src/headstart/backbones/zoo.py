@@ -19,6 +19,7 @@ saved with ``save_pretrained``; or a hub name (``owner/model``) found in the loc
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fnmatch
 import hashlib
 import importlib
@@ -38,6 +39,7 @@ import torch
 from safetensors.torch import load_file
 
 from headstart.backbones.base import Backbone, BackboneSpec
+from headstart.backbones.cut import CutBackbone, inner_spec, split_cut
 from headstart.backbones.text import (
     HFTextBackbone,
     OnnxTextBackbone,
@@ -422,7 +424,14 @@ def create_backbone(
     """Build a backbone with pretrained weights (resolved offline) and a new head.
 
     ``image_size`` applies to image backbones, ``max_length`` (tokens; default the
-    entry's, capped at the model's limit) to text backbones."""
+    entry's, capped at the model's limit) to text backbones. ``NAME@GROUP`` cuts the
+    backbone after its layer group GROUP (see :class:`CutBackbone`)."""
+    base, cut = split_cut(cfg.name)
+    if cut is not None:
+        inner = create_backbone(
+            dataclasses.replace(cfg, name=base), num_classes, image_size, max_length
+        )
+        return CutBackbone(inner, cut, num_classes, cfg.drop_rate)
     entry = _entry_for(cfg.name)
     if entry.modality == "text":
         if entry.kind == "onnx":
@@ -739,6 +748,9 @@ def backbone_from_spec(
 ) -> Backbone:
     """Rebuild the architecture of a saved run (no pretrained weights are loaded; the run's
     state dict holds them). Text backbones read their tokenizer from ``run_dir/tokenizer``."""
+    if spec.extra.get("cut"):
+        inner = backbone_from_spec(inner_spec(spec), num_classes, run_dir)
+        return CutBackbone(inner, str(spec.extra["cut"]), num_classes, spec=spec)
     if spec.modality != "text":
         kw = dict(spec.extra.get("create_kwargs", {}))
         return TimmBackbone(spec, num_classes, 0.0, **kw)

@@ -4,7 +4,14 @@ from headstart.features.cache import (
     EmbeddingCache,
     cache_key,
     compute_embeddings,
+    compute_layer_embeddings,
     default_cache_dir,
 )
 
-__all__ = ["EmbeddingCache", "cache_key", "compute_embeddings", "default_cache_dir"]
+__all__ = [
+    "EmbeddingCache",
+    "cache_key",
+    "compute_embeddings",
+    "compute_layer_embeddings",
+    "default_cache_dir",
+]

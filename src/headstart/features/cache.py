@@ -31,8 +31,9 @@ def default_cache_dir() -> Path:
     return Path(base) / "headstart"
 
 
-def cache_key(backbone: Backbone, data_fingerprint: str) -> str | None:
-    """The content address of a dataset's embeddings, or None when the weights are random."""
+def cache_key(backbone: Backbone, data_fingerprint: str, layer: str | None = None) -> str | None:
+    """The content address of a dataset's embeddings (after layer group ``layer``, or the
+    final ones), or None when the weights are random."""
     spec = backbone.spec
     if not spec.weights_sha256:
         return None
@@ -43,6 +44,8 @@ def cache_key(backbone: Backbone, data_fingerprint: str) -> str | None:
         "preprocess": backbone.preprocess_id(),
         "data": data_fingerprint,
     }
+    if layer is not None:
+        parts["layer"] = layer
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
 
@@ -57,6 +60,24 @@ def compute_embeddings(
     num_workers: int = 0,
 ) -> torch.Tensor:
     """Pooled embeddings (N, D) of every item, in order, with the backbone in eval mode."""
+    return compute_layer_embeddings(
+        backbone, dataset, None, batch_size, device, progress, description, num_workers
+    )[""]
+
+
+@torch.no_grad()
+def compute_layer_embeddings(
+    backbone: Backbone,
+    dataset: Dataset[Any],
+    layers: list[str] | None,
+    batch_size: int = 64,
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+    description: str = "embedding",
+    num_workers: int = 0,
+) -> dict[str, torch.Tensor]:
+    """Pooled features (N, C) after each of ``layers`` (body layer groups) from one pass
+    over the data; ``layers=None`` gives the final embedding under the key ``""``."""
     was_training = backbone.training
     backbone.eval().to(device)
     order = backbone.batch_order(dataset)
@@ -69,14 +90,24 @@ def compute_embeddings(
         collate_fn=backbone.collate_fn(),
     )
     it = track(loader, description=description, transient=True) if progress else loader
-    out = [backbone.embed(to_device(x, device)).float().cpu() for x, _ in it]
+    names = [""] if layers is None else list(layers)
+    parts: dict[str, list[torch.Tensor]] = {n: [] for n in names}
+    for x, _ in it:
+        x = to_device(x, device)
+        got = {"": backbone.embed(x)} if layers is None else backbone.embed_layers(x, names)
+        for n in names:
+            parts[n].append(got[n].float().cpu())
     backbone.train(was_training)
-    if not out:
-        return torch.empty(0, backbone.spec.feature_dim)
-    emb = torch.cat(out)
-    if order is not None:  # back to the dataset's order
-        emb = emb[torch.as_tensor(order).argsort()]
-    return emb
+    out: dict[str, torch.Tensor] = {}
+    for n in names:
+        if not parts[n]:
+            out[n] = torch.empty(0, backbone.spec.feature_dim)
+            continue
+        emb = torch.cat(parts[n])
+        if order is not None:  # back to the dataset's order
+            emb = emb[torch.as_tensor(order).argsort()]
+        out[n] = emb
+    return out
 
 
 class EmbeddingCache:
@@ -88,11 +119,14 @@ class EmbeddingCache:
         self.hits = 0
         self.misses = 0
 
-    def get_or_compute(self, key: str | None, compute: Callable[[], torch.Tensor]) -> torch.Tensor:
+    def path(self, key: str) -> Path:
+        return self.root / "embeddings" / f"{key}.safetensors"
+
+    def load(self, key: str | None) -> torch.Tensor | None:
+        """The stored embeddings under ``key``, or None (disabled, no key, absent or torn)."""
         if not self.enabled or key is None:
-            self.misses += 1
-            return compute()
-        path = self.root / "embeddings" / f"{key}.safetensors"
+            return None
+        path = self.path(key)
         if path.is_file():
             try:
                 emb = load_file(str(path))["embeddings"]
@@ -100,10 +134,23 @@ class EmbeddingCache:
                 return emb
             except Exception:  # a torn or corrupt file: compute again and overwrite
                 path.unlink(missing_ok=True)
-        self.misses += 1
-        emb = compute()
+        return None
+
+    def store(self, key: str | None, emb: torch.Tensor) -> None:
+        """Write ``emb`` under ``key`` atomically (nothing when disabled or without a key)."""
+        if not self.enabled or key is None:
+            return
+        path = self.path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
         save_file({"embeddings": emb.contiguous()}, str(tmp))
         tmp.replace(path)
+
+    def get_or_compute(self, key: str | None, compute: Callable[[], torch.Tensor]) -> torch.Tensor:
+        emb = self.load(key)
+        if emb is not None:
+            return emb
+        self.misses += 1
+        emb = compute()
+        self.store(key, emb)
         return emb

@@ -1,0 +1,145 @@
+"""A backbone cut after one of its layer groups (``efficientnet_lite0@blocks.4``): the
+pooled features there feed a new linear head, and the layers after the cut are unused.
+
+Ranking by layer (``headstart rank --layers``) shows where to cut; this makes the cut
+trainable with every strategy, like any other backbone."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from headstart.backbones.base import Backbone, BackboneSpec, LayerGroup
+from headstart.errors import BackboneError
+
+CUT = "@"
+
+
+def split_cut(name: str) -> tuple[str, str | None]:
+    """``"net@blocks.4"`` -> ``("net", "blocks.4")``; a name without a cut -> (name, None)."""
+    if CUT not in name or Path(name).expanduser().exists():
+        return name, None
+    base, _, layer = name.rpartition(CUT)
+    return base, layer
+
+
+class CutBackbone(Backbone):
+    """``inner`` cut after layer group ``layer``, with a new linear head on its pooled
+    output. The state dict keeps the inner backbone whole (``inner.*``)."""
+
+    def __init__(
+        self,
+        inner: Backbone,
+        layer: str,
+        num_classes: int,
+        drop_rate: float = 0.0,
+        spec: BackboneSpec | None = None,
+    ) -> None:
+        super().__init__()
+        modules = inner.layer_modules()
+        if layer not in modules:
+            raise BackboneError(
+                f"a layer group of {inner.spec.name} to cut after ({', '.join(modules)})",
+                repr(layer),
+                f"write NAME@GROUP with a group from `headstart backbones {inner.spec.name}`",
+            )
+        self.inner = inner
+        self.layer = layer
+        self.trainable_body = inner.trainable_body  # type: ignore[misc]
+        names = list(modules)
+        groups = inner.layer_groups()
+        self._kept = groups[: names.index(layer) + 1]
+        kept = {id(p) for g in self._kept for p in g.params}
+        for p in inner.parameters():  # after the cut: not trained, not counted as trainable
+            if id(p) not in kept:
+                p.requires_grad_(False)
+        if spec is None:
+            spec = copy.deepcopy(inner.spec)
+            spec.extra["cut"] = layer
+            spec.extra["inner_feature_dim"] = inner.spec.feature_dim
+            spec.name = f"{inner.spec.name}{CUT}{layer}"
+            spec.num_source_classes = 0
+            spec.extra.pop("has_source_head", None)
+            spec.feature_dim = self._probe_dim()
+        self.spec = spec
+        self.dropout = nn.Dropout(drop_rate)
+        self.classifier = nn.Linear(spec.feature_dim, num_classes)
+
+    @torch.no_grad()
+    def _probe_dim(self) -> int:
+        """The width of the pooled features at the cut, from a forward pass on dummy input."""
+        was = self.inner.training
+        self.inner.eval()
+        if self.inner.spec.modality == "text":
+            from headstart.data import from_texts
+
+            ds = self.inner.make_dataset(from_texts(["a", "b"], ["x", "y"]))
+            collate = self.inner.collate_fn()
+            items = [ds[0], ds[1]]
+            x = collate(items)[0] if collate is not None else torch.stack([i[0] for i in items])
+        else:
+            size = self.inner.spec.input_size
+            x = torch.zeros(2, 3, size, size)
+        dim = int(self.inner.embed_layers(x, [self.layer])[self.layer].shape[1])
+        self.inner.train(was)
+        return dim
+
+    def forward(self, x: Any) -> torch.Tensor:
+        emb = self.embed(x)
+        return self.classifier(self.dropout(emb.to(self.classifier.weight.dtype)))
+
+    def forward_features(self, x: Any) -> torch.Tensor:
+        return self.inner.layer_outputs(x, [self.layer])[self.layer]
+
+    def embed(self, x: Any) -> torch.Tensor:
+        return self.inner.embed_layers(x, [self.layer])[self.layer]
+
+    def head(self) -> nn.Module:
+        return self.classifier
+
+    def reset_head(self, num_classes: int) -> None:
+        device = self.classifier.weight.device
+        self.classifier = nn.Linear(self.spec.feature_dim, num_classes).to(device)
+
+    def layer_groups(self) -> list[LayerGroup]:
+        return [*self._kept, LayerGroup("head", list(self.classifier.parameters()))]
+
+    def layer_modules(self) -> dict[str, nn.Module]:
+        modules = self.inner.layer_modules()
+        return {g.name: modules[g.name] for g in self._kept}
+
+    def pool_layer(self, hidden: torch.Tensor, x: Any, module: nn.Module) -> torch.Tensor:
+        return self.inner.pool_layer(hidden, x, module)
+
+    def layer_outputs(self, x: Any, layers: list[str]) -> dict[str, torch.Tensor]:
+        return self.inner.layer_outputs(x, layers)
+
+    # -- preprocessing is the inner backbone's ---------------------------------------------
+    def make_dataset(self, samples: Any, train: bool = False, augment: str = "none") -> Any:
+        return self.inner.make_dataset(samples, train=train, augment=augment)
+
+    def collate_fn(self) -> Callable[[list[Any]], Any] | None:
+        return self.inner.collate_fn()
+
+    def batch_order(self, dataset: Any) -> list[int] | None:
+        return self.inner.batch_order(dataset)
+
+    def preprocess_id(self) -> str:
+        return f"{self.inner.preprocess_id()}:cut={self.layer}"
+
+    def save_assets(self, run_dir: Path) -> None:
+        self.inner.save_assets(run_dir)
+
+
+def inner_spec(spec: BackboneSpec) -> BackboneSpec:
+    """The spec of the whole backbone a cut one was made from (to rebuild a saved run)."""
+    inner = copy.deepcopy(spec)
+    inner.name = split_cut(spec.name)[0]
+    inner.feature_dim = int(inner.extra.pop("inner_feature_dim", spec.feature_dim))
+    inner.extra.pop("cut", None)
+    return inner
