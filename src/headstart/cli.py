@@ -18,6 +18,8 @@ from headstart.config import (
     BackboneConfig,
     CompareConfig,
     DataConfig,
+    EvalConfig,
+    RankConfig,
     RunConfig,
     StrategyConfig,
     TrainConfig,
@@ -434,6 +436,86 @@ def compare(
     options["patience"] = epochs  # the same training budget for every strategy
     base = _run_config(options, skip=(*COMPARE_ONLY, "out", "overwrite", "progress"))
     run_compare(base, spec, out, overwrite=overwrite, progress=progress, console=console)
+
+
+@app.command()
+def rank(
+    source: Annotated[str, typer.Argument(help=help_for(DataConfig, "source"))],
+    backbones: Annotated[
+        str | None, typer.Option("--backbones", help=help_for(RankConfig, "backbones"))
+    ] = None,
+    backbone: Annotated[
+        str | None, typer.Option("--backbone", "-b", help="One backbone (with --layers).")
+    ] = None,
+    layers: Annotated[str | None, _opt(RankConfig, "layers", "--layers")] = None,
+    scores: Annotated[
+        str, typer.Option("--scores", help=help_for(RankConfig, "scores"))
+    ] = ",".join(_d(RankConfig, "scores")),
+    score: Annotated[str, _opt(RankConfig, "score", "--score")] = _d(RankConfig, "score"),
+    max_per_class: Annotated[int | None, _opt(RankConfig, "max_per_class", "--max-per-class")] = (
+        _d(RankConfig, "max_per_class")
+    ),
+    seed: Annotated[int, _opt(RankConfig, "seed", "--seed")] = _d(RankConfig, "seed"),
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Folder for rank.json and report.html.")
+    ] = None,
+    text_col: Annotated[list[str] | None, _opt(DataConfig, "text_cols", "--text-col")] = None,
+    label_col: LABEL_COL_OPT = _d(DataConfig, "label_col"),
+    max_length: MAX_LENGTH_OPT = _d(DataConfig, "max_length"),
+    image_size: IMAGE_SIZE_OPT = _d(DataConfig, "image_size"),
+    skip_bad: SKIP_BAD_OPT = _d(DataConfig, "skip_bad"),
+    weights: WEIGHTS_OPT = _d(BackboneConfig, "weights"),
+    allow_download: ALLOW_DOWNLOAD_OPT = _d(BackboneConfig, "allow_download"),
+    pooling: POOLING_OPT = _d(BackboneConfig, "pooling"),
+    batch_size: Annotated[int, _opt(EvalConfig, "batch_size", "--batch-size")] = _d(
+        EvalConfig, "batch_size"
+    ),
+    device: DEVICE_OPT = _d(TrainConfig, "device"),
+    cache: Annotated[
+        bool, typer.Option("--cache/--no-cache", help="Reuse and store features on disk.")
+    ] = True,
+    progress: Annotated[
+        bool, typer.Option("--progress/--no-progress", help="Show progress bars.")
+    ] = True,
+) -> None:
+    """Rank pretrained backbones, or the layers of one, for a labelled dataset before any
+    training: transferability scores from cached features, with the seconds each took,
+    and the recommended candidate."""
+    from headstart.features import EmbeddingCache
+    from headstart.rank import print_ranking, run_rank
+
+    names = _csv_list(backbones, "backbones") if backbones else []
+    if backbone:
+        names.append(backbone)
+    rank_cfg = RankConfig(
+        backbones=names,
+        layers=layers,
+        scores=_csv_list(scores, "scores"),
+        score=score,
+        max_per_class=max_per_class,
+        seed=seed,
+    )
+    data_cfg = DataConfig(
+        source=source,
+        text_cols=text_col or None,
+        label_col=label_col,
+        max_length=max_length,
+        image_size=image_size,
+        skip_bad=skip_bad,
+    )
+    bcfg = BackboneConfig(weights=weights, allow_download=allow_download, pooling=pooling)
+    result = run_rank(
+        data_cfg,
+        rank_cfg,
+        out,
+        backbone_cfg=bcfg,
+        batch_size=batch_size,
+        device=device,
+        cache=EmbeddingCache(enabled=cache),
+        progress=progress,
+        console=console,
+    )
+    print_ranking(result, console, out)
 
 
 @app.command()

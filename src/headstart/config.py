@@ -236,6 +236,53 @@ class CompareConfig:
                 raise ConfigError(f"{name} in (0, 1)", repr(v), f"use e.g. {name}=0.05")
 
 
+RANDOM_PREFIX = "random:"
+
+
+@dataclass
+class RankConfig:
+    backbones: list[str] = _lf(  # noqa: RUF009 (a default_factory field)
+        [],
+        "Candidates to rank: backbone names; NAME@GROUP for the features after one layer "
+        f"group; {RANDOM_PREFIX}NAME for the architecture with random weights (a floor).",
+    )
+    layers: str | None = _f(
+        None,
+        "Rank the pooled features after layer groups of each backbone: all, or group names "
+        "separated by commas (see `headstart backbones NAME`).",
+    )
+    scores: list[str] = _lf(  # noqa: RUF009
+        ["logme", "leep", "nce", "hscore", "hscore-shrink", "knn", "linear"],
+        "Transferability scores to compute.",
+    )
+    score: str = _f("logme", "The score that picks the recommended candidate.")
+    max_per_class: int | None = _f(
+        100, "Score a stratified subsample of at most this many examples per class."
+    )
+    seed: int = _f(0, "Seed of the subsample and of randomly initialised candidates.")
+
+    def __post_init__(self) -> None:
+        if not self.backbones:
+            raise ConfigError(
+                "at least one candidate backbone",
+                "none",
+                "pass --backbones efficientnet_lite0,efficientnet_lite1 or --backbone NAME",
+            )
+        for name in ("backbones", "scores"):
+            values = getattr(self, name)
+            if len(set(values)) != len(values):
+                raise ConfigError(f"each of --{name} once", ", ".join(values), "remove repeats")
+        if not self.scores:
+            raise ConfigError("at least one score", "none", "pass e.g. --scores logme,knn")
+        if self.score not in self.scores:
+            raise ConfigError(
+                f"the recommending score among the scores computed ({', '.join(self.scores)})",
+                repr(self.score),
+                f"add {self.score} to --scores or pick --score from them",
+            )
+        _positive(self, "max_per_class")
+
+
 SECTIONS: dict[str, type] = {
     "data": DataConfig,
     "backbone": BackboneConfig,

@@ -44,7 +44,12 @@ from headstart.evaluation import (
     read_history,
     write_fit_report,
 )
-from headstart.features import EmbeddingCache, cache_key, compute_embeddings
+from headstart.features import (
+    EmbeddingCache,
+    cache_key,
+    calibrate_batchnorm,
+    compute_embeddings,
+)
 from headstart.heads import HEADS, fit_sklearn_head
 from headstart.runfolder import TEXT_SUFFIXES, save_config, save_model, write_json
 from headstart.strategies import ParamGroup, Strategy, apply_freeze, build_strategy
@@ -311,6 +316,12 @@ def fit(
     if resume and strategy.probe_first:
         console.print("[bold]resume[/]: the probe finished before the checkpoint; skipping it")
     elif strategy.frozen_backbone or strategy.probe_first:
+        if not bcfg.pretrained:  # random running statistics would skew the probe's features
+            n_bn = calibrate_batchnorm(
+                backbone, backbone.make_dataset(data.train), cfg.eval.batch_size, device, progress
+            )
+            if n_bn:
+                console.print(f"[bold]BatchNorm[/] statistics of {n_bn} random layers set on train")
         apply_freeze(backbone, strategy_groups_probe(backbone))
         params["probe"] = _log_params(console, backbone, "linear probe")
         history += _fit_head(cfg, backbone, emb, data, out, console)

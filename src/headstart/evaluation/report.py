@@ -628,3 +628,72 @@ def _f(v: Any) -> float:
 
 def _short(name: str, n: int = 18) -> str:
     return name if len(name) <= n else name[: n - 1] + "…"
+
+
+# -- the ranking page (headstart rank) ---------------------------------------------------------
+def rank_scores_svg(doc: dict[str, Any], salt: str = "rank") -> str:
+    """One panel per score: a bar per candidate (n/a left empty), the recommended one
+    highlighted."""
+    scores = list(doc["config"]["scores"])
+    rows = doc["rows"]
+    names = [r["candidate"] for r in rows]
+    ncol = min(3, len(scores))
+    nrow = -(-len(scores) // ncol)
+
+    def draw(fig: Any) -> None:
+        for i, s in enumerate(scores):
+            ax = fig.add_subplot(nrow, ncol, i + 1)
+            vals = [r["scores"].get(s) for r in rows]
+            colors = ["#2a9d8f" if n == doc["recommended"] else "#8d99ae" for n in names]
+            ys = np.arange(len(rows))
+            ax.barh(ys, [v if v is not None else 0.0 for v in vals], color=colors)
+            for yy, v in zip(ys, vals, strict=True):
+                if v is None:
+                    ax.text(0, yy, " n/a", va="center", fontsize=7, color="#666")
+            ax.set_yticks(ys, [_short(n, 26) for n in names] if i % ncol == 0 else [""] * len(ys))
+            ax.invert_yaxis()
+            ax.set_title(s + (" (recommends)" if s == doc["score"] else ""), fontsize=9)
+            ax.axvline(0, color="#333", lw=0.5)
+
+    height = max(2.2, 0.28 * len(rows) + 1.0) * nrow
+    return _svg(draw, (4.0 * ncol, height), salt)
+
+
+def rank_report_html(doc: dict[str, Any]) -> str:
+    """The ranking page: recommendation, the table of scores and seconds, the bar panels."""
+    scores = list(doc["config"]["scores"])
+    header = ["candidate", "features", "features (s)"] + [f"{s}" for s in scores]
+    key = doc["score"]
+    rows = []
+    for r in doc["rows"]:  # best first already
+        cells = [r["candidate"] + (" *" if r["candidate"] == doc["recommended"] else ""), r["dim"]]
+        cells.append(f"{r['feature_seconds']:.1f}" + (" (cached)" if r["cached"] else ""))
+        for s in scores:
+            v = r["scores"].get(s)
+            cells.append("n/a" if v is None else f"{v:.4g} ({r['seconds'][s]:.2f} s)")
+        rows.append(cells)
+    notes = sorted({n for r in doc["rows"] for n in r["notes"].values()})
+    rec = doc["recommended"]
+    sections = [
+        "<h2>Recommendation</h2>"
+        + (
+            f"<p><b>{html.escape(rec)}</b>: the highest {html.escape(key)} of "
+            f"{len(doc['rows'])} candidates, scored on {doc['n']} labelled examples "
+            f"({len(doc['classes'])} classes) in {doc['seconds']:.1f} s.</p>"
+            if rec
+            else f"<p>No candidate has a {html.escape(key)} score.</p>"
+        ),
+        "<h2>Scores</h2>",
+        _table(header, rows),
+        "".join(f'<p class="note">{html.escape(n)}</p>' for n in notes),
+        '<p class="note">Higher is better for every score. '
+        + "; ".join(f"{html.escape(s)}: {html.escape(h)}" for s, h in doc["scores"].items())
+        + ".</p>",
+        _figure(
+            "rank-scores",
+            "Scores by candidate",
+            rank_scores_svg(doc),
+            "Each panel is one score; the recommended candidate is highlighted.",
+        ),
+    ]
+    return _page(f"headstart rank: {doc['source']}", sections)

@@ -3,6 +3,7 @@
 from headstart.features.cache import (
     EmbeddingCache,
     cache_key,
+    calibrate_batchnorm,
     compute_embeddings,
     compute_layer_embeddings,
     default_cache_dir,
@@ -11,6 +12,7 @@ from headstart.features.cache import (
 __all__ = [
     "EmbeddingCache",
     "cache_key",
+    "calibrate_batchnorm",
     "compute_embeddings",
     "compute_layer_embeddings",
     "default_cache_dir",

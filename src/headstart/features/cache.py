@@ -154,3 +154,42 @@ class EmbeddingCache:
         emb = compute()
         self.store(key, emb)
         return emb
+
+
+@torch.no_grad()
+def calibrate_batchnorm(
+    backbone: Backbone,
+    dataset: Dataset[Any],
+    batch_size: int = 64,
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+) -> int:
+    """Set the running statistics of every BatchNorm layer to those of ``dataset``: one
+    pass in training mode, each layer's running mean and variance the average of its
+    batch statistics (exactly the data's mean when the batches are of equal size);
+    returns how many layers were set.
+
+    A randomly initialised network's running statistics (mean 0, variance 1) do not
+    describe its activations, so its features in evaluation mode are badly scaled, and a
+    head fitted on them fails once the layers normalise with batch statistics in training.
+    Calibrating first gives the random-features baseline a fair start."""
+    norms = [m for m in backbone.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return 0
+    was_training = backbone.training
+    momenta = [m.momentum for m in norms]
+    backbone.eval().to(device)
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # a cumulative moving average: the mean over all batches
+        m.train()
+    loader: DataLoader[Any] = DataLoader(
+        dataset, batch_size=batch_size, shuffle=False, collate_fn=backbone.collate_fn()
+    )
+    it = track(loader, description="BatchNorm statistics", transient=True) if progress else loader
+    for x, _ in it:
+        backbone.forward_features(to_device(x, device))
+    for m, momentum in zip(norms, momenta, strict=True):
+        m.momentum = momentum
+    backbone.train(was_training)
+    return len(norms)

@@ -1,0 +1,348 @@
+"""``headstart rank``: score candidate backbones (or their layers) on a labelled dataset
+before any training, from cached features, and recommend one.
+
+Every candidate embeds the same stratified subsample once (through the embedding cache);
+every score then works on those features in well under a second. A candidate is a
+backbone name, ``NAME@GROUP`` (the pooled features after one layer group) or
+``random:NAME`` (the architecture with random weights: the floor a pretrained candidate
+should clear)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from headstart.backbones import Backbone, TimmBackbone, create_backbone
+from headstart.backbones.cut import split_cut
+from headstart.config import RANDOM_PREFIX, BackboneConfig, DataConfig, RankConfig
+from headstart.data import TextSamples, data_fingerprint
+from headstart.errors import ConfigError
+from headstart.evaluation.report import rank_report_html
+from headstart.features import (
+    EmbeddingCache,
+    cache_key,
+    calibrate_batchnorm,
+    compute_embeddings,
+)
+from headstart.features.cache import compute_layer_embeddings
+from headstart.pipeline import (
+    DEFAULT_BACKBONES,
+    Samples,
+    _up_to_per_class,
+    check_samples,
+    load_source,
+)
+from headstart.runfolder import write_json
+from headstart.selection import SCORES, NotApplicable
+from headstart.training import resolve_device
+
+FORMAT_VERSION = 1
+
+
+@dataclass
+class Candidate:
+    """One row of the ranking: a backbone, at a layer group or at its final features."""
+
+    backbone: str
+    layer: str | None = None
+    pretrained: bool = True
+
+    @property
+    def name(self) -> str:
+        prefix = "" if self.pretrained else RANDOM_PREFIX
+        return f"{prefix}{self.backbone}" + (f"@{self.layer}" if self.layer else "")
+
+
+@dataclass
+class RankRow:
+    candidate: str
+    backbone: str
+    layer: str | None
+    pretrained: bool
+    dim: int = 0
+    feature_seconds: float = 0.0
+    cached: bool = False
+    scores: dict[str, float | None] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+    notes: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class RankResult:
+    rows: list[RankRow]
+    score: str
+    recommended: str | None
+    n: int
+    classes: list[str]
+    seconds: float
+    doc: dict[str, Any]
+
+
+def parse_candidate(text: str) -> Candidate:
+    pretrained = not text.startswith(RANDOM_PREFIX)
+    base, layer = split_cut(text.removeprefix(RANDOM_PREFIX))
+    if not base:
+        raise ConfigError("a backbone name", repr(text), "pass e.g. efficientnet_lite0")
+    return Candidate(base, layer or None, pretrained)
+
+
+def _layer_names(spec: str | None, backbone: Backbone) -> list[str]:
+    names = list(backbone.layer_modules())
+    if spec is None or spec.strip() == "all":
+        return names
+    asked = [s.strip() for s in spec.split(",") if s.strip()]
+    unknown = [a for a in asked if a not in names]
+    if unknown:
+        raise ConfigError(
+            f"layer groups of {backbone.spec.name} ({', '.join(names)})",
+            ", ".join(repr(u) for u in unknown),
+            "pass --layers all or names from that list",
+        )
+    return asked
+
+
+def subsample(samples: Samples, max_per_class: int | None, seed: int) -> Samples:
+    """The labelled examples, at most ``max_per_class`` of each class (stratified, seeded)."""
+    labels = np.asarray(samples.labels)
+    keep = np.flatnonzero(labels >= 0)
+    if max_per_class:
+        keep = keep[_up_to_per_class(labels[keep], max_per_class, seed)]
+    return samples.subset(keep)
+
+
+def _source_probs(backbone: Backbone, emb: torch.Tensor) -> np.ndarray | None:
+    """The source head's class probabilities for final embeddings (None without one)."""
+    state = (
+        getattr(backbone, "source_head_state", None) if isinstance(backbone, TimmBackbone) else None
+    )
+    if not state:
+        return None
+    weight = state.get("weight")
+    bias = state.get("bias")
+    if weight is None or weight.dim() != 2 or weight.shape[1] != emb.shape[1]:
+        return None
+    logits = emb.double() @ weight.double().T + (bias.double() if bias is not None else 0.0)
+    return torch.softmax(logits, 1).numpy()
+
+
+def _features(
+    backbone: Backbone,
+    samples: Samples,
+    layers: list[str | None],
+    cache: EmbeddingCache,
+    device: str,
+    batch_size: int,
+    progress: bool,
+) -> tuple[dict[str | None, torch.Tensor], bool]:
+    """Features of ``samples`` at each of ``layers`` (None: the final embedding), from the
+    cache where present and otherwise from at most two passes (final, and every layer)."""
+    fp = data_fingerprint(samples)
+    out: dict[str | None, torch.Tensor] = {}
+    missing: list[str | None] = []
+    for layer in layers:
+        got = cache.load(cache_key(backbone, fp, layer))
+        if got is not None:
+            out[layer] = got
+        else:
+            missing.append(layer)
+    if not missing:
+        return out, True
+    dataset = backbone.make_dataset(samples)
+    name = backbone.spec.name
+    if None in missing:
+        emb = compute_embeddings(
+            backbone, dataset, batch_size, device, progress, f"embedding {name}"
+        )
+        out[None] = emb
+        cache.store(cache_key(backbone, fp), emb)
+    named = [m for m in missing if m is not None]
+    if named:
+        got_layers = compute_layer_embeddings(
+            backbone, dataset, named, batch_size, device, progress, f"embedding {name} layers"
+        )
+        for layer in named:
+            out[layer] = got_layers[layer]
+            cache.store(cache_key(backbone, fp, layer), got_layers[layer])
+    return out, False
+
+
+def _score_row(
+    row: RankRow, x: np.ndarray, y: np.ndarray, probs: np.ndarray | None, scores: list[str]
+) -> None:
+    for name in scores:
+        scorer = SCORES.get(name)
+        t0 = time.perf_counter()
+        try:
+            row.scores[name] = scorer(x, y, probs)
+        except NotApplicable as e:
+            row.scores[name] = None
+            row.notes[name] = f"not applicable: {e}"
+        except (np.linalg.LinAlgError, ValueError, FloatingPointError) as e:
+            row.scores[name] = None
+            row.notes[name] = f"failed: {type(e).__name__}: {e}"
+        row.seconds[name] = time.perf_counter() - t0
+        value = row.scores[name]
+        if value is not None and not np.isfinite(value):
+            row.notes[name] = "failed: not a finite number"
+            row.scores[name] = None
+
+
+def order_rows(rows: list[RankRow], score: str) -> list[RankRow]:
+    """Best first by ``score``; candidates where it does not apply go last, in input order."""
+    return sorted(rows, key=lambda r: -(v if (v := r.scores.get(score)) is not None else -np.inf))
+
+
+def run_rank(
+    data_cfg: DataConfig,
+    rank_cfg: RankConfig,
+    out: Path | None = None,
+    *,
+    backbone_cfg: BackboneConfig | None = None,
+    batch_size: int = 64,
+    device: str = "auto",
+    cache: EmbeddingCache | None = None,
+    progress: bool = True,
+    console: Console | None = None,
+    samples: Samples | None = None,
+) -> RankResult:
+    """Rank ``rank_cfg.backbones`` on ``data_cfg.source`` (or ``samples``); write
+    ``rank.json`` and ``report.html`` to ``out`` when given."""
+    console = console or Console()
+    for name in rank_cfg.scores:
+        SCORES.get(name)  # unknown names fail before any work
+    start = time.perf_counter()
+    base_cfg = backbone_cfg or BackboneConfig()
+    cache = cache or EmbeddingCache()
+    device = resolve_device(device)
+    if samples is None:
+        samples = load_source(data_cfg.source, data_cfg)
+    samples, report = check_samples(samples, data_cfg, progress)
+    data = subsample(samples, rank_cfg.max_per_class, rank_cfg.seed)
+    y = np.asarray(data.labels)
+    counts = np.bincount(y, minlength=len(data.classes))
+    console.print(
+        f"[bold]data[/] {samples.name}: {report.summary()}; scoring {len(data)} examples "
+        f"(at most {rank_cfg.max_per_class} per class; fewest {counts.min()})"
+    )
+    if counts.min() < 2:
+        raise ConfigError(
+            "at least 2 examples of every class to rank with",
+            ", ".join(f"{c}: {n}" for c, n in zip(data.classes, counts, strict=True) if n < 2),
+            "add examples or drop those classes",
+        )
+    groups: dict[tuple[str, bool], list[Candidate]] = {}
+    modality = "text" if isinstance(data, TextSamples) else "image"
+    for text in rank_cfg.backbones:
+        c = parse_candidate(text)
+        if c.backbone == "auto":
+            c.backbone = DEFAULT_BACKBONES[modality]
+        groups.setdefault((c.backbone, c.pretrained), []).append(c)
+    rows: list[RankRow] = []
+    for (name, pretrained), cands in groups.items():
+        if not pretrained:
+            torch.manual_seed(rank_cfg.seed)
+        bcfg = BackboneConfig(
+            name=name,
+            pretrained=pretrained,
+            weights=base_cfg.weights if pretrained else None,
+            allow_download=base_cfg.allow_download,
+            pooling=base_cfg.pooling,
+        )
+        backbone = create_backbone(
+            bcfg, len(data.classes), data_cfg.image_size, data_cfg.max_length
+        )
+        if not pretrained:  # random weights: normalise with this data's statistics
+            calibrate_batchnorm(backbone, backbone.make_dataset(data), batch_size, device, progress)
+        wanted: list[Candidate] = []
+        for c in cands:
+            if c.layer is None and rank_cfg.layers is not None:
+                wanted += [
+                    Candidate(name, n, pretrained) for n in _layer_names(rank_cfg.layers, backbone)
+                ]
+            else:
+                if c.layer is not None:
+                    _layer_names(c.layer, backbone)
+                wanted.append(c)
+        t0 = time.perf_counter()
+        feats, cached = _features(
+            backbone,
+            data,
+            list(dict.fromkeys(c.layer for c in wanted)),
+            cache,
+            device,
+            batch_size,
+            progress,
+        )
+        seconds = time.perf_counter() - t0
+        probs = _source_probs(backbone, feats[None]) if None in feats else None
+        for c in wanted:
+            x = feats[c.layer].double().numpy()
+            row = RankRow(
+                c.name, c.backbone, c.layer, c.pretrained, int(x.shape[1]), seconds, cached
+            )
+            _score_row(row, x, y, probs if c.layer is None else None, rank_cfg.scores)
+            rows.append(row)
+            console.print(f"  scored {c.name} ({x.shape[1]} features)", highlight=False)
+        del backbone, feats
+    ordered = order_rows(rows, rank_cfg.score)
+    best = ordered[0] if ordered and ordered[0].scores.get(rank_cfg.score) is not None else None
+    elapsed = time.perf_counter() - start
+    doc = {
+        "format_version": FORMAT_VERSION,
+        "source": data_cfg.source or samples.name,
+        "n": len(data),
+        "classes": data.classes,
+        "per_class": {c: int(n) for c, n in zip(data.classes, counts, strict=True)},
+        "config": asdict(rank_cfg),
+        "score": rank_cfg.score,
+        "recommended": best.candidate if best else None,
+        "seconds": elapsed,
+        "scores": {s: SCORES.help(s) for s in rank_cfg.scores},
+        "rows": [asdict(r) for r in ordered],
+    }
+    recommended = best.candidate if best else None
+    result = RankResult(rows, rank_cfg.score, recommended, len(data), data.classes, elapsed, doc)
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        write_json(out / "rank.json", doc)
+        (out / "report.html").write_text(rank_report_html(doc), encoding="utf-8")
+    return result
+
+
+def print_ranking(result: RankResult, console: Console, out: Path | None = None) -> None:
+    """The ranking as a table: every score with the seconds it took, best first by the
+    recommending score."""
+    scores = list(result.doc["config"]["scores"])
+    table = Table(
+        title=f"Transferability ranking ({result.n} examples, by {result.score})",
+        caption="under each name: feature width and seconds to extract; under each score: "
+        "seconds to compute",
+    )
+    table.add_column("candidate", overflow="fold")
+    for s in scores:
+        table.add_column(s.replace("-", "-\n"), justify="right", no_wrap=True, min_width=6)
+    for r in order_rows(result.rows, result.score):
+        cells = []
+        for s in scores:
+            v = r.scores.get(s)
+            cells.append(f"{v:.3g}\n[dim]{r.seconds[s]:.2f}[/]" if v is not None else "[dim]n/a[/]")
+        mark = " [green]*[/]" if r.candidate == result.recommended else ""
+        feat = f"{r.dim}-d, {r.feature_seconds:.1f} s" + (" cached" if r.cached else "")
+        table.add_row(f"{r.candidate}{mark}\n[dim]{feat}[/]", *cells)
+    console.print(table)
+    reasons = {n.split(":", 1)[1].strip() for r in result.rows for n in r.notes.values()}
+    for reason in sorted(reasons):
+        console.print(f"  [dim]n/a: {reason}[/]")
+    if result.recommended:
+        console.print(f"[bold]recommended[/] {result.recommended} (highest {result.score})")
+    else:
+        console.print(f"[yellow]no recommendation[/]: {result.score} applies to no candidate")
+    if out is not None:
+        console.print(f"ranking written to {out / 'rank.json'} and {out / 'report.html'}")
