@@ -10,6 +10,7 @@ from headstart.config import (
     CompareConfig,
     DataConfig,
     EvalConfig,
+    RankConfig,
     RunConfig,
     StrategyConfig,
     TrainConfig,
@@ -17,6 +18,7 @@ from headstart.config import (
 from headstart.errors import HeadstartError
 from headstart.estimator import PretrainedEmbedder, TransferClassifier
 from headstart.pipeline import fit
+from headstart.rank import run_rank
 from headstart.runfolder import Predictor, load
 
 __version__ = "0.1.0"
@@ -29,6 +31,7 @@ __all__ = [
     "HeadstartError",
     "Predictor",
     "PretrainedEmbedder",
+    "RankConfig",
     "RunConfig",
     "StrategyConfig",
     "TrainConfig",
@@ -37,4 +40,5 @@ __all__ = [
     "fit",
     "load",
     "run_compare",
+    "run_rank",
 ]

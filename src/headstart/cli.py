@@ -539,6 +539,12 @@ def backbones(
         for i, g in enumerate(bb.layer_groups(), start=1):
             table.add_row(str(i), g.name, f"{g.numel:,}")
         console.print(table)
+        if len(bb.layer_groups()) > 1:
+            console.print(
+                f"Rank the features after each group: headstart rank DATA --backbone {name} "
+                f"--layers all. Cut the network after one: --backbone {name}@GROUP.",
+                highlight=False,
+            )
         return
     table = Table(title="Registered backbones (any timm architecture name works too)")
     rows = describe_backbones()

@@ -146,3 +146,21 @@ def test_class_names_with_dollar_signs_are_text_not_math():
     }
     assert "a$_$b" in per_class_f1_svg(metrics)  # drawn as written, no parse error
     assert "$x^2$" in confusion_svg(metrics)
+
+
+def test_rank_report_renders_its_figure(browser, image_folder, tmp_path):
+    from headstart.config import RankConfig
+    from headstart.rank import run_rank
+
+    out = tmp_path / "rank"
+    res = run_rank(
+        DataConfig(source=str(image_folder)),
+        RankConfig(backbones=["toy-efficientnet", "toy-efficientnet@blocks.2"]),
+        out,
+        progress=False,
+    )
+    page = out / "report.html"
+    _check(render(browser, page), page, ("rank-scores",))
+    html = page.read_text()
+    assert res.recommended is not None and f"<b>{res.recommended}</b>" in html
+    assert "not applicable" in html  # LEEP at an intermediate layer
