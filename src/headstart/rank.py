@@ -173,14 +173,30 @@ def _features(
     return out, False
 
 
+def _no_source_reason(row: RankRow, backbone: Backbone | None) -> str:
+    if row.layer is not None:
+        return f"{row.candidate} is an intermediate layer, below the source head"
+    if not row.pretrained:
+        return f"{row.candidate} has random weights, so no trained source head"
+    if backbone is not None and backbone.spec.modality == "text":
+        return f"{row.candidate} is a text encoder without a source classification head"
+    return f"{row.candidate} was loaded without its source classification head"
+
+
 def _score_row(
-    row: RankRow, x: np.ndarray, y: np.ndarray, probs: np.ndarray | None, scores: list[str]
+    row: RankRow,
+    x: np.ndarray,
+    y: np.ndarray,
+    probs: np.ndarray | None,
+    scores: list[str],
+    backbone: Backbone | None = None,
 ) -> None:
+    why = _no_source_reason(row, backbone)
     for name in scores:
         scorer = SCORES.get(name)
         t0 = time.perf_counter()
         try:
-            row.scores[name] = scorer(x, y, probs)
+            row.scores[name] = scorer(x, y, probs, why)
         except NotApplicable as e:
             row.scores[name] = None
             row.notes[name] = f"not applicable: {e}"
@@ -287,7 +303,7 @@ def run_rank(
             row = RankRow(
                 c.name, c.backbone, c.layer, c.pretrained, int(x.shape[1]), seconds, cached
             )
-            _score_row(row, x, y, probs if c.layer is None else None, rank_cfg.scores)
+            _score_row(row, x, y, probs if c.layer is None else None, rank_cfg.scores, backbone)
             rows.append(row)
             console.print(f"  scored {c.name} ({x.shape[1]} features)", highlight=False)
         del backbone, feats
@@ -337,9 +353,14 @@ def print_ranking(result: RankResult, console: Console, out: Path | None = None)
         feat = f"{r.dim}-d, {r.feature_seconds:.1f} s" + (" cached" if r.cached else "")
         table.add_row(f"{r.candidate}{mark}\n[dim]{feat}[/]", *cells)
     console.print(table)
-    reasons = {n.split(":", 1)[1].strip() for r in result.rows for n in r.notes.values()}
-    for reason in sorted(reasons):
-        console.print(f"  [dim]n/a: {reason}[/]")
+    for r in result.rows:
+        na = [n for n, note in r.notes.items() if note.startswith("not applicable")]
+        if na:
+            why = r.notes[na[0]].rpartition("; ")[2]
+            console.print(f"  [dim]n/a {', '.join(na)}: {why}[/]", highlight=False)
+        for name, note in r.notes.items():
+            if name not in na:
+                console.print(f"  [yellow]{r.candidate}, {name}[/]: {note}", highlight=False)
     if result.recommended:
         console.print(f"[bold]recommended[/] {result.recommended} (highest {result.score})")
     else:

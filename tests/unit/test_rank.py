@@ -83,7 +83,7 @@ def test_leep_is_not_applicable_without_a_source_head(image_folder):
     full, layer = (next(r for r in res.rows if r.layer == x) for x in (None, "blocks.2"))
     assert full.scores["leep"] is not None and full.scores["nce"] is not None  # source head
     assert layer.scores["leep"] is None
-    assert "not applicable" in layer.notes["leep"] and "no source head" in layer.notes["leep"]
+    assert "not applicable" in layer.notes["leep"] and "intermediate layer" in layer.notes["leep"]
 
 
 def test_text_candidates_have_no_source_head(tmp_path):
@@ -99,7 +99,7 @@ def test_text_candidates_have_no_source_head(tmp_path):
     )
     assert len(res.rows) == 2
     for r in res.rows:
-        assert r.scores["leep"] is None and "no source head" in r.notes["leep"]
+        assert r.scores["leep"] is None and "source head" in r.notes["leep"]
         assert r.scores["logme"] is not None and r.scores["knn"] is not None
 
 

@@ -102,7 +102,9 @@ def test_nce_is_mutual_information_minus_label_entropy():
 @pytest.mark.parametrize("name", ["leep", "nce"])
 def test_source_scores_say_not_applicable_without_a_source_head(name):
     x, y = _data()
-    with pytest.raises(NotApplicable, match="no source head"):
+    with pytest.raises(
+        NotApplicable, match="class probabilities; this candidate has no source head"
+    ):
         SCORES.get(name)(x, y, None)
 
 
@@ -144,3 +146,20 @@ def test_every_feature_score_prefers_signal_to_noise(name):
 def test_unknown_score_suggests_a_name():
     with pytest.raises(ValueError, match="logme"):
         SCORES.get("logmee")
+
+
+def test_shrunk_hscore_against_scikit_learns_ledoit_wolf():
+    from sklearn.covariance import LedoitWolf
+
+    x, y = _data(n=30, d=40, signal=1.0)  # fewer examples than dimensions
+    lw = LedoitWolf(assume_centered=True).fit(x - x.mean(0))
+    xc = x - x.mean(0)
+    means = np.stack([xc[y == c].mean(0) for c in range(3)])[y]
+    cov_g = means.T @ means / len(x)
+    expected = np.trace(np.linalg.inv(lw.covariance_) @ ((1 - lw.shrinkage_) * cov_g))
+    assert SCORES.get("hscore-shrink")(x, y) == pytest.approx(expected, rel=1e-6)
+    # the plain H-score is stuck at K - 1 here, whatever the features
+    assert SCORES.get("hscore")(x, y) == pytest.approx(2.0)
+    assert SCORES.get("hscore")(np.random.default_rng(1).normal(size=(30, 40)), y) == pytest.approx(
+        2.0
+    )

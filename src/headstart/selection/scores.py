@@ -51,12 +51,15 @@ class Scorer:
     paper: str = ""
 
     def __call__(
-        self, features: np.ndarray, labels: np.ndarray, source_probs: np.ndarray | None = None
+        self,
+        features: np.ndarray,
+        labels: np.ndarray,
+        source_probs: np.ndarray | None = None,
+        no_source_reason: str = "this candidate has no source head",
     ) -> float:
         if self.needs_source and source_probs is None:
             raise NotApplicable(
-                f"{self.name} needs the source task's class probabilities, and this candidate "
-                "has no source head (a text encoder, an intermediate layer or random weights)"
+                f"{self.name} needs the source task's class probabilities; {no_source_reason}"
             )
         return float(self.fn(np.asarray(features), np.asarray(labels), source_probs))
 
