@@ -99,7 +99,7 @@ def test_text_candidates_have_no_source_head(tmp_path):
     )
     assert len(res.rows) == 2
     for r in res.rows:
-        assert r.scores["leep"] is None and "source head" in r.notes["leep"]
+        assert r.scores["leep"] is None and "source" in r.notes["leep"].split("; ")[1]
         assert r.scores["logme"] is not None and r.scores["knn"] is not None
 
 
