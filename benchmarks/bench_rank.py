@@ -47,7 +47,6 @@ from headstart.data import from_texts, load_bundled, load_bundled_text, stratifi
 from headstart.features import EmbeddingCache
 from headstart.pipeline import Splits, _up_to_per_class, fit
 from headstart.rank import run_rank
-from headstart.selection import SCORES
 
 IMAGE_POOL = [
     "efficientnet_lite0",
@@ -222,6 +221,9 @@ def run(modality: str, seeds: int, out: Path, console: Console) -> None:
 
 
 def _tau(x: list[float], y: list[float]) -> tuple[float, float]:
+    """Kendall's tau and weighted tau; scores equal to 6 significant digits are ties (the
+    plain H-score of wide features is K - 1 up to rounding noise)."""
+    x = [float(f"{v:.6g}") for v in x]
     if len(x) < 3 or len(set(x)) < 2:
         return float("nan"), float("nan")
     return float(stats.kendalltau(x, y).statistic), float(stats.weightedtau(x, y).statistic)
@@ -236,9 +238,9 @@ def report(out: Path) -> str:
         names = [d for d, r in doc["rank"].items() if r["modality"] == modality]
         if not names:
             continue
-        scores = list(SCORES.names())
+        scores = list(doc["rank"][names[0]]["rows"][0]["scores"])  # the order they ran in
         lines += [f"## {modality.capitalize()} pool", ""]
-        taus: dict[str, list[tuple[float, float, int]]] = {s: [] for s in scores}
+        taus: dict[str, dict[str, tuple[float, float, int]]] = {s: {} for s in scores}
         for ds in names:
             r = doc["rank"][ds]
             acc: dict[str, float] = {}
@@ -280,15 +282,18 @@ def report(out: Path) -> str:
                 ]
                 if len(pairs) >= 3:
                     kt, wt = _tau([p[0] for p in pairs], [p[1] for p in pairs])
-                    taus[s].append((kt, wt, len(pairs)))
+                    taus[s][ds] = (kt, wt, len(pairs))
             all_fit = [x for v in fit_seconds.values() for x in v]
+            base = (IMAGE_POOL if modality == "image" else TEXT_POOL)[0]
             if all_fit:
                 lines += [
                     "",
                     f"Ranking all {len(r['rows'])} candidates (features from a cold cache, every "
                     f"score): **{r['seconds']:.1f} s**. Fine-tuning one candidate: median "
                     f"{statistics.median(all_fit):.0f} s, fastest {min(all_fit):.0f} s, slowest "
-                    f"{max(all_fit):.0f} s.",
+                    f"{max(all_fit):.0f} s; the whole {base} alone: "
+                    f"{statistics.mean(fit_seconds.get(base, [float('nan')])):.0f} s (mean of "
+                    "seeds).",
                 ]
             lines.append("")
         lines += [
@@ -304,9 +309,16 @@ def report(out: Path) -> str:
             if not vals:
                 lines.append(f"| {s} | " + " | ".join("n/a" for _ in names) + " | n/a | n/a |")
                 continue
-            cells = [f"{kt:+.2f} / {wt:+.2f} (n={n})" for kt, wt, n in vals]
-            mk = np.nanmean([v[0] for v in vals])
-            mw = np.nanmean([v[1] for v in vals])
+            cells = []
+            for ds in names:
+                if ds not in vals:
+                    cells.append("n/a")
+                    continue
+                kt, wt, n = vals[ds]
+                cells.append("constant" if np.isnan(kt) else f"{kt:+.2f} / {wt:+.2f} (n={n})")
+            # a constant score orders nothing: it counts as tau 0 in the means
+            mk = np.mean([0.0 if np.isnan(v[0]) else v[0] for v in vals.values()])
+            mw = np.mean([0.0 if np.isnan(v[1]) else v[1] for v in vals.values()])
             lines.append(f"| {s} | " + " | ".join(cells) + f" | {mk:+.2f} | {mw:+.2f} |")
         lines.append("")
     return "\n".join(lines)

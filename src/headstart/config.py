@@ -255,7 +255,11 @@ class RankConfig:
         ["logme", "leep", "nce", "hscore", "hscore-shrink", "knn", "linear"],
         "Transferability scores to compute.",
     )
-    score: str = _f("logme", "The score that picks the recommended candidate.")
+    score: str = _f(
+        "linear",
+        "The score that picks the recommended candidate (default: the cross-validated linear "
+        "probe, the score that agreed best with fine-tuned accuracy in benchmarks/bench_rank.py).",
+    )
     max_per_class: int | None = _f(
         100, "Score a stratified subsample of at most this many examples per class."
     )

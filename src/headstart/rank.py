@@ -218,7 +218,7 @@ def order_rows(rows: list[RankRow], score: str) -> list[RankRow]:
 def run_rank(
     data_cfg: DataConfig,
     rank_cfg: RankConfig,
-    out: Path | None = None,
+    out: str | Path | None = None,
     *,
     backbone_cfg: BackboneConfig | None = None,
     batch_size: int = 64,
@@ -231,6 +231,7 @@ def run_rank(
     """Rank ``rank_cfg.backbones`` on ``data_cfg.source`` (or ``samples``); write
     ``rank.json`` and ``report.html`` to ``out`` when given."""
     console = console or Console()
+    out = Path(out) if out is not None else None
     for name in rank_cfg.scores:
         SCORES.get(name)  # unknown names fail before any work
     start = time.perf_counter()
