@@ -127,32 +127,74 @@ class Backbone(nn.Module, ABC):
             head.bias.copy_(bias)
 
     # -- features after each layer group (ranking layers, cutting the network) ---------------
+    def dummy_batch(self) -> Any:
+        """A batch of two neutral inputs, for forward passes that only probe shapes."""
+        if self.spec.modality == "text":
+            from torch.utils.data import default_collate
+
+            from headstart.data import from_texts
+
+            ds = self.make_dataset(from_texts(["a", "b"], ["x", "y"]))
+            items = [ds[0], ds[1]]
+            collate = self.collate_fn() or default_collate
+            return collate(items)[0]
+        size = self.spec.input_size
+        return torch.zeros(2, 3, size, size)
+
     def layer_modules(self) -> dict[str, nn.Module]:
         """The module whose output ends each body layer group, by group name, input to
         output (the head excluded). Found from the parameters of each group: the deepest
-        module holding only that group's parameters and its last one."""
-        named = list(self.named_parameters())
-        name_of = {id(p): n for n, p in named}
-        out: dict[str, nn.Module] = {}
-        for group in self.layer_groups()[:-1]:
-            names = [name_of[id(p)] for p in group.params if id(p) in name_of]
-            if not names:
-                continue
-            out[group.name] = self.get_submodule(_ending_module(names, [n for n, _ in named]))
-        if not out:
-            raise BackboneError(
-                "a backbone whose body has layer groups to take features from",
-                f"{self.spec.name}, whose only trainable group is the head",
-                "rank its final features (leave out --layers), or pick a trainable backbone",
-            )
-        return out
+        module holding only that group's parameters and its last one. Groups whose module
+        does not run in ``forward_features`` (a norm inside the classifier block) are left
+        out: no features can be taken there."""
+        paths = self.__dict__.get("_layer_paths")  # computed once: names -> module paths
+        if paths is None:
+            named = list(self.named_parameters())
+            name_of = {id(p): n for n, p in named}
+            found: dict[str, str] = {}
+            for group in self.layer_groups()[:-1]:
+                names = [name_of[id(p)] for p in group.params if id(p) in name_of]
+                if names and group.name not in found:
+                    found[group.name] = _ending_module(names, [n for n, _ in named])
+            if not found:
+                raise BackboneError(
+                    "a backbone whose body has layer groups to take features from",
+                    f"{self.spec.name}, whose only trainable group is the head (a frozen graph)",
+                    "rank or train its final features: use the name alone, without --layers "
+                    "or @GROUP, or pick a PyTorch backbone",
+                )
+            modules = {n: self.get_submodule(path) for n, path in found.items()}
+            runs = self._modules_that_run(modules)
+            paths = {n: path for n, path in found.items() if n in runs}
+            self.__dict__["_layer_paths"] = paths
+        return {n: self.get_submodule(path) for n, path in paths.items()}
+
+    @torch.no_grad()
+    def _modules_that_run(self, modules: dict[str, nn.Module]) -> set[str]:
+        ran: set[str] = set()
+        handles = [
+            m.register_forward_hook(lambda *_a, name=n: ran.add(name)) for n, m in modules.items()
+        ]
+        was_training = self.training
+        device = next(self.parameters()).device
+        try:
+            self.eval()
+            self.forward_features(to_device(self.dummy_batch(), device))
+        finally:
+            for h in handles:
+                h.remove()
+            self.train(was_training)
+        return ran
 
     def pool_layer(self, hidden: torch.Tensor, x: Any, module: nn.Module) -> torch.Tensor:
         """A layer's output pooled to (N, C): the spatial mean of a (N, C, H, W) map, the
-        mean over tokens of a (N, L, C) sequence. A module whose ``output_fmt`` is
-        ``NHWC`` (timm's convention) has its map pooled over H and W all the same."""
+        mean over tokens of a (N, L, C) sequence. Maps are channels-last (N, H, W, C) where
+        the module, or else the whole model, declares ``output_fmt = "NHWC"`` (timm's
+        convention, e.g. Swin and MambaOut)."""
         if hidden.dim() == 4:
             fmt = getattr(module, "output_fmt", None)
+            if fmt is None:
+                fmt = getattr(getattr(self, "model", None), "output_fmt", None)
             if str(getattr(fmt, "value", fmt)) == "NHWC":
                 return hidden.mean((1, 2))
             return hidden.mean((2, 3))
@@ -167,9 +209,9 @@ class Backbone(nn.Module, ABC):
         unknown = [n for n in layers if n not in modules]
         if unknown:
             raise BackboneError(
-                f"layer groups of {self.spec.name} ({', '.join(modules)})",
+                f"layer groups of {self.spec.name} to take features from ({', '.join(modules)})",
                 ", ".join(repr(n) for n in unknown),
-                f"pass names from `headstart backbones {self.spec.name}`, or --layers all",
+                "use one of those names (`headstart backbones NAME` lists the groups)",
             )
         wanted = set(layers)
         last = max(wanted, key=list(modules).index)

@@ -46,14 +46,13 @@ class CutBackbone(Backbone):
             raise BackboneError(
                 f"a layer group of {inner.spec.name} to cut after ({', '.join(modules)})",
                 repr(layer),
-                f"write NAME@GROUP with a group from `headstart backbones {inner.spec.name}`",
+                f"write {inner.spec.name}@GROUP with one of those groups",
             )
         self.inner = inner
         self.layer = layer
         self.trainable_body = inner.trainable_body  # type: ignore[misc]
-        names = list(modules)
         groups = inner.layer_groups()
-        self._kept = groups[: names.index(layer) + 1]
+        self._kept = groups[: [g.name for g in groups].index(layer) + 1]
         kept = {id(p) for g in self._kept for p in g.params}
         for p in inner.parameters():  # after the cut: not trained, not counted as trainable
             if id(p) not in kept:
@@ -75,19 +74,11 @@ class CutBackbone(Backbone):
         """The width of the pooled features at the cut, from a forward pass on dummy input."""
         was = self.inner.training
         self.inner.eval()
-        if self.inner.spec.modality == "text":
-            from headstart.data import from_texts
-
-            ds = self.inner.make_dataset(from_texts(["a", "b"], ["x", "y"]))
-            collate = self.inner.collate_fn()
-            items = [ds[0], ds[1]]
-            x = collate(items)[0] if collate is not None else torch.stack([i[0] for i in items])
-        else:
-            size = self.inner.spec.input_size
-            x = torch.zeros(2, 3, size, size)
-        dim = int(self.inner.embed_layers(x, [self.layer])[self.layer].shape[1])
-        self.inner.train(was)
-        return dim
+        try:
+            x = self.inner.dummy_batch()
+            return int(self.inner.embed_layers(x, [self.layer])[self.layer].shape[1])
+        finally:
+            self.inner.train(was)
 
     def forward(self, x: Any) -> torch.Tensor:
         emb = self.embed(x)

@@ -31,6 +31,10 @@ def default_cache_dir() -> Path:
     return Path(base) / "headstart"
 
 
+#: how per-layer features are taken; a change here must change this string (new cache keys)
+LAYER_FEATURES = "v1:ending-module-output:mean-pooled(NCHW/NHWC spatial, tokens masked)"
+
+
 def cache_key(backbone: Backbone, data_fingerprint: str, layer: str | None = None) -> str | None:
     """The content address of a dataset's embeddings (after layer group ``layer``, or the
     final ones), or None when the weights are random."""
@@ -44,8 +48,8 @@ def cache_key(backbone: Backbone, data_fingerprint: str, layer: str | None = Non
         "preprocess": backbone.preprocess_id(),
         "data": data_fingerprint,
     }
-    if layer is not None:
-        parts["layer"] = layer
+    if layer is not None:  # features after a layer group, pooled as LAYER_FEATURES describes
+        parts["layer"] = f"{layer}:{LAYER_FEATURES}"
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
 
