@@ -252,7 +252,7 @@ class RankConfig:
         "separated by commas (see `headstart backbones NAME`).",
     )
     scores: list[str] = _lf(  # noqa: RUF009
-        ["logme", "leep", "nce", "hscore", "hscore-shrink", "knn", "linear"],
+        ["logme", "leep", "nce", "hscore", "hscore-shrink", "knn", "linear", "ridge"],
         "Transferability scores to compute.",
     )
     score: str = _f(

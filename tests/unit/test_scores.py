@@ -136,7 +136,7 @@ def test_linear_matches_a_cross_validated_probe():
     assert separable == 1.0
 
 
-@pytest.mark.parametrize("name", ["logme", "hscore", "knn", "linear"])
+@pytest.mark.parametrize("name", ["logme", "hscore", "hscore-shrink", "knn", "linear", "ridge"])
 def test_every_feature_score_prefers_signal_to_noise(name):
     informative = SCORES.get(name)(*_data(n=90, signal=1.5))
     random = SCORES.get(name)(*_data(n=90, signal=0.0))
@@ -163,3 +163,40 @@ def test_shrunk_hscore_against_scikit_learns_ledoit_wolf():
     assert SCORES.get("hscore")(np.random.default_rng(1).normal(size=(30, 40)), y) == pytest.approx(
         2.0
     )
+
+
+def test_linear_probe_ignores_numerically_dead_columns():
+    x, y = _data(n=90, d=10, signal=1.5)
+    dead = np.random.default_rng(5).normal(size=(90, 300)) * 1e-33  # a text encoder's dead dims
+    assert SCORES.get("linear")(np.hstack([x, dead]), y) == pytest.approx(
+        SCORES.get("linear")(x, y)
+    )
+
+
+def test_knn_in_blocks_equals_one_block(monkeypatch):
+    import headstart.selection.scores as sc
+
+    x, y = _data(n=70, signal=0.6)
+    whole = SCORES.get("knn")(x, y)
+    monkeypatch.setattr(sc, "KNN_BLOCK", 16)
+    assert SCORES.get("knn")(x, y) == whole
+
+
+def test_logme_of_several_columns_equals_each_column_alone():
+    x, y = _data(n=50, d=12)
+    onehot = np.eye(3)[y]
+    together, _, _ = logme_evidence(x, onehot)
+    alone = [logme_evidence(x, onehot[:, [k]])[0][0] for k in range(3)]
+    np.testing.assert_allclose(together, alone, rtol=1e-9)
+
+
+def test_ridge_matches_a_cross_validated_ridge_classifier():
+    from sklearn.linear_model import RidgeClassifierCV
+
+    from headstart.selection.scores import RIDGE_ALPHAS
+
+    x, y = _data(n=60, d=20, signal=0.5)
+    probe = make_pipeline(StandardScaler(), RidgeClassifierCV(alphas=RIDGE_ALPHAS))
+    cv = StratifiedKFold(5, shuffle=True, random_state=0)
+    assert SCORES.get("ridge")(x, y) == pytest.approx(cross_val_score(probe, x, y, cv=cv).mean())
+    assert SCORES.get("ridge")(*_data(signal=20.0)) == 1.0

@@ -15,6 +15,7 @@ import torch
 from sklearn.linear_model import LogisticRegression, RidgeClassifier
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import LinearSVC
+from threadpoolctl import threadpool_limits
 
 from headstart.registry import Registry
 
@@ -55,7 +56,10 @@ def fit_sklearn_head(
         scaler.scale_, SCALE_FLOOR * max(float(np.median(scaler.scale_)), 1e-12)
     )
     model = factory(c)
-    model.fit(scaler.transform(x), y)  # type: ignore[attr-defined]
+    # one BLAS thread: after a torch forward pass, torch's OpenMP threads and a
+    # multi-threaded BLAS contend for the cores and the solver runs many times slower
+    with threadpool_limits(limits=1, user_api="blas"):
+        model.fit(scaler.transform(x), y)  # type: ignore[attr-defined]
     coef = np.asarray(model.coef_, dtype=np.float64)  # type: ignore[attr-defined]
     intercept = np.asarray(model.intercept_, dtype=np.float64)  # type: ignore[attr-defined]
     classes = np.asarray(model.classes_)  # type: ignore[attr-defined]
