@@ -483,10 +483,13 @@ def rank(
     and the recommended candidate."""
     from headstart.features import EmbeddingCache
     from headstart.rank import print_ranking, run_rank
+    from headstart.selection import SCORES
 
     names = _csv_list(backbones, "backbones") if backbones else []
     if backbone:
         names.append(backbone)
+    for name in _csv_list(scores, "scores"):
+        SCORES.get(name)  # an unknown score is named as such, with suggestions
     rank_cfg = RankConfig(
         backbones=names,
         layers=layers,

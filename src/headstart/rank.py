@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from rich.console import Console
 from rich.table import Table
+from threadpoolctl import threadpool_limits
 
 from headstart.backbones import Backbone, TimmBackbone, create_backbone
 from headstart.backbones.cut import split_cut
@@ -93,17 +94,27 @@ def parse_candidate(text: str) -> Candidate:
     return Candidate(base, layer or None, pretrained)
 
 
-def _layer_names(spec: str | None, backbone: Backbone) -> list[str]:
+def _layer_names(spec: str, backbone: Backbone, cut: bool = False) -> list[str]:
+    """The layer groups ``spec`` names (``all``, or names separated by commas), checked
+    against the groups ``backbone`` can give features after. ``cut``: spec came from
+    ``NAME@GROUP`` rather than ``--layers``."""
     names = list(backbone.layer_modules())
-    if spec is None or spec.strip() == "all":
+    if spec.strip() == "all" and not cut:
         return names
     asked = [s.strip() for s in spec.split(",") if s.strip()]
+    fix = (
+        f"write {backbone.spec.name}@GROUP with one of those groups"
+        if cut
+        else "pass --layers all, or some of those names separated by commas"
+    )
+    if not asked:
+        raise ConfigError(f"layer group names ({', '.join(names)})", repr(spec), fix)
     unknown = [a for a in asked if a not in names]
     if unknown:
         raise ConfigError(
             f"layer groups of {backbone.spec.name} ({', '.join(names)})",
             ", ".join(repr(u) for u in unknown),
-            "pass --layers all or names from that list",
+            fix,
         )
     return asked
 
@@ -192,6 +203,21 @@ def _score_row(
     backbone: Backbone | None = None,
 ) -> None:
     why = _no_source_reason(row, backbone)
+    # one BLAS thread: right after a torch forward pass, torch's OpenMP threads and a
+    # multi-threaded BLAS fight over the cores (measured: the linear probe's 5 folds took
+    # 3.2 s with two BLAS threads, 0.2 s with one, on 2 cores)
+    with threadpool_limits(limits=1, user_api="blas"):
+        _score_each(row, x, y, probs, scores, why)
+
+
+def _score_each(
+    row: RankRow,
+    x: np.ndarray,
+    y: np.ndarray,
+    probs: np.ndarray | None,
+    scores: list[str],
+    why: str,
+) -> None:
     for name in scores:
         scorer = SCORES.get(name)
         t0 = time.perf_counter()
@@ -238,33 +264,31 @@ def run_rank(
     base_cfg = backbone_cfg or BackboneConfig()
     cache = cache or EmbeddingCache()
     device = resolve_device(device)
+    candidates: dict[str, Candidate] = {}
+    for text in rank_cfg.backbones:
+        c = parse_candidate(text)
+        candidates.setdefault(c.name, c)
     if samples is None:
         samples = load_source(data_cfg.source, data_cfg)
-    samples, report = check_samples(samples, data_cfg, progress)
-    data = subsample(samples, rank_cfg.max_per_class, rank_cfg.seed)
+    # the subsample first: only the examples that are scored get opened and checked
+    data, report = check_samples(
+        subsample(samples, rank_cfg.max_per_class, rank_cfg.seed), data_cfg, progress
+    )
     y = np.asarray(data.labels)
     counts = np.bincount(y, minlength=len(data.classes))
     console.print(
-        f"[bold]data[/] {samples.name}: {report.summary()}; scoring {len(data)} examples "
-        f"(at most {rank_cfg.max_per_class} per class; fewest {counts.min()})"
+        f"[bold]data[/] {samples.name}: {len(data)} examples to score (at most "
+        f"{rank_cfg.max_per_class} per class; fewest {counts.min()}): {report.summary()}"
     )
-    if counts.min() < 2:
-        raise ConfigError(
-            "at least 2 examples of every class to rank with",
-            ", ".join(f"{c}: {n}" for c, n in zip(data.classes, counts, strict=True) if n < 2),
-            "add examples or drop those classes",
-        )
-    groups: dict[tuple[str, bool], list[Candidate]] = {}
     modality = "text" if isinstance(data, TextSamples) else "image"
-    for text in rank_cfg.backbones:
-        c = parse_candidate(text)
+    groups: dict[tuple[str, bool], list[Candidate]] = {}
+    for c in candidates.values():
         if c.backbone == "auto":
             c.backbone = DEFAULT_BACKBONES[modality]
         groups.setdefault((c.backbone, c.pretrained), []).append(c)
-    rows: list[RankRow] = []
+    # every backbone built and every layer name checked before any feature is computed
+    jobs: list[tuple[Backbone, bool, list[Candidate]]] = []
     for (name, pretrained), cands in groups.items():
-        if not pretrained:
-            torch.manual_seed(rank_cfg.seed)
         bcfg = BackboneConfig(
             name=name,
             pretrained=pretrained,
@@ -272,22 +296,28 @@ def run_rank(
             allow_download=base_cfg.allow_download,
             pooling=base_cfg.pooling,
         )
-        backbone = create_backbone(
-            bcfg, len(data.classes), data_cfg.image_size, data_cfg.max_length
-        )
-        if not pretrained:  # random weights: normalise with this data's statistics
-            calibrate_batchnorm(backbone, backbone.make_dataset(data), batch_size, device, progress)
+        with torch.random.fork_rng(devices=[]):  # random weights from --seed, RNG untouched
+            torch.manual_seed(rank_cfg.seed)
+            backbone = create_backbone(
+                bcfg, len(data.classes), data_cfg.image_size, data_cfg.max_length
+            )
         wanted: list[Candidate] = []
         for c in cands:
             if c.layer is None and rank_cfg.layers is not None:
-                wanted += [
-                    Candidate(name, n, pretrained) for n in _layer_names(rank_cfg.layers, backbone)
-                ]
+                layers = _layer_names(rank_cfg.layers, backbone)
+                wanted += [Candidate(name, n, pretrained) for n in layers]
             else:
                 if c.layer is not None:
-                    _layer_names(c.layer, backbone)
+                    _layer_names(c.layer, backbone, cut=True)
                 wanted.append(c)
+        unique = list({c.name: c for c in wanted}.values())
+        jobs.append((backbone, pretrained, unique))
+    rows: list[RankRow] = []
+    while jobs:
+        backbone, pretrained, wanted = jobs.pop(0)
         t0 = time.perf_counter()
+        if not pretrained:  # random weights: normalise with this data's statistics
+            calibrate_batchnorm(backbone, backbone.make_dataset(data), batch_size, device, progress)
         feats, cached = _features(
             backbone,
             data,
@@ -339,8 +369,8 @@ def print_ranking(result: RankResult, console: Console, out: Path | None = None)
     scores = list(result.doc["config"]["scores"])
     table = Table(
         title=f"Transferability ranking ({result.n} examples, by {result.score})",
-        caption="under each name: feature width and seconds to extract; under each score: "
-        "seconds to compute",
+        caption="under each name: feature width and seconds to extract (one pass shared by a "
+        "backbone's layers); under each score: seconds to compute",
     )
     table.add_column("candidate", overflow="fold")
     for s in scores:

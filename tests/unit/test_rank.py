@@ -33,11 +33,11 @@ QUIET = Console(quiet=True)
 runner = CliRunner()
 
 
-def _rank(source, *backbones, cache=None, **kw):
+def _rank(source, *backbones, cache=None, out=None, **kw):
     return run_rank(
         DataConfig(source=str(source)),
         RankConfig(backbones=list(backbones), **kw),
-        kw.pop("out", None),
+        out,
         cache=cache or EmbeddingCache(enabled=False),
         progress=False,
         console=QUIET,
@@ -98,8 +98,10 @@ def test_text_candidates_have_no_source_head(tmp_path):
         cache=EmbeddingCache(enabled=False),
     )
     assert len(res.rows) == 2
+    reasons = {r.candidate: r.notes["leep"].split("; ")[1] for r in res.rows}
+    assert reasons["toy-bert"] == "toy-bert is a text encoder without a source classification head"
+    assert "intermediate layer" in reasons["toy-bert@layer.0"]
     for r in res.rows:
-        assert r.scores["leep"] is None and "source" in r.notes["leep"].split("; ")[1]
         assert r.scores["logme"] is not None and r.scores["knn"] is not None
 
 
@@ -234,3 +236,63 @@ def test_cli_rank_prints_the_table_and_the_recommendation(image_folder, tmp_path
         ],
     )
     assert isinstance(bad.exception, HeadstartError) and "logme" in str(bad.exception)
+
+
+@pytest.mark.parametrize(
+    ("arch", "size", "widths"),
+    [
+        ("swin_tiny_patch4_window7_224", 224, [96, 96, 192, 384, 768, 768]),  # NHWC stages
+        ("test_mambaout", 64, [16, 16, 32, 48, 64]),  # channels-last throughout
+        ("test_convnext", 64, [24, 24, 32, 48, 64]),  # a norm inside the classifier block
+    ],
+)
+def test_layer_features_are_channel_means_on_other_layouts(arch, size, widths):
+    bb = create_backbone(BackboneConfig(name=arch, pretrained=False), 3, image_size=size).eval()
+    modules = bb.layer_modules()
+    assert "head" not in modules  # a group that only runs in forward_head is not offered
+    feats = bb.embed_layers(torch.randn(2, 3, size, size), list(modules))
+    assert [f.shape[1] for f in feats.values()] == widths
+
+
+def test_a_group_outside_forward_features_is_a_clear_error():
+    bb = create_backbone(BackboneConfig(name="mobilenetv3_small_100", pretrained=False), 3, 64)
+    assert "conv_head" not in " ".join(bb.layer_modules())
+    with pytest.raises(HeadstartError, match="conv_head"):
+        CutBackbone(bb, "conv_head", 3)
+
+
+def test_cached_layer_features_equal_fresh_ones(image_folder, tmp_path):
+    cache = EmbeddingCache(tmp_path / "cache")
+    first = _rank(image_folder, "toy-efficientnet", layers="blocks.1,blocks.3", cache=cache)
+    again = _rank(image_folder, "toy-efficientnet", layers="blocks.1,blocks.3", cache=cache)
+    assert not first.rows[0].cached and all(r.cached for r in again.rows)
+    assert cache.hits == 2  # one entry per layer
+    for a, b in zip(first.rows, again.rows, strict=True):
+        assert a.candidate == b.candidate and a.scores == b.scores
+    # the two layers are stored apart (and apart from the final embedding)
+    assert len(list((tmp_path / "cache" / "embeddings").glob("*.safetensors"))) == 2
+
+
+def test_every_candidate_is_checked_before_any_features(image_folder, monkeypatch):
+    import headstart.rank as rank_mod
+
+    computed = []
+    monkeypatch.setattr(rank_mod, "_features", lambda *a, **k: computed.append(a) or ({}, False))
+    with pytest.raises(HeadstartError, match="toy-efficientnet@GROUP"):
+        _rank(image_folder, "toy-resnet", "toy-efficientnet@nope")
+    with pytest.raises(HeadstartError, match="layer group names"):
+        _rank(image_folder, "toy-resnet", layers=" , ")
+    assert computed == []
+
+
+def test_repeated_candidates_give_one_row(image_folder):
+    res = _rank(
+        image_folder,
+        "toy-efficientnet",
+        "toy-efficientnet@blocks.2",
+        layers="all",
+        scores=["knn"],
+        score="knn",
+    )
+    names = [r.candidate for r in res.rows]
+    assert len(names) == len(set(names)) == 6

@@ -672,7 +672,7 @@ def rank_report_html(doc: dict[str, Any]) -> str:
             v = r["scores"].get(s)
             cells.append("n/a" if v is None else f"{v:.4g} ({r['seconds'][s]:.2f} s)")
         rows.append(cells)
-    notes = sorted({n for r in doc["rows"] for n in r["notes"].values()})
+    notes = [f"{r['candidate']}, {k}: {n}" for r in doc["rows"] for k, n in r["notes"].items()]
     rec = doc["recommended"]
     sections = [
         "<h2>Recommendation</h2>"
