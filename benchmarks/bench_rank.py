@@ -160,6 +160,21 @@ def _save(path: Path, doc: dict[str, Any]) -> None:
     tmp.replace(path)
 
 
+def _timed_fit(cfg: RunConfig, data: Splits) -> tuple[Any, float]:
+    """One fine-tuning run in a throwaway folder, without the embedding cache; its seconds."""
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory() as run_dir:
+        result = fit(
+            cfg,
+            Path(run_dir) / "run",
+            data=data,
+            progress=False,
+            console=Console(quiet=True),
+            cache=EmbeddingCache(enabled=False),
+        )
+    return result, time.perf_counter() - t0
+
+
 def run(modality: str, seeds: int, out: Path, console: Console) -> None:
     pool = IMAGE_POOL if modality == "image" else TEXT_POOL
     sets = image_datasets() if modality == "image" else text_datasets()
@@ -184,18 +199,7 @@ def run(modality: str, seeds: int, out: Path, console: Console) -> None:
                 seconds = time.perf_counter() - t0
             # the whole first candidate fine-tuned once right after, same process and threads:
             # the like-for-like cost that ranking all candidates is compared with
-            cfg = _fit_config(pool[0], modality, 0)
-            t0 = time.perf_counter()
-            with tempfile.TemporaryDirectory() as run_dir:
-                fit(
-                    cfg,
-                    Path(run_dir) / "run",
-                    data=data,
-                    progress=False,
-                    console=quiet,
-                    cache=EmbeddingCache(enabled=False),
-                )
-            base_seconds = time.perf_counter() - t0
+            _, base_seconds = _timed_fit(_fit_config(pool[0], modality, 0), data)
             doc["rank"][ds_name] = {
                 "modality": modality,
                 "seconds": seconds,
@@ -213,17 +217,7 @@ def run(modality: str, seeds: int, out: Path, console: Console) -> None:
                 if key in doc["fit"]:
                     continue
                 cfg = _fit_config(cand, modality, seed)
-                t0 = time.perf_counter()
-                with tempfile.TemporaryDirectory() as run_dir:
-                    r = fit(
-                        cfg,
-                        Path(run_dir) / "run",
-                        data=data,
-                        progress=False,
-                        console=quiet,
-                        cache=EmbeddingCache(enabled=False),
-                    )
-                seconds = time.perf_counter() - t0
+                r, seconds = _timed_fit(cfg, data)
                 acc = float(r.metrics["test"]["accuracy"])
                 doc = _load(results_path)
                 doc["fit"][key] = {
