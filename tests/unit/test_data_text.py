@@ -329,3 +329,14 @@ def test_drug_reviews() -> None:
     assert resolve_texts("drug-reviews:test").name == "drug-reviews[test]"
     _, report = preflight_text(train)
     assert report.n_skipped == 0 and sum(report.class_counts.values()) == 600
+
+
+def test_drug_reviews_split_by_condition_is_a_shifted_pair():
+    from headstart.data import load_bundled_text, resolve_texts
+
+    source = load_bundled_text("drug-reviews", "birth-control")
+    target = resolve_texts("drug-reviews:other-conditions")
+    assert len(source) + len(target) == len(load_bundled_text("drug-reviews", "all")) == 979
+    assert set(source.extra["condition"]) == {"Birth Control"}
+    assert "Birth Control" not in set(target.extra["condition"])
+    assert source.classes == target.classes == ["negative", "neutral", "positive"]

