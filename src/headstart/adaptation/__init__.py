@@ -9,8 +9,12 @@ from headstart.adaptation.losses import (
     mmd_loss,
     proxy_a_distance,
 )
+from headstart.adaptation.methods import METHODS, AdaptationMethod, TargetStream, without_labels
 
 __all__ = [
+    "METHODS",
+    "AdaptationMethod",
+    "TargetStream",
     "cdan_features",
     "coral_loss",
     "dann_coefficient",
@@ -18,4 +22,5 @@ __all__ = [
     "grad_reverse",
     "mmd_loss",
     "proxy_a_distance",
+    "without_labels",
 ]

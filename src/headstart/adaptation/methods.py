@@ -1,0 +1,274 @@
+"""Domain adaptation methods as strategies of the one training loop.
+
+Each method is a fine-tuning strategy plus an unsupervised term on the target domain,
+added through ``Strategy.extra_loss``: for every labelled source batch the loop trains on,
+the method draws a batch of unlabelled target inputs, runs the backbone on it, and
+returns its adaptation loss. The features both domains produce are caught by a forward
+pre-hook on the backbone's head (the pooled embedding the head sees), so no method needs
+a second code path through the model. Progress (for DANN's warm-up) counts these calls.
+
+The target inputs come from :class:`TargetStream`, built from samples whose labels were
+removed (:func:`without_labels`): no method can see a target label.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+from torch.utils.data import DataLoader, Dataset
+
+from headstart.adaptation.losses import (
+    cdan_features,
+    coral_loss,
+    dann_coefficient,
+    grad_reverse,
+    mmd_loss,
+)
+from headstart.backbones import Backbone
+from headstart.backbones.base import to_device
+from headstart.config import StrategyConfig
+from headstart.errors import ConfigError
+from headstart.registry import Registry
+from headstart.strategies import ParamGroup
+from headstart.strategies.builtin import Finetune
+
+
+def without_labels(samples: Any) -> Any:
+    """A copy of image or text samples with every label replaced by -1 (unlabelled)."""
+    return replace(samples, labels=np.full(len(samples), -1, dtype=np.int64))
+
+
+class TargetStream:
+    """Endless reshuffled batches of target inputs; labels, if any, are dropped."""
+
+    def __init__(
+        self,
+        dataset: Dataset[Any],
+        batch_size: int,
+        collate: Callable[[list[Any]], Any] | None = None,
+        seed: int = 0,
+    ) -> None:
+        generator = torch.Generator().manual_seed(seed)
+        self.loader: DataLoader[Any] = DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=True,
+            drop_last=len(dataset) > batch_size,  # type: ignore[arg-type]
+            collate_fn=collate,
+            generator=generator,
+        )
+        self._it: Iterator[Any] | None = None
+
+    def next(self, device: str | torch.device) -> Any:
+        if self._it is not None:
+            try:
+                return to_device(next(self._it)[0], device)
+            except StopIteration:
+                pass
+        self._it = iter(self.loader)
+        return to_device(next(self._it)[0], device)
+
+
+class AdaptationMethod(Finetune):
+    """Fine-tuning plus ``weight`` x an unsupervised source-target term. Call
+    :meth:`attach` before training."""
+
+    name = "adaptation"
+    #: the weight of the adaptation term
+    weight: float = 1.0
+
+    def __init__(self, cfg: StrategyConfig, arg: str | None = None) -> None:
+        super().__init__(cfg, arg)
+        self.backbone: Backbone | None = None
+        self.target: TargetStream | None = None
+        self.total_steps = 1
+        self.step = 0
+        self._caught: list[torch.Tensor] = []
+        self._hook: Any = None
+
+    def attach(
+        self, backbone: Backbone, target: TargetStream, total_steps: int, num_classes: int
+    ) -> None:
+        self.backbone, self.target = backbone, target
+        self.total_steps = max(1, int(total_steps))
+        if self._hook is not None:
+            self._hook.remove()
+        self._hook = backbone.head().register_forward_pre_hook(self._catch)
+        self.build(backbone.spec.feature_dim, num_classes)
+
+    def detach(self) -> None:
+        """Remove the hook on the head (the trained model is a plain classifier again)."""
+        if self._hook is not None:
+            self._hook.remove()
+            self._hook = None
+
+    def _catch(self, _module: nn.Module, inputs: tuple[Any, ...]) -> None:
+        self._caught.append(inputs[0])
+
+    def build(self, feature_dim: int, num_classes: int) -> None:
+        """Create the method's own modules (a domain discriminator), if any."""
+
+    def own_modules(self) -> list[nn.Module]:
+        return []
+
+    def param_groups(self, backbone: Backbone) -> list[ParamGroup]:
+        groups = super().param_groups(backbone)
+        own = [p for m in self.own_modules() for p in m.parameters()]
+        if own:
+            groups.append(ParamGroup("domain-discriminator", own, True, 1.0))
+        return groups
+
+    def progress(self) -> float:
+        return min(1.0, self.step / self.total_steps)
+
+    def extra_loss(self, batch: Any, outputs: torch.Tensor) -> torch.Tensor | None:
+        if self.backbone is None or self.target is None:
+            raise ConfigError(
+                f"target-domain data attached to the {self.name} method",
+                "none",
+                "train it through `headstart adapt` (or call attach() with a TargetStream)",
+            )
+        if not self._caught:
+            raise ConfigError(
+                "the source features caught at the backbone's head",
+                "none (the head did not run)",
+                "use a backbone whose forward pass goes through its head()",
+            )
+        f_s = self._caught[-1]
+        self._caught.clear()
+        logits_t = self.backbone(self.target.next(outputs.device))
+        f_t = self._caught[-1]
+        self._caught.clear()
+        self.step += 1
+        return self.weight * self.loss(f_s.float(), f_t.float(), outputs.float(), logits_t.float())
+
+    def loss(
+        self, f_s: torch.Tensor, f_t: torch.Tensor, logits_s: torch.Tensor, logits_t: torch.Tensor
+    ) -> torch.Tensor:
+        raise NotImplementedError
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "step": self.step}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.step = int(state.get("step", 0))
+
+
+def _discriminator(dim: int, hidden: int = 256) -> nn.Module:
+    """The domain classifier of DANN: two hidden layers with ReLU and dropout."""
+    return nn.Sequential(
+        nn.Linear(dim, hidden),
+        nn.ReLU(),
+        nn.Dropout(0.5),
+        nn.Linear(hidden, hidden),
+        nn.ReLU(),
+        nn.Dropout(0.5),
+        nn.Linear(hidden, 1),
+    )
+
+
+def _domain_bce(disc: nn.Module, z_s: torch.Tensor, z_t: torch.Tensor) -> torch.Tensor:
+    disc.to(z_s.device)
+    d = disc(torch.cat([z_s, z_t])).squeeze(1)
+    labels = torch.cat([torch.ones(len(z_s)), torch.zeros(len(z_t))]).to(d.device)
+    return F.binary_cross_entropy_with_logits(d, labels)
+
+
+class DANN(AdaptationMethod):
+    """Domain-adversarial training (Ganin & Lempitsky 2015): a domain classifier on the
+    features behind a gradient reversal layer whose coefficient warms up from 0 to 1."""
+
+    name = "dann"
+
+    def build(self, feature_dim: int, num_classes: int) -> None:
+        self.disc = _discriminator(feature_dim)
+
+    def own_modules(self) -> list[nn.Module]:
+        return [self.disc] if hasattr(self, "disc") else []
+
+    def loss(
+        self, f_s: torch.Tensor, f_t: torch.Tensor, logits_s: torch.Tensor, logits_t: torch.Tensor
+    ) -> torch.Tensor:
+        coeff = dann_coefficient(self.progress())
+        return _domain_bce(self.disc, grad_reverse(f_s, coeff), grad_reverse(f_t, coeff))
+
+
+#: above this many dimensions CDAN's outer product is replaced by its randomised version
+CDAN_MAX_DIM = 4096
+CDAN_RANDOM_DIM = 1024
+
+
+class CDAN(DANN):
+    """Conditional adversarial adaptation (Long et al. 2018): the domain classifier sees
+    the outer product of features and (detached) class probabilities, or its randomised
+    multilinear version ``(R_f f) * (R_g g) / sqrt(d)`` when the product is too wide."""
+
+    name = "cdan"
+
+    def build(self, feature_dim: int, num_classes: int) -> None:
+        self.random: tuple[torch.Tensor, torch.Tensor] | None = None
+        dim = feature_dim * num_classes
+        if dim > CDAN_MAX_DIM:
+            gen = torch.Generator().manual_seed(0)
+            self.random = (
+                torch.randn(feature_dim, CDAN_RANDOM_DIM, generator=gen),
+                torch.randn(num_classes, CDAN_RANDOM_DIM, generator=gen),
+            )
+            dim = CDAN_RANDOM_DIM
+        self.disc = _discriminator(dim)
+
+    def _condition(self, f: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        g = torch.softmax(logits, 1).detach()
+        if self.random is None:
+            return cdan_features(f, g)
+        r_f, r_g = (r.to(f.device) for r in self.random)
+        return (f @ r_f) * (g @ r_g) / math.sqrt(CDAN_RANDOM_DIM)
+
+    def loss(
+        self, f_s: torch.Tensor, f_t: torch.Tensor, logits_s: torch.Tensor, logits_t: torch.Tensor
+    ) -> torch.Tensor:
+        coeff = dann_coefficient(self.progress())
+        z_s = grad_reverse(self._condition(f_s, logits_s), coeff)
+        z_t = grad_reverse(self._condition(f_t, logits_t), coeff)
+        return _domain_bce(self.disc, z_s, z_t)
+
+
+class CORAL(AdaptationMethod):
+    """Deep CORAL (Sun & Saenko 2016): match the second-order statistics of the features."""
+
+    name = "coral"
+
+    def loss(
+        self, f_s: torch.Tensor, f_t: torch.Tensor, logits_s: torch.Tensor, logits_t: torch.Tensor
+    ) -> torch.Tensor:
+        return coral_loss(f_s, f_t)
+
+
+class MMD(AdaptationMethod):
+    """Maximum mean discrepancy with a multi-bandwidth Gaussian kernel (DAN, Long et al.
+    2015) between the source and target features."""
+
+    name = "mmd"
+
+    def loss(
+        self, f_s: torch.Tensor, f_t: torch.Tensor, logits_s: torch.Tensor, logits_t: torch.Tensor
+    ) -> torch.Tensor:
+        return mmd_loss(f_s, f_t)
+
+
+METHODS: Registry[type[AdaptationMethod]] = Registry("adaptation method")
+for _cls, _help in (
+    (DANN, "domain classifier behind gradient reversal (Ganin & Lempitsky 2015)"),
+    (CDAN, "domain classifier conditioned on class probabilities (Long et al. 2018)"),
+    (CORAL, "align feature covariances (Sun & Saenko 2016)"),
+    (MMD, "minimise the multi-kernel MMD between domains (Long et al. 2015)"),
+):
+    METHODS.add(_cls.name, _cls, _help)

@@ -1,0 +1,153 @@
+"""Adaptation methods inside the one training loop, on a toy backbone over 2-D points:
+two moons, the target rotated by 35 degrees (the answer is known: the same moons)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from sklearn.datasets import make_moons
+from torch import nn
+from torch.utils.data import TensorDataset
+
+from headstart.adaptation.methods import METHODS, TargetStream, without_labels
+from headstart.backbones.base import Backbone, BackboneSpec, LayerGroup
+from headstart.config import StrategyConfig, TrainConfig
+from headstart.data import from_arrays
+from headstart.errors import ConfigError
+from headstart.strategies.builtin import Finetune
+from headstart.training import Trainer
+
+
+class PointNet(Backbone):
+    """A two-layer MLP on 2-D points with a linear head: the smallest Backbone."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.spec = BackboneSpec(
+            name="points", arch="mlp", feature_dim=16, weights="toy", weights_sha256="toy"
+        )
+        self.body = nn.Sequential(nn.Linear(2, 32), nn.ReLU(), nn.Linear(32, 16), nn.ReLU())
+        self.fc = nn.Linear(16, 2)
+
+    def forward(self, x):
+        return self.fc(self.embed(x))
+
+    def forward_features(self, x):
+        return self.body(x)
+
+    def embed(self, x):
+        return self.body(x)
+
+    def head(self):
+        return self.fc
+
+    def reset_head(self, num_classes):
+        self.fc = nn.Linear(16, num_classes)
+
+    def layer_groups(self):
+        return [
+            LayerGroup("body", list(self.body.parameters())),
+            LayerGroup("head", list(self.fc.parameters())),
+        ]
+
+    def make_dataset(self, samples, train=False, augment="none"):
+        raise NotImplementedError
+
+
+def _moons(n: int, seed: int, angle: float = 0.0):
+    x, y = make_moons(n, noise=0.1, random_state=seed)
+    x = (x - x.mean(0)) / x.std(0)
+    a = np.deg2rad(angle)
+    rot = np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
+    return torch.tensor(x @ rot.T, dtype=torch.float32), y
+
+
+EPOCHS, BATCH = 100, 32
+
+
+def _train(method: str, seed: int, epochs: int = EPOCHS) -> tuple[float, Finetune]:
+    xs, ys = _moons(300, 2 * seed)
+    xt, yt = _moons(300, 2 * seed + 1, angle=35.0)
+    torch.manual_seed(seed)
+    model = PointNet()
+    cfg = StrategyConfig(backbone_lr_scale=1.0)
+    strategy = Finetune(cfg) if method == "source-only" else METHODS.get(method)(cfg)
+    if method != "source-only":
+        unlabelled = TensorDataset(xt, torch.full((len(xt),), -1))
+        steps = epochs * (len(xs) // BATCH)
+        strategy.attach(model, TargetStream(unlabelled, BATCH, seed=seed), steps, 2)
+    train = TrainConfig(
+        epochs=epochs, batch_size=BATCH, lr=1e-2, patience=epochs, seed=seed,
+        label_smoothing=0.0, warmup_fraction=0.0, weight_decay=0.0, checkpoint=False,
+    )  # fmt: skip
+    Trainer(train).fit(
+        model, strategy.param_groups(model), TensorDataset(xs, torch.tensor(ys)), None, strategy
+    )
+    model.eval()
+    with torch.no_grad():
+        return float((model(xt).argmax(1).numpy() == yt).mean()), strategy
+
+
+def test_adversarial_adaptation_beats_source_only_on_rotated_moons():
+    seeds = range(4)
+    source_only = np.mean([_train("source-only", s)[0] for s in seeds])
+    assert source_only < 0.9  # the rotation costs the source model accuracy
+    for method in ("dann", "cdan"):
+        adapted = np.mean([_train(method, s)[0] for s in seeds])
+        assert adapted > source_only + 0.02, (method, adapted, source_only)
+
+
+@pytest.mark.parametrize("method", ["coral", "mmd"])
+def test_discrepancy_methods_add_their_term_every_step(method):
+    acc, strategy = _train(method, 0, epochs=3)
+    assert 0.0 <= acc <= 1.0
+    assert strategy.step == strategy.total_steps == 3 * (300 // BATCH)
+
+
+def test_dann_warm_up_follows_the_steps_and_its_discriminator_trains():
+    model = PointNet()
+    dann = METHODS.get("dann")(StrategyConfig())
+    xt, _ = _moons(64, 1, 35.0)
+    dann.attach(
+        model, TargetStream(TensorDataset(xt, torch.zeros(64)), 16), total_steps=10, num_classes=2
+    )
+    groups = dann.param_groups(model)
+    assert groups[-1].name == "domain-discriminator" and groups[-1].trainable
+    xs, _ = _moons(16, 0)
+    before = [p.detach().clone() for p in groups[-1].params]
+    loss = dann.extra_loss((xs, None), model(xs))
+    assert dann.progress() == pytest.approx(0.1)
+    loss.backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in groups[-1].params[:1])
+    assert all(torch.equal(a, b) for a, b in zip(before, groups[-1].params, strict=True))
+    dann.detach()
+    assert not model.fc._forward_pre_hooks
+
+
+def test_cdan_uses_a_random_multilinear_map_when_the_product_is_wide():
+    model = PointNet()
+    cdan = METHODS.get("cdan")(StrategyConfig())
+    xt, _ = _moons(32, 1)
+    cdan.attach(model, TargetStream(TensorDataset(xt, torch.zeros(32)), 8), 5, num_classes=300)
+    assert cdan.random is not None  # 16 x 300 > 4096
+    assert cdan._condition(torch.randn(4, 16), torch.randn(4, 300)).shape == (4, 1024)
+
+
+def test_target_labels_never_reach_a_method():
+    images = np.random.default_rng(0).integers(0, 255, (12, 8, 8)).astype(np.uint8)
+    samples = from_arrays(images, np.arange(12) % 3)
+    unlabelled = without_labels(samples)
+    assert (unlabelled.labels == -1).all() and (samples.labels >= 0).all()  # a copy
+    stream = TargetStream(TensorDataset(torch.randn(12, 2), torch.tensor(unlabelled.labels)), 4)
+    batch = stream.next("cpu")
+    assert isinstance(batch, torch.Tensor) and batch.shape == (4, 2)  # inputs only
+    for _ in range(5):  # endless: it reshuffles after each pass
+        assert stream.next("cpu").shape == (4, 2)
+
+
+def test_a_method_without_target_data_is_a_clear_error():
+    model = PointNet()
+    coral = METHODS.get("coral")(StrategyConfig())
+    with pytest.raises(ConfigError, match="target-domain data"):
+        coral.extra_loss((torch.randn(4, 2), None), model(torch.randn(4, 2)))
