@@ -76,7 +76,7 @@ def _train(method: str, seed: int, epochs: int = EPOCHS) -> tuple[float, Finetun
     if method != "source-only":
         unlabelled = TensorDataset(xt, torch.full((len(xt),), -1))
         steps = epochs * (len(xs) // BATCH)
-        strategy.attach(model, TargetStream(unlabelled, BATCH, seed=seed), steps, 2)
+        strategy.attach(model, TargetStream(unlabelled, BATCH, seed=seed), steps, 2, epochs=epochs)
     train = TrainConfig(
         epochs=epochs, batch_size=BATCH, lr=1e-2, patience=epochs, seed=seed,
         label_smoothing=0.0, warmup_fraction=0.0, weight_decay=0.0, checkpoint=False,
@@ -151,3 +151,30 @@ def test_a_method_without_target_data_is_a_clear_error():
     coral = METHODS.get("coral")(StrategyConfig())
     with pytest.raises(ConfigError, match="target-domain data"):
         coral.extra_loss((torch.randn(4, 2), None), model(torch.randn(4, 2)))
+
+
+def test_self_training_pseudo_labels_in_balanced_rounds_without_target_labels():
+    xs, ys = _moons(300, 0)
+    xt, _ = _moons(300, 1, angle=35.0)
+    torch.manual_seed(0)
+    model = PointNet()
+    st = METHODS.get("self-training")(StrategyConfig(backbone_lr_scale=1.0))
+    target = TensorDataset(xt, torch.full((300,), -1))  # what the method receives
+    epochs = 30
+    st.attach(model, TargetStream(target, BATCH, seed=0), epochs * 9, 2, epochs=epochs)
+    train = TrainConfig(
+        epochs=epochs, batch_size=BATCH, lr=1e-2, patience=epochs, seed=0,
+        label_smoothing=0.0, warmup_fraction=0.0, weight_decay=0.0, checkpoint=False,
+    )  # fmt: skip
+    Trainer(train).fit(model, st.param_groups(model), TensorDataset(xs, torch.tensor(ys)), None, st)
+    rounds = st.history
+    assert [r["round"] for r in rounds] == [0, 1, 2]
+    assert [r["portion"] for r in rounds] == [0.2, 0.5, 0.8]
+    counts = [r["pseudo_labelled"] for r in rounds]
+    assert 0 < counts[0] < counts[1] <= counts[2] <= 0.8 * 300 + 2
+    # class balance: neither predicted class supplies more than its own share
+    assert st.pseudo is not None
+    chosen_labels = st.pseudo.loader.dataset.labels
+    assert set(np.unique(chosen_labels).tolist()) == {0, 1}
+    with pytest.raises(ConfigError, match="never handed out"):
+        st.target.next_pair("cpu")

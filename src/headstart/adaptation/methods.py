@@ -54,7 +54,9 @@ class TargetStream:
         batch_size: int,
         collate: Callable[[list[Any]], Any] | None = None,
         seed: int = 0,
+        keep_labels: bool = False,
     ) -> None:
+        self.keep_labels = keep_labels  # only for pseudo-labels a method made itself
         generator = torch.Generator().manual_seed(seed)
         self.loader: DataLoader[Any] = DataLoader(
             dataset,
@@ -66,14 +68,29 @@ class TargetStream:
         )
         self._it: Iterator[Any] | None = None
 
-    def next(self, device: str | torch.device) -> Any:
+    def _batch(self) -> Any:
         if self._it is not None:
             try:
-                return to_device(next(self._it)[0], device)
+                return next(self._it)
             except StopIteration:
                 pass
         self._it = iter(self.loader)
-        return to_device(next(self._it)[0], device)
+        return next(self._it)
+
+    def next(self, device: str | torch.device) -> Any:
+        """The inputs of the next batch (never its labels)."""
+        return to_device(self._batch()[0], device)
+
+    def next_pair(self, device: str | torch.device) -> tuple[Any, torch.Tensor]:
+        """Inputs and labels of the next batch: only for a stream of pseudo-labels."""
+        if not self.keep_labels:
+            raise ConfigError(
+                "a stream of pseudo-labels (keep_labels=True)",
+                "a target stream, whose labels are never handed out",
+                "read target batches with next()",
+            )
+        x, y = self._batch()
+        return to_device(x, device), torch.as_tensor(y).to(device)
 
 
 class AdaptationMethod(Finetune):
@@ -89,15 +106,22 @@ class AdaptationMethod(Finetune):
         self.backbone: Backbone | None = None
         self.target: TargetStream | None = None
         self.total_steps = 1
+        self.epochs = 1
         self.step = 0
         self._caught: list[torch.Tensor] = []
         self._hook: Any = None
 
     def attach(
-        self, backbone: Backbone, target: TargetStream, total_steps: int, num_classes: int
+        self,
+        backbone: Backbone,
+        target: TargetStream,
+        total_steps: int,
+        num_classes: int,
+        epochs: int = 1,
     ) -> None:
         self.backbone, self.target = backbone, target
         self.total_steps = max(1, int(total_steps))
+        self.epochs = max(1, int(epochs))
         if self._hook is not None:
             self._hook.remove()
         self._hook = backbone.head().register_forward_pre_hook(self._catch)
@@ -264,11 +288,105 @@ class MMD(AdaptationMethod):
         return mmd_loss(f_s, f_t)
 
 
+class _PseudoLabelled(Dataset[Any]):
+    """The chosen target items with their pseudo-labels (the target's own labels are -1)."""
+
+    def __init__(self, target: Dataset[Any], chosen: np.ndarray, labels: np.ndarray) -> None:
+        self.target, self.chosen, self.labels = target, chosen, labels
+
+    def __len__(self) -> int:
+        return len(self.chosen)
+
+    def __getitem__(self, i: int) -> tuple[Any, int]:
+        return self.target[int(self.chosen[i])][0], int(self.labels[i])
+
+
+class SelfTraining(AdaptationMethod):
+    """Iterative pseudo-labelling with class balance (after CBST, Zou et al. 2018).
+
+    After a warm-up on the source alone (the first ``1 / (ROUNDS + 1)`` of the epochs),
+    training is split into ``ROUNDS`` rounds. At the start of each, the current model
+    labels every target example; per predicted class, the most confident fraction of
+    that class's examples (``portion``: 20 % in round 1, rising to 80 %) whose confidence
+    also reaches ``THRESHOLD`` become pseudo-labelled; so a dominant class cannot crowd
+    the others out. The loss adds the cross-entropy on a batch of them to every step."""
+
+    name = "self-training"
+    ROUNDS = 3
+    THRESHOLD = 0.8
+    PORTIONS = (0.2, 0.5, 0.8)
+
+    def build(self, feature_dim: int, num_classes: int) -> None:
+        self.num_classes = num_classes
+        self.pseudo: TargetStream | None = None
+        self.round = -1
+        self.history: list[dict[str, Any]] = []
+
+    def on_epoch_start(self, epoch: int, backbone: Backbone) -> None:
+        # the first 1 / (ROUNDS + 1) of training is on the source alone (a model to trust)
+        this_round = min(self.ROUNDS - 1, epoch * (self.ROUNDS + 1) // max(1, self.epochs) - 1)
+        if (
+            this_round >= 0 and this_round != self.round
+        ):  # before the freezing: predicting resets module modes
+            self.round = this_round
+            self.relabel(backbone)
+        super().on_epoch_start(epoch, backbone)
+
+    def relabel(self, backbone: Backbone) -> None:
+        from headstart.training import predict_logits
+
+        assert self.target is not None
+        dataset = self.target.loader.dataset
+        device = next(backbone.parameters()).device
+        logits, _ = predict_logits(backbone, dataset, self.target.loader.batch_size or 64, device)
+        self._caught.clear()
+        probs = torch.softmax(logits, 1).numpy()
+        conf, pred = probs.max(1), probs.argmax(1)
+        portion = self.PORTIONS[min(self.round, len(self.PORTIONS) - 1)]
+        chosen: list[np.ndarray] = []
+        for c in range(probs.shape[1]):
+            mine = np.flatnonzero(pred == c)
+            if not len(mine):
+                continue
+            top = mine[np.argsort(-conf[mine], kind="stable")[: max(1, int(portion * len(mine)))]]
+            chosen.append(top[conf[top] >= self.THRESHOLD])
+        picked = np.sort(np.concatenate(chosen)) if chosen else np.empty(0, dtype=np.int64)
+        self.history.append(
+            {"round": self.round, "portion": portion, "pseudo_labelled": len(picked)}
+        )
+        if not len(picked):
+            self.pseudo = None
+            return
+        ds = _PseudoLabelled(dataset, picked, pred[picked])
+        batch = self.target.loader.batch_size or 32
+        self.pseudo = TargetStream(
+            ds, batch, self.target.loader.collate_fn, seed=self.round, keep_labels=True
+        )
+
+    def extra_loss(self, batch: Any, outputs: torch.Tensor) -> torch.Tensor | None:
+        self._caught.clear()
+        if self.backbone is None or self.target is None:
+            return super().extra_loss(batch, outputs)  # the clear error
+        self.step += 1
+        if self.pseudo is None:
+            return None
+        x, y = self.pseudo.next_pair(outputs.device)
+        logits = self.backbone(x)
+        self._caught.clear()
+        return self.weight * F.cross_entropy(logits.float(), y)
+
+    def loss(
+        self, f_s: torch.Tensor, f_t: torch.Tensor, logits_s: torch.Tensor, logits_t: torch.Tensor
+    ) -> torch.Tensor:
+        raise NotImplementedError("self-training's loss is the pseudo-labels' cross-entropy")
+
+
 METHODS: Registry[type[AdaptationMethod]] = Registry("adaptation method")
 for _cls, _help in (
     (DANN, "domain classifier behind gradient reversal (Ganin & Lempitsky 2015)"),
     (CDAN, "domain classifier conditioned on class probabilities (Long et al. 2018)"),
     (CORAL, "align feature covariances (Sun & Saenko 2016)"),
     (MMD, "minimise the multi-kernel MMD between domains (Long et al. 2015)"),
+    (SelfTraining, "class-balanced pseudo-labels of confident target predictions, in rounds"),
 ):
     METHODS.add(_cls.name, _cls, _help)
