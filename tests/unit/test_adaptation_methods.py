@@ -12,7 +12,7 @@ from torch.utils.data import TensorDataset
 
 from headstart.adaptation.methods import METHODS, TargetStream, without_labels
 from headstart.backbones.base import Backbone, BackboneSpec, LayerGroup
-from headstart.config import StrategyConfig, TrainConfig
+from headstart.config import BackboneConfig, StrategyConfig, TrainConfig
 from headstart.data import from_arrays
 from headstart.errors import ConfigError
 from headstart.strategies.builtin import Finetune
@@ -178,3 +178,26 @@ def test_self_training_pseudo_labels_in_balanced_rounds_without_target_labels():
     assert set(np.unique(chosen_labels).tolist()) == {0, 1}
     with pytest.raises(ConfigError, match="never handed out"):
         st.target.next_pair("cpu")
+
+
+def test_fixmatch_learns_strong_views_from_confident_weak_ones(image_folder):
+    from headstart.adaptation.methods import two_views
+    from headstart.backbones import create_backbone
+    from headstart.data import scan_image_folder
+
+    samples = scan_image_folder(image_folder)
+    bb = create_backbone(BackboneConfig(name="toy-efficientnet"), 3, image_size=32)
+    views = two_views(bb, without_labels(samples))
+    (weak, strong), label = views[0]
+    assert label == -1 and weak.shape == strong.shape == (3, 32, 32)
+    fm = METHODS.get("fixmatch")(StrategyConfig())
+    fm.THRESHOLD = 0.0  # every weak prediction counts, so the loss cannot be zero
+    fm.attach(bb, TargetStream(views, 4, seed=0), total_steps=5, num_classes=3)
+    x = torch.stack([bb.make_dataset(samples)[i][0] for i in range(4)])
+    loss = fm.extra_loss((x, None), bb(x))
+    assert loss is not None and float(loss.detach()) > 0 and fm.mask_rate == 1.0
+    loss.backward()
+    assert bb.head().weight.grad is not None
+    text = create_backbone(BackboneConfig(name="toy-bert"), 2)
+    with pytest.raises(ConfigError, match="images for fixmatch"):
+        two_views(text, samples)

@@ -381,6 +381,75 @@ class SelfTraining(AdaptationMethod):
         raise NotImplementedError("self-training's loss is the pseudo-labels' cross-entropy")
 
 
+class TwoViews(Dataset[Any]):
+    """Each target image as a (weak, strong) pair of augmentations, label -1: FixMatch's
+    input. ``weak`` and ``strong`` are datasets over the same samples."""
+
+    def __init__(self, weak: Dataset[Any], strong: Dataset[Any]) -> None:
+        self.weak, self.strong = weak, strong
+
+    def __len__(self) -> int:
+        return len(self.weak)  # type: ignore[arg-type]
+
+    def __getitem__(self, i: int) -> tuple[tuple[Any, Any], int]:
+        return (self.weak[i][0], self.strong[i][0]), -1
+
+
+def two_views(backbone: Backbone, samples: Any) -> TwoViews:
+    """FixMatch's target dataset: light and strong (RandAugment) views of each image."""
+    if backbone.spec.modality != "image":
+        raise ConfigError(
+            "images for fixmatch (weak and strong image augmentations)",
+            f"{backbone.spec.modality} data",
+            "use self-training, dann, cdan, coral or mmd for text",
+        )
+    return TwoViews(
+        backbone.make_dataset(samples, train=True, augment="light"),
+        backbone.make_dataset(samples, train=True, augment="strong"),
+    )
+
+
+class FixMatch(AdaptationMethod):
+    """Consistency between weak and strong augmentation (Sohn et al. 2020) on the target:
+    where the prediction on the weak view is confident (max probability at least
+    ``THRESHOLD``), it becomes the label of the strong view. Images only; the target
+    stream must come from :func:`two_views`."""
+
+    name = "fixmatch"
+    THRESHOLD = 0.95
+
+    def build(self, feature_dim: int, num_classes: int) -> None:
+        self.mask_rate = 0.0
+
+    def extra_loss(self, batch: Any, outputs: torch.Tensor) -> torch.Tensor | None:
+        self._caught.clear()
+        if self.backbone is None or self.target is None:
+            return super().extra_loss(batch, outputs)  # the clear error
+        views = self.target.next(outputs.device)
+        if not isinstance(views, (tuple, list)) or len(views) != 2:
+            raise ConfigError(
+                "a target stream of (weak, strong) image pairs",
+                f"batches of {type(views).__name__}",
+                "build the target dataset with two_views(backbone, samples)",
+            )
+        weak, strong = views
+        with torch.no_grad():
+            probs = torch.softmax(self.backbone(weak).float(), 1)
+        conf, pseudo = probs.max(1)
+        mask = (conf >= self.THRESHOLD).float()
+        logits = self.backbone(strong).float()
+        self._caught.clear()
+        self.step += 1
+        self.mask_rate = float(mask.mean())
+        per_item = F.cross_entropy(logits, pseudo, reduction="none")
+        return self.weight * (per_item * mask).mean()
+
+    def loss(
+        self, f_s: torch.Tensor, f_t: torch.Tensor, logits_s: torch.Tensor, logits_t: torch.Tensor
+    ) -> torch.Tensor:
+        raise NotImplementedError("fixmatch's loss is the consistency term of extra_loss")
+
+
 METHODS: Registry[type[AdaptationMethod]] = Registry("adaptation method")
 for _cls, _help in (
     (DANN, "domain classifier behind gradient reversal (Ganin & Lempitsky 2015)"),
@@ -388,5 +457,6 @@ for _cls, _help in (
     (CORAL, "align feature covariances (Sun & Saenko 2016)"),
     (MMD, "minimise the multi-kernel MMD between domains (Long et al. 2015)"),
     (SelfTraining, "class-balanced pseudo-labels of confident target predictions, in rounds"),
+    (FixMatch, "weak/strong augmentation consistency on target images (Sohn et al. 2020)"),
 ):
     METHODS.add(_cls.name, _cls, _help)
