@@ -15,6 +15,7 @@ from rich.table import Table
 
 from headstart.config import (
     SECTIONS,
+    AdaptConfig,
     BackboneConfig,
     CompareConfig,
     DataConfig,
@@ -519,6 +520,70 @@ def rank(
         console=console,
     )
     print_ranking(result, console, out)
+
+
+@app.command()
+def adapt(
+    source: Annotated[str, typer.Option("--source", help="Labelled source-domain data.")],
+    target: Annotated[str, _opt(AdaptConfig, "target", "--target")],
+    target_eval: Annotated[str | None, _opt(AdaptConfig, "target_eval", "--target-eval")] = None,
+    method: Annotated[
+        str, typer.Option("--method", help=help_for(AdaptConfig, "methods") + " Comma-separated.")
+    ] = "dann",
+    seeds: Annotated[int, _opt(AdaptConfig, "seeds", "--seeds")] = _d(AdaptConfig, "seeds"),
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Folder for the runs and adapt.json.")
+    ] = (Path("runs/adapt")),
+    backbone: BACKBONE_OPT = _d(BackboneConfig, "name"),
+    epochs: EPOCHS_OPT = _d(TrainConfig, "epochs"),
+    batch_size: BATCH_SIZE_OPT = _d(TrainConfig, "batch_size"),
+    lr: LR_OPT = _d(TrainConfig, "lr"),
+    image_size: IMAGE_SIZE_OPT = _d(DataConfig, "image_size"),
+    max_length: MAX_LENGTH_OPT = _d(DataConfig, "max_length"),
+    text_col: Annotated[list[str] | None, _opt(DataConfig, "text_cols", "--text-col")] = None,
+    label_col: LABEL_COL_OPT = _d(DataConfig, "label_col"),
+    augment: AUGMENT_OPT = _d(DataConfig, "augment"),
+    per_class: Annotated[int | None, _opt(DataConfig, "per_class", "--per-class")] = None,
+    backbone_lr_scale: BACKBONE_LR_SCALE_OPT = _d(StrategyConfig, "backbone_lr_scale"),
+    device: DEVICE_OPT = _d(TrainConfig, "device"),
+    seed: Annotated[int, typer.Option("--seed", help="The first seed.")] = _d(TrainConfig, "seed"),
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace earlier runs in --out.")
+    ] = False,
+    progress: Annotated[
+        bool, typer.Option("--progress/--no-progress", help="Show progress bars.")
+    ] = True,
+) -> None:
+    """Adapt a model trained on a labelled source domain to an unlabelled target domain:
+    source-only and each method over seeds, target accuracy (when target labels exist),
+    the proxy A-distance, and which method label-free criteria would pick."""
+    from headstart.adapt import print_adaptation, run_adapt
+
+    spec = AdaptConfig(
+        target=target,
+        target_eval=target_eval,
+        methods=_csv_list(method, "method"),
+        seeds=seeds,
+    )
+    base = RunConfig(
+        data=DataConfig(
+            source=source,
+            text_cols=text_col or None,
+            label_col=label_col,
+            image_size=image_size,
+            max_length=max_length,
+            augment=augment,
+            per_class=per_class,
+        ),
+        backbone=BackboneConfig(name=backbone),
+        strategy=StrategyConfig(backbone_lr_scale=backbone_lr_scale),
+        train=TrainConfig(
+            epochs=epochs, batch_size=batch_size, lr=lr, device=device, seed=seed, patience=epochs
+        ),
+    )
+    result = run_adapt(base, spec, out, progress=progress, console=console, overwrite=overwrite)
+    print_adaptation(result.summary, console)
+    console.print(f"results written to {out / 'adapt.json'}")
 
 
 @app.command()

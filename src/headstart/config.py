@@ -287,6 +287,32 @@ class RankConfig:
         _positive(self, "max_per_class")
 
 
+ADAPT_METHODS = ("self-training", "fixmatch", "dann", "cdan", "coral", "mmd")
+
+
+@dataclass
+class AdaptConfig:
+    target: str = _f(
+        "",
+        "Target domain: unlabelled images or texts (labels, if present, are never shown to "
+        "the methods; they score the result when --target-eval is not given).",
+    )
+    target_eval: str | None = _f(None, "Labelled target data to evaluate on (optional).")
+    methods: list[str] = _lf(  # noqa: RUF009 (a default_factory field)
+        ["dann"], f"Adaptation methods ({', '.join(ADAPT_METHODS)}) or all."
+    )
+    seeds: int = _f(3, "Seeds; every method and source-only train once per seed.")
+
+    def __post_init__(self) -> None:
+        if not self.target:
+            raise ConfigError("a target domain", "none", "pass --target DATA")
+        if self.methods == ["all"]:
+            self.methods = list(ADAPT_METHODS)
+        if not self.methods or len(set(self.methods)) != len(self.methods):
+            raise ConfigError("methods named once each", repr(self.methods), "e.g. --method dann")
+        _positive(self, "seeds")
+
+
 SECTIONS: dict[str, type] = {
     "data": DataConfig,
     "backbone": BackboneConfig,

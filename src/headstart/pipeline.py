@@ -17,6 +17,7 @@ from rich.console import Console
 from torch import nn
 from torch.utils.data import TensorDataset
 
+from headstart.adaptation.methods import AdaptationMethod, target_stream
 from headstart.backbones import Backbone, create_backbone
 from headstart.backbones.vision import TimmBackbone
 from headstart.config import DataConfig, RunConfig
@@ -274,14 +275,19 @@ def fit(
     console: Console | None = None,
     data: Splits | None = None,
     cache: EmbeddingCache | None = None,
+    target: Samples | None = None,
 ) -> FitResult:
-    """Train and evaluate one run; write the run folder ``out``."""
+    """Train and evaluate one run; write the run folder ``out``. ``target``: unlabelled
+    target-domain samples for a domain adaptation strategy (their labels, if any, are
+    removed before the strategy sees them)."""
     t_start = time.perf_counter()
     console = console or Console()
     out = Path(out)
     _check_out(out, resume, overwrite)
     # every check that needs no data first: a typo must not cost a preflight
     strategy = build_strategy(cfg.strategy)
+    if isinstance(strategy, AdaptationMethod) and target is None:
+        _attach_target(strategy, None, None, cfg, None, 0)  # the clear error, before any data
     HEADS.get(cfg.strategy.head)
     device = resolve_device(cfg.train.device)
     data = data or prepare_data(cfg.data, console, progress)
@@ -298,6 +304,8 @@ def fit(
     backbone = create_backbone(bcfg, k, cfg.data.image_size, cfg.data.max_length)
     spec = backbone.spec
     _check_fit(backbone, modality, strategy)
+    if isinstance(strategy, AdaptationMethod):
+        _attach_target(strategy, backbone, target, cfg, data, k)
     console.print(f"[bold]backbone[/] {spec.name} ({spec.arch}), weights: {spec.weights}")
     save_config(out, cfg, spec, data.classes)
     backbone.save_assets(out)
@@ -327,6 +335,8 @@ def fit(
         history += _fit_head(cfg, backbone, emb, data, out, console)
     if not strategy.frozen_backbone:
         history += _train(cfg, strategy, backbone, data, out, resume, progress, console, params)
+    if isinstance(strategy, AdaptationMethod):
+        strategy.detach()
 
     metrics, outputs = _evaluate(
         cfg, strategy, backbone, emb, data, device, console, progress, source_before
@@ -356,6 +366,29 @@ def fit(
 DEFAULT_BACKBONES = {"image": "efficientnet_lite0", "text": "minilm-l6"}
 #: below this many validation examples the fitted temperature is flagged as unreliable
 FEW_FOR_CALIBRATION = 50
+
+
+def _attach_target(
+    method: AdaptationMethod,
+    backbone: Backbone | None,
+    target: Samples | None,
+    cfg: RunConfig,
+    data: Splits | None,
+    num_classes: int,
+) -> None:
+    if target is None or not len(target) or backbone is None or data is None:
+        raise ConfigError(
+            f"unlabelled target-domain data for the adaptation strategy {method.name!r}",
+            "none",
+            "run it with `headstart adapt --source DATA --target DATA --method "
+            f"{method.name}`, or pass target= to fit()",
+        )
+    stream = target_stream(
+        method, backbone, target, cfg.train.batch_size, cfg.data.augment, cfg.train.seed
+    )
+    n_train, bs = len(data.train), cfg.train.batch_size
+    per_epoch = n_train // bs if n_train > bs else 1
+    method.attach(backbone, stream, per_epoch * cfg.train.epochs, num_classes, cfg.train.epochs)
 
 
 def _shown_split(data: Splits) -> tuple[str, Samples]:

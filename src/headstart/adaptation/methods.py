@@ -36,7 +36,7 @@ from headstart.backbones.base import to_device
 from headstart.config import StrategyConfig
 from headstart.errors import ConfigError
 from headstart.registry import Registry
-from headstart.strategies import ParamGroup
+from headstart.strategies import STRATEGIES, ParamGroup
 from headstart.strategies.builtin import Finetune
 
 
@@ -460,3 +460,22 @@ for _cls, _help in (
     (FixMatch, "weak/strong augmentation consistency on target images (Sohn et al. 2020)"),
 ):
     METHODS.add(_cls.name, _cls, _help)
+    STRATEGIES.add(_cls.name, _cls, f"domain adaptation: {_help} (needs unlabelled target data)")
+
+
+def target_stream(
+    method: AdaptationMethod,
+    backbone: Backbone,
+    target: Any,
+    batch_size: int,
+    augment: str,
+    seed: int,
+) -> TargetStream:
+    """The unlabelled target batches ``method`` trains on: labels removed, the training
+    augmentation (FixMatch: weak and strong views)."""
+    unlabelled = without_labels(target)
+    if isinstance(method, FixMatch):
+        dataset: Dataset[Any] = two_views(backbone, unlabelled)
+    else:
+        dataset = backbone.make_dataset(unlabelled, train=True, augment=augment)
+    return TargetStream(dataset, batch_size, backbone.collate_fn(), seed=seed)

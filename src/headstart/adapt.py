@@ -1,0 +1,247 @@
+"""``headstart adapt``: train on a labelled source domain, adapt to an unlabelled target
+domain with each method, and show the gain honestly.
+
+Every method and the source-only baseline train on the same source splits for the same
+epochs, once per seed; each run is an ordinary run folder under ``OUT/<seed>/<method>``
+whose test set is the labelled target data. Beside the target accuracy (which needs
+target labels), two criteria that need none say which method a user without target labels
+would pick: the source validation accuracy and the mean entropy of the predictions on the
+target. The proxy A-distance between source and target features, before (the pretrained
+backbone) and after adaptation, measures the domain gap.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from headstart.adaptation import entropy, proxy_a_distance, without_labels
+from headstart.backbones import Backbone, create_backbone
+from headstart.config import AdaptConfig, RunConfig
+from headstart.errors import DataError
+from headstart.features import compute_embeddings
+from headstart.pipeline import (
+    DEFAULT_BACKBONES,
+    Samples,
+    Splits,
+    check_samples,
+    fit,
+    load_source,
+    prepare_data,
+)
+from headstart.runfolder import write_json
+from headstart.training import predict_logits, resolve_device
+
+SOURCE_ONLY = "source-only"
+CRITERIA = {
+    "source-val": "highest source validation accuracy",
+    "target-entropy": "lowest mean prediction entropy on the target",
+}
+
+
+@dataclass
+class AdaptResult:
+    summary: dict[str, Any]
+    runs: list[dict[str, Any]]
+
+
+def _target_data(
+    spec: AdaptConfig, base: RunConfig, classes: list[str], progress: bool
+) -> tuple[Samples, Samples | None]:
+    """(target samples for the methods, labelled target samples to score on or None)."""
+    target = load_source(spec.target, base.data)
+    target = check_samples(target, base.data, progress, min_per_class=0)[0]
+    evaluation: Samples | None = None
+    if spec.target_eval:
+        evaluation = load_source(spec.target_eval, base.data, classes=classes)
+        evaluation = check_samples(evaluation, base.data, progress, min_per_class=0)[0]
+    elif (np.asarray(target.labels) >= 0).all() and target.classes == classes:
+        evaluation = target  # its labels score the result; the methods never see them
+    elif (np.asarray(target.labels) >= 0).any() and target.classes != classes:
+        raise DataError(
+            f"target classes equal to the source's ({', '.join(classes)})",
+            ", ".join(target.classes),
+            "name the target's classes as the source's, or give --target-eval",
+        )
+    return target, evaluation
+
+
+def _features(backbone: Backbone, samples: Samples, batch: int, device: str) -> np.ndarray:
+    return compute_embeddings(
+        backbone, backbone.make_dataset(samples), batch, device, False
+    ).numpy()
+
+
+def _target_entropy(backbone: Backbone, target: Samples, batch: int, device: str) -> float:
+    logits, _ = predict_logits(
+        backbone, backbone.make_dataset(without_labels(target)), batch, device
+    )
+    return float(entropy(torch.softmax(logits, 1)).mean())
+
+
+def run_adapt(
+    base: RunConfig,
+    spec: AdaptConfig,
+    out: str | Path,
+    *,
+    progress: bool = True,
+    console: Console | None = None,
+    overwrite: bool = False,
+) -> AdaptResult:
+    """Source-only and every method of ``spec`` over its seeds; writes ``OUT/adapt.json``."""
+    console = console or Console()
+    out = Path(out)
+    start = time.perf_counter()
+    device = resolve_device(base.train.device)
+    data_cfg = dataclasses.replace(base.data, test_fraction=0.0, test=None)
+    source = prepare_data(data_cfg, console, progress)
+    target, evaluation = _target_data(spec, base, source.classes, progress)
+    modality = "text" if hasattr(source.train, "texts") else "image"
+    if base.backbone.name == "auto":
+        base = dataclasses.replace(
+            base, backbone=dataclasses.replace(base.backbone, name=DEFAULT_BACKBONES[modality])
+        )
+    bs = base.eval.batch_size
+    pretrained = create_backbone(
+        base.backbone, len(source.classes), base.data.image_size, base.data.max_length
+    )
+    gap_before = proxy_a_distance(
+        _features(pretrained, source.val if len(source.val) else source.train, bs, device),
+        _features(pretrained, target, bs, device),
+    )
+    del pretrained
+    console.print(
+        f"[bold]domain gap[/] proxy A-distance with the pretrained backbone: {gap_before:.3f}"
+    )
+    runs: list[dict[str, Any]] = []
+    quiet = Console(quiet=True)
+    for seed in range(base.train.seed, base.train.seed + spec.seeds):
+        for method in (SOURCE_ONLY, *spec.methods):
+            strategy = "finetune" if method == SOURCE_ONLY else method
+            cfg = dataclasses.replace(
+                base,
+                data=data_cfg,
+                strategy=dataclasses.replace(base.strategy, name=strategy),
+                train=dataclasses.replace(base.train, seed=seed, patience=base.train.epochs),
+            )
+            data = Splits(source.train, source.val, evaluation)
+            t0 = time.perf_counter()
+            result = fit(
+                cfg,
+                out / str(seed) / method,
+                overwrite=overwrite,
+                progress=progress,
+                console=quiet,
+                data=data,
+                target=None if method == SOURCE_ONLY else target,
+            )
+            bb = result.backbone.eval()
+            row: dict[str, Any] = {
+                "seed": seed,
+                "method": method,
+                "seconds": time.perf_counter() - t0,
+                "source_val_accuracy": result.metrics["validation"]["accuracy"],
+                "target_entropy": _target_entropy(bb, target, bs, device),
+                "a_distance": proxy_a_distance(
+                    _features(bb, source.val if len(source.val) else source.train, bs, device),
+                    _features(bb, target, bs, device),
+                ),
+            }
+            if evaluation is not None:
+                row["target_accuracy"] = result.metrics["test"]["accuracy"]
+                row["target_macro_f1"] = result.metrics["test"]["macro_f1"]
+            runs.append(row)
+            shown = (
+                f"target accuracy {row['target_accuracy']:.3f}" if evaluation is not None else ""
+            )
+            console.print(
+                f"  seed {seed} {method}: {shown} ({row['seconds']:.0f} s)", highlight=False
+            )
+    summary = summarise(runs, gap_before, evaluation is not None)
+    summary["seconds"] = time.perf_counter() - start
+    summary["source"], summary["target"] = base.data.source, spec.target
+    summary["target_eval"] = spec.target_eval or (spec.target if evaluation is not None else None)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "adapt.json", {"summary": summary, "runs": runs})
+    return AdaptResult(summary, runs)
+
+
+def summarise(runs: list[dict[str, Any]], gap_before: float, labelled: bool) -> dict[str, Any]:
+    """Mean and std per method; which method each criterion picks per seed, and what the
+    picks score against the oracle (the best target accuracy of the seed)."""
+    methods = list(dict.fromkeys(r["method"] for r in runs))
+    keys = ["source_val_accuracy", "target_entropy", "a_distance"]
+    if labelled:
+        keys += ["target_accuracy", "target_macro_f1"]
+    table = {}
+    for m in methods:
+        mine = [r for r in runs if r["method"] == m]
+        table[m] = {
+            k: {
+                "mean": float(np.mean([r[k] for r in mine])),
+                "std": float(np.std([r[k] for r in mine])),
+            }
+            for k in keys
+        }
+    picks: dict[str, Any] = {}
+    seeds = sorted({r["seed"] for r in runs})
+    for criterion in (*CRITERIA, *(["oracle"] if labelled else [])):
+        chosen = []
+        for seed in seeds:
+            mine = [r for r in runs if r["seed"] == seed]
+            if criterion == "source-val":
+                best = max(mine, key=lambda r: r["source_val_accuracy"])
+            elif criterion == "target-entropy":
+                best = min(mine, key=lambda r: r["target_entropy"])
+            else:
+                best = max(mine, key=lambda r: r["target_accuracy"])
+            chosen.append(best)
+        picks[criterion] = {
+            "methods": [r["method"] for r in chosen],
+            "target_accuracy": float(np.mean([r["target_accuracy"] for r in chosen]))
+            if labelled
+            else None,
+        }
+    return {"methods": table, "a_distance_before": gap_before, "picks": picks, "criteria": CRITERIA}
+
+
+def print_adaptation(summary: dict[str, Any], console: Console) -> None:
+    labelled = "target_accuracy" in next(iter(summary["methods"].values()))
+    table = Table(title="Domain adaptation (mean ± std over seeds)")
+    cols = ["method"]
+    if labelled:
+        cols += ["target accuracy", "target macro-F1"]
+    cols += ["A-distance", "source val acc", "target entropy"]
+    for c in cols:
+        table.add_column(c, justify="left" if c == "method" else "right")
+    for m, v in summary["methods"].items():
+
+        def pm(k: str, v: dict[str, Any] = v) -> str:
+            return f"{v[k]['mean']:.3f} ± {v[k]['std']:.3f}"
+
+        cells = [m]
+        if labelled:
+            cells += [pm("target_accuracy"), pm("target_macro_f1")]
+        cells += [pm("a_distance"), pm("source_val_accuracy"), pm("target_entropy")]
+        table.add_row(*cells)
+    console.print(table)
+    console.print(
+        "proxy A-distance before adaptation (pretrained backbone): "
+        f"{summary['a_distance_before']:.3f}"
+    )
+    for name, pick in summary["picks"].items():
+        what = CRITERIA.get(name, "the best target accuracy (needs target labels)")
+        acc = (
+            f": target accuracy {pick['target_accuracy']:.3f}"
+            if pick["target_accuracy"] is not None
+            else ""
+        )
+        console.print(f"  {name} ({what}) picks {', '.join(pick['methods'])}{acc}", highlight=False)

@@ -1,0 +1,115 @@
+"""`headstart adapt` end to end on a toy backbone: source image folder, a colour-shifted
+target, every method beside source-only, the criteria and the A-distance."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+from rich.console import Console
+from typer.testing import CliRunner
+
+from headstart.adapt import SOURCE_ONLY, run_adapt, summarise
+from headstart.cli import app
+from headstart.config import (
+    ADAPT_METHODS,
+    AdaptConfig,
+    BackboneConfig,
+    DataConfig,
+    RunConfig,
+    StrategyConfig,
+    TrainConfig,
+)
+from headstart.errors import ConfigError
+from headstart.pipeline import fit
+
+runner = CliRunner()
+
+
+def _shifted(folder, out):
+    """The same images with inverted colours: a shift whose labels are known."""
+    for path in folder.rglob("*.png"):
+        dest = out / path.relative_to(folder)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(255 - np.asarray(Image.open(path).convert("RGB"))).save(dest)
+    return out
+
+
+def _base(source) -> RunConfig:
+    return RunConfig(
+        data=DataConfig(source=str(source), image_size=32),
+        backbone=BackboneConfig(name="toy-efficientnet"),
+        strategy=StrategyConfig(),
+        train=TrainConfig(epochs=2, batch_size=8, patience=2),
+    )
+
+
+@pytest.mark.slow
+def test_every_method_runs_beside_source_only(image_folder, tmp_path):
+    target = _shifted(image_folder, tmp_path / "target")
+    spec = AdaptConfig(target=str(target), methods=["all"], seeds=1)
+    res = run_adapt(
+        _base(image_folder), spec, tmp_path / "da", progress=False, console=Console(quiet=True)
+    )
+    assert list(res.summary["methods"]) == [SOURCE_ONLY, *ADAPT_METHODS]
+    for row in res.runs:
+        assert 0.0 <= row["target_accuracy"] <= 1.0 and -2.0 <= row["a_distance"] <= 2.0
+        assert (tmp_path / "da" / "0" / row["method"] / "metrics.json").is_file()
+    doc = json.loads((tmp_path / "da" / "adapt.json").read_text())
+    assert set(doc["summary"]["picks"]) == {"source-val", "target-entropy", "oracle"}
+    assert doc["summary"]["a_distance_before"] > 1.0  # inverted colours are easy to tell apart
+
+
+def test_summary_picks_by_each_criterion():
+    runs = [
+        {"seed": 0, "method": "source-only", "source_val_accuracy": 0.9, "target_entropy": 0.5,
+         "a_distance": 1.5, "target_accuracy": 0.4, "target_macro_f1": 0.4},
+        {"seed": 0, "method": "dann", "source_val_accuracy": 0.8, "target_entropy": 0.2,
+         "a_distance": 0.5, "target_accuracy": 0.7, "target_macro_f1": 0.7},
+    ]  # fmt: skip
+    s = summarise(runs, 1.9, labelled=True)
+    assert s["picks"]["source-val"]["methods"] == ["source-only"]
+    assert s["picks"]["target-entropy"]["methods"] == ["dann"]
+    assert s["picks"]["oracle"]["target_accuracy"] == 0.7
+
+
+def test_an_adaptation_strategy_without_target_data_is_refused_before_any_work(tmp_path):
+    cfg = _base("no-such-folder")
+    cfg.strategy = StrategyConfig(name="dann")
+    with pytest.raises(ConfigError, match="unlabelled target-domain data"):
+        fit(cfg, tmp_path / "run", progress=False)
+
+
+def test_cli_adapt_prints_the_table(image_folder, tmp_path):
+    target = _shifted(image_folder, tmp_path / "target")
+    r = runner.invoke(
+        app,
+        [
+            "adapt",
+            "--source",
+            str(image_folder),
+            "--target",
+            str(target),
+            "--method",
+            "coral",
+            "--seeds",
+            "1",
+            "--epochs",
+            "1",
+            "--image-size",
+            "32",
+            "--backbone",
+            "toy-efficientnet",
+            "--batch-size",
+            "8",
+            "--out",
+            str(tmp_path / "da"),
+            "--no-progress",
+        ],
+        env={"COLUMNS": "160"},
+    )
+    assert r.exit_code == 0, r.output
+    assert "coral" in r.output and "source-only" in r.output and "A-distance" in r.output
+    assert "target-entropy" in r.output
