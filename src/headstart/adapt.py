@@ -125,7 +125,7 @@ def run_adapt(
     quiet = Console(quiet=True)
     for seed in range(base.train.seed, base.train.seed + spec.seeds):
         for method in (SOURCE_ONLY, *spec.methods):
-            strategy = "finetune" if method == SOURCE_ONLY else method
+            strategy = "lp-ft" if method == SOURCE_ONLY else method
             cfg = dataclasses.replace(
                 base,
                 data=data_cfg,

@@ -98,6 +98,9 @@ class AdaptationMethod(Finetune):
     :meth:`attach` before training."""
 
     name = "adaptation"
+    #: start from a source-trained head (as lp-ft), then adapt: measured better than from a
+    #: fresh head on mnist-5k -> digits (DANN 0.175 -> 0.378, source-only 0.308 -> 0.338)
+    probe_first = True
     #: the weight of the adaptation term
     weight: float = 1.0
 
