@@ -36,6 +36,7 @@ from headstart.features.cache import compute_layer_embeddings
 from headstart.pipeline import (
     DEFAULT_BACKBONES,
     Samples,
+    _source_head,
     _up_to_per_class,
     check_samples,
     load_source,
@@ -130,17 +131,11 @@ def subsample(samples: Samples, max_per_class: int | None, seed: int) -> Samples
 
 def _source_probs(backbone: Backbone, emb: torch.Tensor) -> np.ndarray | None:
     """The source head's class probabilities for final embeddings (None without one)."""
-    state = (
-        getattr(backbone, "source_head_state", None) if isinstance(backbone, TimmBackbone) else None
-    )
-    if not state:
+    head = _source_head(backbone) if isinstance(backbone, TimmBackbone) else None
+    if head is None or head[0].shape[1] != emb.shape[1]:
         return None
-    weight = state.get("weight")
-    bias = state.get("bias")
-    if weight is None or weight.dim() != 2 or weight.shape[1] != emb.shape[1]:
-        return None
-    logits = emb.double() @ weight.double().T + (bias.double() if bias is not None else 0.0)
-    return torch.softmax(logits, 1).numpy()
+    weight, bias = head
+    return torch.softmax(emb.double() @ weight.double().T + bias.double(), 1).numpy()
 
 
 def _features(

@@ -220,10 +220,9 @@ LINEAR_FOLDS = 5
 DEAD_SPREAD = 1e-6
 
 
-def linear_cv(features: np.ndarray, labels: np.ndarray, source_probs: np.ndarray | None) -> float:
-    """Mean accuracy of a logistic-regression probe (standardised features) over stratified
-    folds (5, or fewer when a class has fewer examples)."""
-    from sklearn.linear_model import LogisticRegression
+def _cv_accuracy(name: str, classifier: object, features: np.ndarray, labels: np.ndarray) -> float:
+    """Mean accuracy of standardised features -> ``classifier`` over stratified folds (5,
+    or fewer when a class has fewer examples); numerically dead columns left out."""
     from sklearn.model_selection import StratifiedKFold, cross_val_score
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
@@ -231,31 +230,29 @@ def linear_cv(features: np.ndarray, labels: np.ndarray, source_probs: np.ndarray
     _, counts = np.unique(labels, return_counts=True)
     folds = int(min(LINEAR_FOLDS, counts.min()))
     if folds < 2:
-        raise NotApplicable("linear needs at least 2 examples of every class")
-    probe = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=1000))
+        raise NotApplicable(f"{name} needs at least 2 examples of every class")
+    probe = make_pipeline(StandardScaler(), classifier)
     cv = StratifiedKFold(folds, shuffle=True, random_state=0)
     return float(cross_val_score(probe, _live_columns(features), labels, cv=cv).mean())
+
+
+def linear_cv(features: np.ndarray, labels: np.ndarray, source_probs: np.ndarray | None) -> float:
+    """Cross-validated accuracy of a logistic-regression probe."""
+    from sklearn.linear_model import LogisticRegression
+
+    return _cv_accuracy("linear", LogisticRegression(C=1.0, max_iter=1000), features, labels)
 
 
 RIDGE_ALPHAS = tuple(float(a) for a in np.logspace(-2, 5, 15))
 
 
 def ridge_cv(features: np.ndarray, labels: np.ndarray, source_probs: np.ndarray | None) -> float:
-    """Mean accuracy of a ridge-regression classifier (standardised features, one-hot
-    targets, its penalty chosen per fold by efficient leave-one-out) over the same
-    stratified folds as ``linear``: a closed-form probe, many times faster."""
+    """Cross-validated accuracy of a ridge-regression classifier (one-hot targets, its
+    penalty chosen per fold by efficient leave-one-out) on the same folds as ``linear``:
+    a closed-form probe."""
     from sklearn.linear_model import RidgeClassifierCV
-    from sklearn.model_selection import StratifiedKFold, cross_val_score
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
 
-    _, counts = np.unique(labels, return_counts=True)
-    folds = int(min(LINEAR_FOLDS, counts.min()))
-    if folds < 2:
-        raise NotApplicable("ridge needs at least 2 examples of every class")
-    probe = make_pipeline(StandardScaler(), RidgeClassifierCV(alphas=RIDGE_ALPHAS))
-    cv = StratifiedKFold(folds, shuffle=True, random_state=0)
-    return float(cross_val_score(probe, _live_columns(features), labels, cv=cv).mean())
+    return _cv_accuracy("ridge", RidgeClassifierCV(alphas=RIDGE_ALPHAS), features, labels)
 
 
 def _live_columns(features: np.ndarray) -> np.ndarray:
