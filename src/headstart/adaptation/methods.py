@@ -356,7 +356,8 @@ class SelfTraining(AdaptationMethod):
 
         assert self.target is not None
         dataset = self.target.loader.dataset  # augmented: what the pseudo-labels train on
-        seen = dataset if self.labelling is None else self.labelling  # un-augmented: what the labels are read from
+        # the labels are read from the un-augmented images
+        seen = dataset if self.labelling is None else self.labelling
         device = next(backbone.parameters()).device
         self._caught.clear()
         logits, _ = predict_logits(backbone, seen, self.target.loader.batch_size or 64, device)
@@ -381,7 +382,7 @@ class SelfTraining(AdaptationMethod):
                 "round": self.round,
                 "portion": portion,
                 "pseudo_labelled": len(picked),
-                "classes": int(len(np.unique(pred[picked]))),
+                "classes": len(np.unique(pred[picked])),
             }
         )
         if not len(picked):
