@@ -201,3 +201,46 @@ def test_fixmatch_learns_strong_views_from_confident_weak_ones(image_folder):
     text = create_backbone(BackboneConfig(name="toy-bert"), 2)
     with pytest.raises(ConfigError, match="images for fixmatch"):
         two_views(text, samples)
+
+
+def test_fixmatch_distribution_alignment_evens_out_the_predicted_classes():
+    fm = METHODS.get("fixmatch")(StrategyConfig())
+    fm.build(4, 3)
+    # a model that over-predicts class 0 on the target
+    probs = torch.softmax(torch.tensor([[3.0, 1.0, 0.5]] * 6 + [[0.5, 2.5, 0.0]] * 2), 1)
+    assert (probs.argmax(1) == 0).sum() == 6
+    aligned = fm.align(probs)
+    torch.testing.assert_close(aligned.sum(1), torch.ones(8))
+    spread = lambda p: float(p.mean(0).max() - p.mean(0).min())  # noqa: E731
+    assert spread(aligned) < spread(probs) / 2
+    # the running mean carries over: a second, balanced batch is pulled the same way
+    again = fm.align(torch.full((4, 3), 1 / 3))
+    assert again[:, 0].mean() < 1 / 3 < again[:, 2].mean()
+
+
+def test_a_resumed_adaptation_run_gets_its_discriminator_back(tmp_path):
+    from headstart.training.checkpoint import load_nested, save_nested
+
+    xt, _ = _moons(40, 1)
+    stream = TargetStream(TensorDataset(xt, torch.full((40,), -1)), BATCH, seed=0)
+    first = METHODS.get("dann")(StrategyConfig())
+    first.attach(PointNet(), stream, total_steps=10, num_classes=2)
+    first.step = 7
+    save_nested({"strategy": first.state_dict()}, tmp_path / "last.safetensors")
+    again = METHODS.get("dann")(StrategyConfig())
+    again.attach(PointNet(), stream, total_steps=10, num_classes=2)  # a fresh discriminator
+    assert not torch.equal(again.disc[0].weight, first.disc[0].weight)
+    again.load_state_dict(load_nested(tmp_path / "last.safetensors")["strategy"])
+    assert again.step == 7 and again.progress() == 0.7
+    saved = first.disc.state_dict()
+    for key, value in again.disc.state_dict().items():
+        torch.testing.assert_close(value, saved[key])
+    fm = METHODS.get("fixmatch")(StrategyConfig())
+    fm.build(4, 3)
+    fm.align(torch.softmax(torch.randn(5, 3), 1))
+    save_nested({"strategy": fm.state_dict()}, tmp_path / "fm.safetensors")
+    fm2 = METHODS.get("fixmatch")(StrategyConfig())
+    fm2.build(4, 3)
+    fm2.load_state_dict(load_nested(tmp_path / "fm.safetensors")["strategy"])
+    assert fm.mean_probs is not None and fm2.mean_probs is not None
+    torch.testing.assert_close(fm2.mean_probs, fm.mean_probs)
