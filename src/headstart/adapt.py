@@ -25,7 +25,8 @@ from rich.table import Table
 
 from headstart.adaptation import entropy, proxy_a_distance, without_labels
 from headstart.backbones import Backbone, create_backbone
-from headstart.config import AdaptConfig, RunConfig
+from headstart.config import AdaptConfig, DataConfig, RunConfig
+from headstart.data import ImageSamples, list_image_files, resolve_texts
 from headstart.errors import DataError
 from headstart.features import compute_embeddings
 from headstart.pipeline import (
@@ -34,6 +35,7 @@ from headstart.pipeline import (
     Splits,
     check_samples,
     fit,
+    is_text_source,
     load_source,
     prepare_data,
 )
@@ -53,11 +55,38 @@ class AdaptResult:
     runs: list[dict[str, Any]]
 
 
+def load_target(spec: str, cfg: DataConfig) -> Samples:
+    """The target domain, labelled or not: what :func:`load_source` reads, and also a folder
+    of images without class subfolders, or a table without the label column (every label
+    -1, unlabelled)."""
+    path = Path(spec).expanduser()
+    if is_text_source(spec):
+        if not path.is_file():
+            return load_source(spec, cfg)  # a bundled dataset, or the clear error
+        unlabelled = resolve_texts(spec, cfg.text_cols, None)
+        return unlabelled if cfg.label_col not in unlabelled.extra else load_source(spec, cfg)
+    if path.is_dir() and not any(
+        d.is_dir() and not d.name.startswith(".") and d.name != "__MACOSX" for d in path.iterdir()
+    ):
+        files = list_image_files(path)
+        if not files:
+            raise DataError(
+                "a target folder of images (flat for unlabelled images, or one subfolder per "
+                "class)",
+                f"no image files in {path}",
+                "check the path given with --target",
+            )
+        return ImageSamples(
+            classes=[], labels=np.full(len(files), -1, dtype=np.int64), paths=files, name=str(path)
+        )
+    return load_source(spec, cfg)
+
+
 def _target_data(
     spec: AdaptConfig, base: RunConfig, classes: list[str], progress: bool
 ) -> tuple[Samples, Samples | None]:
     """(target samples for the methods, labelled target samples to score on or None)."""
-    target = load_source(spec.target, base.data)
+    target = load_target(spec.target, base.data)
     target = check_samples(target, base.data, progress, min_per_class=0)[0]
     evaluation: Samples | None = None
     if spec.target_eval:

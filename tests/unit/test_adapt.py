@@ -22,7 +22,7 @@ from headstart.config import (
     StrategyConfig,
     TrainConfig,
 )
-from headstart.errors import ConfigError
+from headstart.errors import ConfigError, DataError
 from headstart.pipeline import fit
 
 runner = CliRunner()
@@ -113,3 +113,52 @@ def test_cli_adapt_prints_the_table(image_folder, tmp_path):
     assert r.exit_code == 0, r.output
     assert "coral" in r.output and "source-only" in r.output and "A-distance" in r.output
     assert "target-entropy" in r.output
+
+
+def _flat_copy(folder, out):
+    """The images of a class-folder tree in one flat folder: an unlabelled target."""
+    out.mkdir()
+    for i, path in enumerate(sorted(folder.rglob("*.png"))):
+        (out / f"{i:03d}.png").write_bytes(path.read_bytes())
+    return out
+
+
+def test_a_target_may_be_a_flat_image_folder_or_a_table_without_labels(image_folder, tmp_path):
+    from headstart.adapt import load_target
+
+    flat = _flat_copy(image_folder, tmp_path / "phone_unlabelled")
+    target = load_target(str(flat), DataConfig())
+    assert len(target) == len(list(image_folder.rglob("*.png"))) and (target.labels == -1).all()
+    labelled = load_target(str(image_folder), DataConfig())  # class folders: labelled
+    assert (labelled.labels >= 0).all() and len(labelled.classes) > 1
+    table = tmp_path / "reviews_b.csv"
+    table.write_text("review,stars\ngreat stuff,5\nawful,1\n")
+    unlabelled = load_target(str(table), DataConfig(text_cols=["review"], label_col="sentiment"))
+    assert unlabelled.texts == ["great stuff", "awful"] and (unlabelled.labels == -1).all()
+    rated = load_target(str(table), DataConfig(text_cols=["review"], label_col="stars"))
+    assert rated.classes == ["1", "5"] and rated.labels.tolist() == [1, 0]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(DataError, match="no image files"):
+        load_target(str(empty), DataConfig())
+
+
+@pytest.mark.slow
+def test_an_unlabelled_target_scored_on_a_separate_labelled_folder(image_folder, tmp_path):
+    shifted = _shifted(image_folder, tmp_path / "shifted")
+    flat = _flat_copy(shifted, tmp_path / "phone_unlabelled")
+    spec = AdaptConfig(target=str(flat), target_eval=str(shifted), methods=["self-training"])
+    spec.seeds = 1
+    res = run_adapt(
+        _base(image_folder), spec, tmp_path / "da", progress=False, console=Console(quiet=True)
+    )
+    assert {r["method"] for r in res.runs} == {SOURCE_ONLY, "self-training"}
+    assert all(0.0 <= r["target_accuracy"] <= 1.0 for r in res.runs)  # scored on shifted/
+    assert res.summary["target_eval"] == str(shifted)
+    # without --target-eval an unlabelled target has no accuracy: only the criteria pick
+    spec = AdaptConfig(target=str(flat), methods=["coral"], seeds=1)
+    res = run_adapt(
+        _base(image_folder), spec, tmp_path / "da2", progress=False, console=Console(quiet=True)
+    )
+    assert "target_accuracy" not in res.runs[0]
+    assert set(res.summary["picks"]) == {"source-val", "target-entropy"}
