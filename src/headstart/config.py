@@ -294,8 +294,10 @@ ADAPT_METHODS = ("self-training", "fixmatch", "dann", "cdan", "coral", "mmd")
 class AdaptConfig:
     target: str = _f(
         "",
-        "Target domain: unlabelled images or texts (labels, if present, are never shown to "
-        "the methods; they score the result when --target-eval is not given).",
+        "Target domain: a folder of images (flat: unlabelled; or one subfolder per class), "
+        "a table of texts (without the label column: unlabelled) or a bundled dataset. "
+        "Labels, if present, are never shown to the methods; they score the result when "
+        "--target-eval is not given.",
     )
     target_eval: str | None = _f(None, "Labelled target data to evaluate on (optional).")
     methods: list[str] = _lf(  # noqa: RUF009 (a default_factory field)
