@@ -12,8 +12,8 @@ validation), 4 epochs, light augmentation. Text: all-MiniLM-L6-v2 at 128 tokens,
 epochs. Every method starts from the same source splits per seed. The peer DANN
 (`pytorch-adapt`) is in benchmarks/peer_dann.py.
 
-Each pair's adapt.json stays in OUT/<pair>/ (a finished pair is not run again); the
-tables go to benchmarks/adapt_results.md.
+Each pair's runs and adapt.json stay in OUT/<pair>/ (run again, finished runs are read back
+and only scored); the tables go to benchmarks/adapt_results.md.
 """
 
 from __future__ import annotations
@@ -56,9 +56,8 @@ def base_config(source: str, modality: str) -> RunConfig:
 
 
 def run_pair(name: str, out: Path, seeds: int) -> dict[str, Any]:
+    """Run (or, for finished runs, read back and re-score) one pair."""
     path = out / name / "adapt.json"
-    if path.exists():
-        return dict(json.loads(path.read_text()))
     source, target, methods, modality = PAIRS[name]
     console = Console()
     console.rule(f"{source} -> {target}")
@@ -68,7 +67,6 @@ def run_pair(name: str, out: Path, seeds: int) -> dict[str, Any]:
         out / name,
         progress=False,
         console=console,
-        overwrite=True,
     )
     print_adaptation(result.summary, console)
     return dict(json.loads(path.read_text()))

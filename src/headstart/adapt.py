@@ -4,15 +4,22 @@ domain with each method, and show the gain honestly.
 Every method and the source-only baseline train on the same source splits for the same
 epochs, once per seed; each run is an ordinary run folder under ``OUT/<seed>/<method>``
 whose test set is the labelled target data. Beside the target accuracy (which needs
-target labels), two criteria that need none say which method a user without target labels
-would pick: the source validation accuracy and the mean entropy of the predictions on the
-target. The proxy A-distance between source and target features, before (the pretrained
-backbone) and after adaptation, measures the domain gap.
+target labels), three criteria that need none say which method a user without target
+labels would pick: the source validation accuracy, the mean entropy of the predictions on
+the target, and their information maximisation score (the entropy of the mean target
+prediction minus the mean entropy: confident and spread over the classes, so a model that
+collapses onto one class does not win). The proxy A-distance between source and target
+features, before (the pretrained backbone) and after adaptation, measures the domain gap.
+
+Run again with the same ``--out``, finished runs are read back instead of trained again
+and a run stopped mid-training resumes from its last epoch checkpoint; runs made with other
+settings are refused (``--overwrite`` trains everything again).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +27,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import yaml
 from rich.console import Console
 from rich.table import Table
 
@@ -27,7 +35,7 @@ from headstart.adaptation import entropy, proxy_a_distance, without_labels
 from headstart.backbones import Backbone, create_backbone
 from headstart.config import AdaptConfig, DataConfig, RunConfig
 from headstart.data import ImageSamples, list_image_files, resolve_texts
-from headstart.errors import DataError
+from headstart.errors import DataError, RunFolderError
 from headstart.features import compute_embeddings
 from headstart.pipeline import (
     DEFAULT_BACKBONES,
@@ -39,13 +47,14 @@ from headstart.pipeline import (
     load_source,
     prepare_data,
 )
-from headstart.runfolder import write_json
+from headstart.runfolder import Predictor, write_json
 from headstart.training import predict_logits, resolve_device
 
 SOURCE_ONLY = "source-only"
 CRITERIA = {
     "source-val": "highest source validation accuracy",
     "target-entropy": "lowest mean prediction entropy on the target",
+    "target-infomax": "highest entropy of the mean target prediction minus the mean entropy",
 }
 
 
@@ -109,11 +118,29 @@ def _features(backbone: Backbone, samples: Samples, batch: int, device: str) -> 
     ).numpy()
 
 
-def _target_entropy(backbone: Backbone, target: Samples, batch: int, device: str) -> float:
+def _target_probs(backbone: Backbone, target: Samples, batch: int, device: str) -> torch.Tensor:
     logits, _ = predict_logits(
         backbone, backbone.make_dataset(without_labels(target)), batch, device
     )
-    return float(entropy(torch.softmax(logits, 1)).mean())
+    return torch.softmax(logits, 1)
+
+
+def _check_same_settings(run_dir: Path, cfg: RunConfig) -> None:
+    """A run folder reused by a repeated ``adapt`` must have been made with its settings."""
+    saved = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
+    saved.pop("spec", None)
+    if saved != cfg.to_dict():
+        differ = sorted(
+            f"{section}.{key}"
+            for section, values in cfg.to_dict().items()
+            for key, value in values.items()
+            if (saved.get(section) or {}).get(key) != value
+        )
+        raise RunFolderError(
+            f"the run in {run_dir} made with this adaptation's settings",
+            f"one made with other settings ({', '.join(differ) or 'another layout'})",
+            "pass --overwrite to train it again, or another --out",
+        )
 
 
 def run_adapt(
@@ -152,6 +179,7 @@ def run_adapt(
     )
     runs: list[dict[str, Any]] = []
     quiet = Console(quiet=True)
+    data = Splits(source.train, source.val, evaluation)
     for seed in range(base.train.seed, base.train.seed + spec.seeds):
         for method in (SOURCE_ONLY, *spec.methods):
             strategy = "lp-ft" if method == SOURCE_ONLY else method
@@ -161,38 +189,52 @@ def run_adapt(
                 strategy=dataclasses.replace(base.strategy, name=strategy),
                 train=dataclasses.replace(base.train, seed=seed, patience=base.train.epochs),
             )
-            data = Splits(source.train, source.val, evaluation)
+            run_dir = out / str(seed) / method
             t0 = time.perf_counter()
-            result = fit(
-                cfg,
-                out / str(seed) / method,
-                overwrite=overwrite,
-                progress=progress,
-                console=quiet,
-                data=data,
-                target=None if method == SOURCE_ONLY else target,
-            )
-            bb = result.backbone.eval()
+            if not overwrite and (run_dir / "metrics.json").is_file():
+                _check_same_settings(run_dir, cfg)
+                bb = Predictor.load(run_dir, device).backbone
+                metrics = json.loads((run_dir / "metrics.json").read_text())
+                state = "already finished"
+            else:
+                resume = not overwrite and (run_dir / "checkpoint" / "last.safetensors").is_file()
+                if resume:
+                    _check_same_settings(run_dir, cfg)
+                result = fit(
+                    cfg,
+                    run_dir,
+                    resume=resume,
+                    overwrite=not resume,  # an unfinished run without a checkpoint: no loss
+                    progress=progress,
+                    console=quiet,
+                    data=data,
+                    target=None if method == SOURCE_ONLY else target,
+                )
+                bb, metrics = result.backbone, result.metrics
+                state = "resumed and finished" if resume else "finished"
+            bb.eval()
+            probs = _target_probs(bb, target, bs, device)
             row: dict[str, Any] = {
                 "seed": seed,
                 "method": method,
-                "seconds": time.perf_counter() - t0,
-                "source_val_accuracy": result.metrics["validation"]["accuracy"],
-                "target_entropy": _target_entropy(bb, target, bs, device),
+                "seconds": float(metrics.get("seconds", time.perf_counter() - t0)),
+                "source_val_accuracy": metrics["validation"]["accuracy"],
+                "target_entropy": float(entropy(probs).mean()),
+                "target_diversity": float(entropy(probs.mean(0, keepdim=True))[0]),
                 "a_distance": proxy_a_distance(
                     _features(bb, source.val if len(source.val) else source.train, bs, device),
                     _features(bb, target, bs, device),
                 ),
             }
             if evaluation is not None:
-                row["target_accuracy"] = result.metrics["test"]["accuracy"]
-                row["target_macro_f1"] = result.metrics["test"]["macro_f1"]
+                row["target_accuracy"] = metrics["test"]["accuracy"]
+                row["target_macro_f1"] = metrics["test"]["macro_f1"]
             runs.append(row)
             shown = (
-                f"target accuracy {row['target_accuracy']:.3f}" if evaluation is not None else ""
+                f"target accuracy {row['target_accuracy']:.3f}, " if evaluation is not None else ""
             )
             console.print(
-                f"  seed {seed} {method}: {shown} ({row['seconds']:.0f} s)", highlight=False
+                f"  seed {seed} {method}: {shown}{state} ({row['seconds']:.0f} s)", highlight=False
             )
     summary = summarise(runs, gap_before, evaluation is not None)
     summary["seconds"] = time.perf_counter() - start
@@ -207,7 +249,7 @@ def summarise(runs: list[dict[str, Any]], gap_before: float, labelled: bool) -> 
     """Mean and std per method; which method each criterion picks per seed, and what the
     picks score against the oracle (the best target accuracy of the seed)."""
     methods = list(dict.fromkeys(r["method"] for r in runs))
-    keys = ["source_val_accuracy", "target_entropy", "a_distance"]
+    keys = ["source_val_accuracy", "target_entropy", "target_diversity", "a_distance"]
     if labelled:
         keys += ["target_accuracy", "target_macro_f1"]
     table = {}
@@ -230,6 +272,8 @@ def summarise(runs: list[dict[str, Any]], gap_before: float, labelled: bool) -> 
                 best = max(mine, key=lambda r: r["source_val_accuracy"])
             elif criterion == "target-entropy":
                 best = min(mine, key=lambda r: r["target_entropy"])
+            elif criterion == "target-infomax":
+                best = max(mine, key=lambda r: r["target_diversity"] - r["target_entropy"])
             else:
                 best = max(mine, key=lambda r: r["target_accuracy"])
             chosen.append(best)

@@ -22,7 +22,7 @@ from headstart.config import (
     StrategyConfig,
     TrainConfig,
 )
-from headstart.errors import ConfigError, DataError
+from headstart.errors import ConfigError, DataError, RunFolderError
 from headstart.pipeline import fit
 
 runner = CliRunner()
@@ -58,20 +58,29 @@ def test_every_method_runs_beside_source_only(image_folder, tmp_path):
         assert 0.0 <= row["target_accuracy"] <= 1.0 and -2.0 <= row["a_distance"] <= 2.0
         assert (tmp_path / "da" / "0" / row["method"] / "metrics.json").is_file()
     doc = json.loads((tmp_path / "da" / "adapt.json").read_text())
-    assert set(doc["summary"]["picks"]) == {"source-val", "target-entropy", "oracle"}
+    assert set(doc["summary"]["picks"]) == {
+        "source-val", "target-entropy", "target-infomax", "oracle"
+    }  # fmt: skip
     assert doc["summary"]["a_distance_before"] > 1.0  # inverted colours are easy to tell apart
 
 
 def test_summary_picks_by_each_criterion():
     runs = [
         {"seed": 0, "method": "source-only", "source_val_accuracy": 0.9, "target_entropy": 0.5,
-         "a_distance": 1.5, "target_accuracy": 0.4, "target_macro_f1": 0.4},
+         "target_diversity": 2.0, "a_distance": 1.5, "target_accuracy": 0.4,
+         "target_macro_f1": 0.4},
         {"seed": 0, "method": "dann", "source_val_accuracy": 0.8, "target_entropy": 0.2,
-         "a_distance": 0.5, "target_accuracy": 0.7, "target_macro_f1": 0.7},
+         "target_diversity": 2.2, "a_distance": 0.5, "target_accuracy": 0.7,
+         "target_macro_f1": 0.7},
+        # confident but collapsed onto one class: the lowest entropy, no diversity
+        {"seed": 0, "method": "fixmatch", "source_val_accuracy": 0.7, "target_entropy": 0.05,
+         "target_diversity": 0.1, "a_distance": 1.0, "target_accuracy": 0.1,
+         "target_macro_f1": 0.02},
     ]  # fmt: skip
     s = summarise(runs, 1.9, labelled=True)
     assert s["picks"]["source-val"]["methods"] == ["source-only"]
-    assert s["picks"]["target-entropy"]["methods"] == ["dann"]
+    assert s["picks"]["target-entropy"]["methods"] == ["fixmatch"]
+    assert s["picks"]["target-infomax"]["methods"] == ["dann"]
     assert s["picks"]["oracle"]["target_accuracy"] == 0.7
 
 
@@ -161,4 +170,27 @@ def test_an_unlabelled_target_scored_on_a_separate_labelled_folder(image_folder,
         _base(image_folder), spec, tmp_path / "da2", progress=False, console=Console(quiet=True)
     )
     assert "target_accuracy" not in res.runs[0]
-    assert set(res.summary["picks"]) == {"source-val", "target-entropy"}
+    assert set(res.summary["picks"]) == {"source-val", "target-entropy", "target-infomax"}
+
+
+def test_a_repeated_adapt_reads_finished_runs_back_and_refuses_other_settings(
+    image_folder, tmp_path
+):
+    target = _shifted(image_folder, tmp_path / "target")
+    spec = AdaptConfig(target=str(target), methods=["coral"], seeds=1)
+    first = run_adapt(
+        _base(image_folder), spec, tmp_path / "da", progress=False, console=Console(quiet=True)
+    )
+    model = tmp_path / "da" / "0" / "coral" / "model.safetensors"
+    mtime = model.stat().st_mtime_ns
+    console = Console(record=True, width=200)
+    again = run_adapt(_base(image_folder), spec, tmp_path / "da", progress=False, console=console)
+    assert console.export_text().count("already finished") == 2
+    assert model.stat().st_mtime_ns == mtime  # not trained again
+    for a, b in zip(first.runs, again.runs, strict=True):
+        assert a["target_accuracy"] == b["target_accuracy"]
+        assert abs(a["target_entropy"] - b["target_entropy"]) < 1e-5
+    other = _base(image_folder)
+    other.train.epochs = 3
+    with pytest.raises(RunFolderError, match=r"train\.epochs"):
+        run_adapt(other, spec, tmp_path / "da", progress=False, console=Console(quiet=True))
