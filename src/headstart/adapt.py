@@ -33,9 +33,9 @@ from rich.table import Table
 
 from headstart.adaptation import entropy, proxy_a_distance, without_labels
 from headstart.backbones import Backbone, create_backbone
-from headstart.config import AdaptConfig, DataConfig, RunConfig
+from headstart.config import ADAPT_METHODS, AdaptConfig, DataConfig, RunConfig
 from headstart.data import ImageSamples, list_image_files, resolve_texts
-from headstart.errors import DataError, RunFolderError
+from headstart.errors import ConfigError, DataError, RunFolderError
 from headstart.features import compute_embeddings
 from headstart.pipeline import (
     DEFAULT_BACKBONES,
@@ -51,6 +51,7 @@ from headstart.runfolder import Predictor, write_json
 from headstart.training import predict_logits, resolve_device
 
 SOURCE_ONLY = "source-only"
+IMAGE_ONLY_METHODS = ("fixmatch",)
 CRITERIA = {
     "source-val": "highest source validation accuracy",
     "target-entropy": "lowest mean prediction entropy on the target",
@@ -125,6 +126,22 @@ def _target_probs(backbone: Backbone, target: Samples, batch: int, device: str) 
     return torch.softmax(logits, 1)
 
 
+def methods_for(modality: str, methods: list[str], console: Console) -> list[str]:
+    """The methods that apply to ``modality``: for text, ``all`` leaves out the image-only
+    ones (with a note) and naming one is an error, before any training."""
+    image_only = [m for m in methods if m in IMAGE_ONLY_METHODS]
+    if modality == "image" or not image_only:
+        return methods
+    if set(methods) == set(ADAPT_METHODS):
+        console.print(f"[bold]methods[/] {', '.join(image_only)} left out: images only")
+        return [m for m in methods if m not in IMAGE_ONLY_METHODS]
+    raise ConfigError(
+        "adaptation methods that apply to text",
+        f"{', '.join(image_only)} (images only: weak and strong image augmentations)",
+        f"use {', '.join(m for m in ADAPT_METHODS if m not in IMAGE_ONLY_METHODS)} for text",
+    )
+
+
 def _check_same_settings(run_dir: Path, cfg: RunConfig) -> None:
     """A run folder reused by a repeated ``adapt`` must have been made with its settings."""
     saved = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
@@ -161,6 +178,7 @@ def run_adapt(
     source = prepare_data(data_cfg, console, progress)
     target, evaluation = _target_data(spec, base, source.classes, progress)
     modality = "text" if hasattr(source.train, "texts") else "image"
+    spec = dataclasses.replace(spec, methods=methods_for(modality, spec.methods, console))
     if base.backbone.name == "auto":
         base = dataclasses.replace(
             base, backbone=dataclasses.replace(base.backbone, name=DEFAULT_BACKBONES[modality])

@@ -194,3 +194,17 @@ def test_a_repeated_adapt_reads_finished_runs_back_and_refuses_other_settings(
     other.train.epochs = 3
     with pytest.raises(RunFolderError, match=r"train\.epochs"):
         run_adapt(other, spec, tmp_path / "da", progress=False, console=Console(quiet=True))
+
+
+def test_text_leaves_out_the_image_only_methods_from_all_and_refuses_them_by_name():
+    from headstart.adapt import methods_for
+
+    console = Console(record=True, width=200)
+    every = list(ADAPT_METHODS)
+    assert methods_for("image", every, console) == every
+    text = methods_for("text", every, console)
+    assert "fixmatch" not in text and len(text) == len(every) - 1
+    assert "fixmatch left out: images only" in console.export_text()
+    with pytest.raises(ConfigError, match="images only"):
+        methods_for("text", ["dann", "fixmatch"], console)
+    assert methods_for("text", ["dann", "mmd"], console) == ["dann", "mmd"]
