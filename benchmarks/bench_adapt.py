@@ -7,8 +7,8 @@ label-free criteria pick.
     python benchmarks/bench_adapt.py --pairs mnist-digits  # one pair
     python benchmarks/bench_adapt.py --report-only         # tables from the saved results
 
-Images: EfficientNet-Lite0 at 64 px, 50 labelled source images per class (10 more for
-validation), 4 epochs, light augmentation. Text: all-MiniLM-L6-v2 at 128 tokens, 64
+Images: EfficientNet-Lite0 at 64 px, 50 labelled source images per class (9 more for
+validation), 4 epochs, light augmentation. Text: all-MiniLM-L6-v2 at 128 tokens, 48
 labelled reviews per class, 4 epochs. Every method starts from the same source splits per
 seed. The peer DANN (`pytorch-adapt`) is in benchmarks/peer_dann.py.
 
@@ -50,7 +50,7 @@ def base_config(source: str, modality: str) -> RunConfig:
         data = DataConfig(source=source, image_size=64, per_class=50, augment="light")
         backbone = BackboneConfig(name="efficientnet_lite0")
     else:
-        data = DataConfig(source=source, max_length=128, augment="none", per_class=64)
+        data = DataConfig(source=source, max_length=128, augment="none", per_class=48)
         backbone = BackboneConfig(name="minilm-l6")
     return RunConfig(data=data, backbone=backbone, train=TrainConfig(epochs=4, patience=4, seed=0))
 

@@ -12,8 +12,8 @@ augmentation), the EfficientNet-Lite0 trunk, the linear head fitted on its froze
 embeddings (headstart's lp-ft first phase, the start of headstart's DANN too), the domain
 classifier's shape (1280-256-256-1, ReLU and dropout 0.5), batch size 32 for each domain,
 the number of steps (4 epochs of the source), AdamW (head 1e-3, trunk 1e-4, weight decay
-0.01). What is the peer's own: its DANNHook (losses, gradient reversal at a constant
-weight 1, the optimiser steps), with no learning-rate schedule. The target accuracy is on
+0.01), on the CPU. What is the peer's own: its DANNHook (losses, gradient reversal at a
+constant weight 1, the optimiser steps), with no learning-rate schedule. The target accuracy is on
 the labelled target images, as in bench_adapt.py.
 """
 
@@ -66,6 +66,7 @@ def run_seed(pair: str, seed: int, work: Path) -> float:
         data=dataclasses.replace(cfg.data, test_fraction=0.0, test=None),
         train=dataclasses.replace(cfg.train, seed=seed),
     )
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, device="cpu"))
     quiet = Console(quiet=True)
     source = prepare_data(cfg.data, quiet, False)
     target = check_samples(load_source(target_name, cfg.data), cfg.data, False, min_per_class=0)[0]
@@ -86,8 +87,10 @@ def run_seed(pair: str, seed: int, work: Path) -> float:
     for p in start.parameters():  # the probe left the trunk frozen
         p.requires_grad_(True)
     d = nn.Sequential(_discriminator(start.spec.feature_dim), nn.Flatten(0))
+    head = {id(p) for p in c.parameters()}
+    trunk = [p for p in g.parameters() if id(p) not in head]  # the head is C's alone
     opts = [
-        torch.optim.AdamW(g.parameters(), lr=cfg.train.lr * cfg.strategy.backbone_lr_scale),
+        torch.optim.AdamW(trunk, lr=cfg.train.lr * cfg.strategy.backbone_lr_scale),
         torch.optim.AdamW(c.parameters(), lr=cfg.train.lr),
         torch.optim.AdamW(d.parameters(), lr=cfg.train.lr),
     ]

@@ -35,6 +35,7 @@ from headstart.adaptation import entropy, proxy_a_distance, without_labels
 from headstart.backbones import Backbone, create_backbone
 from headstart.config import ADAPT_METHODS, AdaptConfig, DataConfig, RunConfig
 from headstart.data import ImageSamples, list_image_files, resolve_texts
+from headstart.data.dataset import data_fingerprint
 from headstart.errors import ConfigError, DataError, RunFolderError
 from headstart.features import compute_embeddings
 from headstart.pipeline import (
@@ -142,22 +143,45 @@ def methods_for(modality: str, methods: list[str], console: Console) -> list[str
     )
 
 
+#: settings a finished run may be read back under although they differ: they do not
+#: change what was trained
+_HARMLESS = {("train", "device"), ("train", "num_workers"), ("backbone", "allow_download"),
+             ("eval", "batch_size")}  # fmt: skip
+DATA_FILE = "adapt-data.json"
+
+
 def _check_same_settings(run_dir: Path, cfg: RunConfig) -> None:
     """A run folder reused by a repeated ``adapt`` must have been made with its settings."""
     saved = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
-    saved.pop("spec", None)
-    if saved != cfg.to_dict():
-        differ = sorted(
-            f"{section}.{key}"
-            for section, values in cfg.to_dict().items()
-            for key, value in values.items()
-            if (saved.get(section) or {}).get(key) != value
-        )
+    differ = [
+        f"{section}.{key}: {(saved.get(section) or {}).get(key)!r} -> {value!r}"
+        for section, values in cfg.to_dict().items()
+        for key, value in values.items()
+        if (section, key) not in _HARMLESS and (saved.get(section) or {}).get(key) != value
+    ]
+    if differ:
         raise RunFolderError(
             f"the run in {run_dir} made with this adaptation's settings",
-            f"one made with other settings ({', '.join(differ) or 'another layout'})",
-            "pass --overwrite to train it again, or another --out",
+            f"one made with other settings ({'; '.join(differ)})",
+            "pass --overwrite to train every run again, or another --out",
         )
+
+
+def _check_same_data(out: Path, data: dict[str, str | None], overwrite: bool) -> None:
+    """The source, target and target-eval data of an ``--out`` folder stay the same; a
+    repeated ``adapt`` on other data is refused rather than mixed with the earlier runs."""
+    path = out / DATA_FILE
+    if path.is_file() and not overwrite:
+        saved = json.loads(path.read_text())
+        differ = [k for k in data if saved.get(k) != data[k]]
+        if differ:
+            raise RunFolderError(
+                f"the same {', '.join(differ)} data as the runs already in {out}",
+                f"other {', '.join(differ)} data (its content differs)",
+                "pass --overwrite to train every run again, or another --out",
+            )
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(path, data)
 
 
 def run_adapt(
@@ -178,7 +202,22 @@ def run_adapt(
     source = prepare_data(data_cfg, console, progress)
     target, evaluation = _target_data(spec, base, source.classes, progress)
     modality = "text" if hasattr(source.train, "texts") else "image"
+    if ("text" if hasattr(target, "texts") else "image") != modality:
+        raise DataError(
+            f"target data of the source's kind ({modality})",
+            f"{spec.target}: {'images' if modality == 'text' else 'texts'}",
+            "adapt texts to texts and images to images",
+        )
     spec = dataclasses.replace(spec, methods=methods_for(modality, spec.methods, console))
+    _check_same_data(
+        out,
+        {
+            "source": data_fingerprint(source.train) + data_fingerprint(source.val),
+            "target": data_fingerprint(without_labels(target)),
+            "target_eval": data_fingerprint(evaluation) if evaluation is not None else None,
+        },
+        overwrite,
+    )
     if base.backbone.name == "auto":
         base = dataclasses.replace(
             base, backbone=dataclasses.replace(base.backbone, name=DEFAULT_BACKBONES[modality])

@@ -192,8 +192,21 @@ def test_a_repeated_adapt_reads_finished_runs_back_and_refuses_other_settings(
         assert abs(a["target_entropy"] - b["target_entropy"]) < 1e-5
     other = _base(image_folder)
     other.train.epochs = 3
-    with pytest.raises(RunFolderError, match=r"train\.epochs"):
+    with pytest.raises(RunFolderError, match=r"train\.epochs: 2 -> 3"):
         run_adapt(other, spec, tmp_path / "da", progress=False, console=Console(quiet=True))
+    # another target (or a labelled evaluation added later) is other data: refused too
+    elsewhere = _shifted(image_folder, tmp_path / "elsewhere")
+    next(elsewhere.rglob("*.png")).write_bytes(next(image_folder.rglob("*.png")).read_bytes())
+    moved = AdaptConfig(target=str(elsewhere), methods=["coral"], seeds=1)
+    with pytest.raises(RunFolderError, match="other target data"):
+        run_adapt(
+            _base(image_folder), moved, tmp_path / "da", progress=False,
+            console=Console(quiet=True),
+        )  # fmt: skip
+    copy = AdaptConfig(target=str(_shifted(image_folder, tmp_path / "copy")), methods=["coral"])
+    copy.seeds = 1  # the same content in another folder: read back as before
+    run_adapt(_base(image_folder), copy, tmp_path / "da", progress=False, console=console)
+    assert console.export_text().count("already finished") == 4
 
 
 def test_text_leaves_out_the_image_only_methods_from_all_and_refuses_them_by_name():

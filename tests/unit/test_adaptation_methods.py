@@ -153,7 +153,7 @@ def test_a_method_without_target_data_is_a_clear_error():
         coral.extra_loss((torch.randn(4, 2), None), model(torch.randn(4, 2)))
 
 
-def test_self_training_pseudo_labels_in_balanced_rounds_without_target_labels():
+def test_self_training_pseudo_labels_in_balanced_rounds_without_target_labels(tmp_path):
     xs, ys = _moons(300, 0)
     xt, _ = _moons(300, 1, angle=35.0)
     torch.manual_seed(0)
@@ -178,6 +178,17 @@ def test_self_training_pseudo_labels_in_balanced_rounds_without_target_labels():
     assert set(np.unique(chosen_labels).tolist()) == {0, 1}
     with pytest.raises(ConfigError, match="never handed out"):
         st.target.next_pair("cpu")
+    # a resumed run goes on with the round's pseudo-labels, not fresh ones
+    from headstart.training.checkpoint import load_nested, save_nested
+
+    save_nested({"strategy": st.state_dict()}, tmp_path / "st.safetensors")
+    again = METHODS.get("self-training")(StrategyConfig(backbone_lr_scale=1.0))
+    again.attach(PointNet(), TargetStream(target, BATCH, seed=0), epochs * 9, 2, epochs=epochs)
+    again.load_state_dict(load_nested(tmp_path / "st.safetensors")["strategy"])
+    assert again.round == 2 and again.history == st.history and again.pseudo is not None
+    resumed = again.pseudo.loader.dataset
+    np.testing.assert_array_equal(resumed.chosen, st.pseudo.loader.dataset.chosen)
+    np.testing.assert_array_equal(resumed.labels, chosen_labels)
 
 
 def test_fixmatch_learns_strong_views_from_confident_weak_ones(image_folder):
@@ -244,3 +255,21 @@ def test_a_resumed_adaptation_run_gets_its_discriminator_back(tmp_path):
     fm2.load_state_dict(load_nested(tmp_path / "fm.safetensors")["strategy"])
     assert fm.mean_probs is not None and fm2.mean_probs is not None
     torch.testing.assert_close(fm2.mean_probs, fm.mean_probs)
+
+
+def test_self_training_reads_its_labels_from_unaugmented_target_images(image_folder):
+    from headstart.adaptation.methods import target_stream
+    from headstart.backbones import create_backbone
+    from headstart.data import scan_image_folder
+
+    samples = scan_image_folder(image_folder)
+    bb = create_backbone(BackboneConfig(name="toy-efficientnet"), 3, image_size=32)
+    st = METHODS.get("self-training")(StrategyConfig())
+    stream = target_stream(st, bb, samples, batch_size=4, augment="strong", seed=0)
+    assert st.labelling is not None and len(st.labelling) == len(samples)
+    plain = bb.make_dataset(without_labels(samples))
+    for i in range(3):  # the same pixels every time: no augmentation
+        torch.testing.assert_close(st.labelling[i][0], plain[i][0])
+        assert st.labelling[i][1] == -1
+    augmented = stream.loader.dataset
+    assert any(not torch.equal(augmented[i][0], plain[i][0]) for i in range(3))

@@ -102,21 +102,27 @@ def cluster_labels(
     """SHOT's self-supervised pseudo-labels: (labels, confidence) for each row.
 
     The features are centred on their mean first (measured on mnist-5k -> digits: pseudo-
-    labels 3 to 8 points more precise than uncentred). The centroid of class ``k`` is the
-    mean of the L2-normalised target features weighted by
-    ``probs[:, k]``; each example takes its nearest centroid by cosine similarity, and the
-    centroids are recomputed from those hard labels ``iterations - 1`` more times. The
-    confidence is the softmax of the cosine similarities over ``temperature``, at the label.
-    A class no example is assigned to keeps its probability-weighted centroid.
+    labels 3 to 8 points more precise than uncentred; on a target dominated by one class
+    the mean sits near that class, so centring helps less there). The centroid of class
+    ``k`` is the mean of the L2-normalised features weighted by ``probs[:, k]``; each
+    example takes its nearest centroid by cosine similarity, and the centroids are
+    recomputed from those hard labels ``iterations - 1`` more times. Unlike SHOT, a class
+    that the hard labels leave empty keeps its probability-weighted centroid, so it can win
+    examples back (a class the model under-predicts on the target is not dropped); a class
+    with no probability mass at all is no candidate. The confidence is the softmax of the
+    cosine similarities over ``temperature``, at the label.
     """
     f = np.asarray(features, dtype=np.float64)
     f = f - f.mean(0)  # centred on the target's mean: the offset all domain examples share
     f = f / np.maximum(np.linalg.norm(f, axis=1, keepdims=True), 1e-12)
     weights = np.asarray(probs, dtype=np.float64)
+    if len(f) != len(weights):
+        raise ValueError(f"{len(f)} feature rows but {len(weights)} probability rows")
+    live = weights.sum(0) > 0
     for _ in range(max(1, iterations)):
         centroids = weights.T @ f
         centroids /= np.maximum(np.linalg.norm(centroids, axis=1, keepdims=True), 1e-12)
-        sim = f @ centroids.T
+        sim = np.where(live, f @ centroids.T, -np.inf)
         labels = sim.argmax(1)
         hard = np.eye(weights.shape[1])[labels]
         weights = np.where(hard.sum(0, keepdims=True) > 0, hard, weights)

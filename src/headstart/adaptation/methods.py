@@ -191,8 +191,10 @@ class AdaptationMethod(Finetune):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
         self.step = int(state.get("step", 0))
-        saved = state.get("modules") or []
+        saved = state.get("modules")
         own = self.own_modules()
+        if saved is None:  # a checkpoint written before the modules were kept: fresh ones
+            return
         if len(saved) != len(own):
             raise ConfigError(
                 f"a checkpoint of the {self.name} method with {len(own)} module(s) of its own",
@@ -398,14 +400,39 @@ class SelfTraining(AdaptationMethod):
                 "classes": len(np.unique(pred[picked])),
             }
         )
+        self._use(picked, pred[picked])
+
+    def _use(self, picked: np.ndarray, labels: np.ndarray) -> None:
+        """Train on target items ``picked`` with pseudo-labels ``labels`` from now on."""
+        assert self.target is not None
         if not len(picked):
             self.pseudo = None
             return
-        ds = _PseudoLabelled(dataset, picked, pred[picked])
+        ds = _PseudoLabelled(self.target.loader.dataset, picked, labels)
         batch = self.target.loader.batch_size or 32
         self.pseudo = TargetStream(
             ds, batch, self.target.loader.collate_fn, seed=self.round, keep_labels=True
         )
+
+    def state_dict(self) -> dict[str, Any]:
+        """Also the round, its pseudo-labels and the history: a resumed run goes on with
+        the labels of the round it stopped in."""
+        pseudo = self.pseudo.loader.dataset if self.pseudo is not None else None
+        assert pseudo is None or isinstance(pseudo, _PseudoLabelled)
+        return {
+            **super().state_dict(),
+            "round": self.round,
+            "history": self.history,
+            "picked": torch.as_tensor(pseudo.chosen) if pseudo is not None else None,
+            "pseudo_labels": torch.as_tensor(pseudo.labels) if pseudo is not None else None,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.round = int(state.get("round", -1))
+        self.history = list(state.get("history") or [])
+        if state.get("picked") is not None and self.target is not None:
+            self._use(np.asarray(state["picked"]), np.asarray(state["pseudo_labels"]))
 
     def extra_loss(self, batch: Any, outputs: torch.Tensor) -> torch.Tensor | None:
         self._caught.clear()

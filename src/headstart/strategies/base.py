@@ -95,6 +95,11 @@ class Strategy:
         frozen_stats = pretrained and self.cfg.bn_stats == "frozen"
         apply_freeze(backbone, self.param_groups(backbone), all_bn_stats=frozen_stats)
 
+    def own_modules(self) -> list[nn.Module]:
+        """Modules the strategy trains beside the model (a domain discriminator): the
+        trainer puts them on the model's device before it builds the optimiser."""
+        return []
+
     def extra_loss(self, batch: Any, outputs: torch.Tensor) -> torch.Tensor | None:
         """An extra loss term added to the cross-entropy (none by default)."""
         return None

@@ -156,6 +156,8 @@ class Trainer:
             drop_last=len(train_ds) > cfg.batch_size,  # type: ignore[arg-type]
             collate_fn=_collate(model),
         )
+        for module in strategy.own_modules() if strategy is not None else []:
+            module.to(acc.device)  # before the optimiser, so resumed state lands beside it
         optimizer = build_optimizer(groups, cfg)
         steps_per_epoch = math.ceil(len(loader) / cfg.grad_accum)
         scheduler = build_scheduler(optimizer, cfg, steps_per_epoch)
