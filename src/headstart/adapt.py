@@ -214,7 +214,7 @@ def run_adapt(
         {
             "source": data_fingerprint(source.train) + data_fingerprint(source.val),
             "target": data_fingerprint(without_labels(target)),
-            "target_eval": data_fingerprint(evaluation) if evaluation is not None else None,
+            "target-eval": data_fingerprint(evaluation) if evaluation is not None else None,
         },
         overwrite,
     )
@@ -312,12 +312,14 @@ def summarise(runs: list[dict[str, Any]], gap_before: float, labelled: bool) -> 
     table = {}
     for m in methods:
         mine = [r for r in runs if r["method"] == m]
+        for r in mine:
+            r["target_infomax"] = r["target_diversity"] - r["target_entropy"]
         table[m] = {
             k: {
                 "mean": float(np.mean([r[k] for r in mine])),
                 "std": float(np.std([r[k] for r in mine])),
             }
-            for k in keys
+            for k in [*keys, "target_infomax"]
         }
     picks: dict[str, Any] = {}
     seeds = sorted({r["seed"] for r in runs})
@@ -330,7 +332,7 @@ def summarise(runs: list[dict[str, Any]], gap_before: float, labelled: bool) -> 
             elif criterion == "target-entropy":
                 best = min(mine, key=lambda r: r["target_entropy"])
             elif criterion == "target-infomax":
-                best = max(mine, key=lambda r: r["target_diversity"] - r["target_entropy"])
+                best = max(mine, key=lambda r: r["target_infomax"])
             else:
                 best = max(mine, key=lambda r: r["target_accuracy"])
             chosen.append(best)
@@ -349,7 +351,7 @@ def print_adaptation(summary: dict[str, Any], console: Console) -> None:
     cols = ["method"]
     if labelled:
         cols += ["target accuracy", "target macro-F1"]
-    cols += ["A-distance", "source val acc", "target entropy"]
+    cols += ["A-distance", "source val acc", "target entropy", "target infomax"]
     for c in cols:
         table.add_column(c, justify="left" if c == "method" else "right")
     for m, v in summary["methods"].items():
@@ -361,6 +363,8 @@ def print_adaptation(summary: dict[str, Any], console: Console) -> None:
         if labelled:
             cells += [pm("target_accuracy"), pm("target_macro_f1")]
         cells += [pm("a_distance"), pm("source_val_accuracy"), pm("target_entropy")]
+        infomax = v.get("target_infomax")
+        cells.append(f"{infomax['mean']:.3f} ± {infomax['std']:.3f}" if infomax else "-")
         table.add_row(*cells)
     console.print(table)
     console.print(
