@@ -94,10 +94,24 @@ def load_target(spec: str, cfg: DataConfig) -> Samples:
 
 
 def _target_data(
-    spec: AdaptConfig, base: RunConfig, classes: list[str], progress: bool
+    spec: AdaptConfig, base: RunConfig, classes: list[str], progress: bool, console: Console
 ) -> tuple[Samples, Samples | None]:
-    """(target samples for the methods, labelled target samples to score on or None)."""
+    """(target samples for the methods, labelled target samples to score on or None).
+
+    A target labelled with some of the source's classes is scored on them; a target whose
+    folders (or labels) are not among the source's classes is read as unlabelled."""
     target = load_target(spec.target, base.data)
+    labelled = bool((np.asarray(target.labels) >= 0).any())
+    if labelled and target.classes != classes:
+        if set(target.classes) <= set(classes):
+            target = load_source(spec.target, base.data, classes=classes)
+        else:
+            console.print(
+                f"[bold]target[/] its classes ({', '.join(target.classes)}) are not the "
+                "source's: read as unlabelled",
+                highlight=False,
+            )
+            target = dataclasses.replace(without_labels(target), classes=[])
     target = check_samples(target, base.data, progress, min_per_class=0)[0]
     evaluation: Samples | None = None
     if spec.target_eval:
@@ -105,12 +119,6 @@ def _target_data(
         evaluation = check_samples(evaluation, base.data, progress, min_per_class=0)[0]
     elif (np.asarray(target.labels) >= 0).all() and target.classes == classes:
         evaluation = target  # its labels score the result; the methods never see them
-    elif (np.asarray(target.labels) >= 0).any() and target.classes != classes:
-        raise DataError(
-            f"target classes equal to the source's ({', '.join(classes)})",
-            ", ".join(target.classes),
-            "name the target's classes as the source's, or give --target-eval",
-        )
     return target, evaluation
 
 
@@ -200,7 +208,7 @@ def run_adapt(
     device = resolve_device(base.train.device)
     data_cfg = dataclasses.replace(base.data, test_fraction=0.0, test=None)
     source = prepare_data(data_cfg, console, progress)
-    target, evaluation = _target_data(spec, base, source.classes, progress)
+    target, evaluation = _target_data(spec, base, source.classes, progress, console)
     modality = "text" if hasattr(source.train, "texts") else "image"
     if ("text" if hasattr(target, "texts") else "image") != modality:
         raise DataError(

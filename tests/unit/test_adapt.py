@@ -221,3 +221,28 @@ def test_text_leaves_out_the_image_only_methods_from_all_and_refuses_them_by_nam
     with pytest.raises(ConfigError, match="images only"):
         methods_for("text", ["dann", "fixmatch"], console)
     assert methods_for("text", ["dann", "mmd"], console) == ["dann", "mmd"]
+
+
+def test_a_target_with_other_folders_is_unlabelled_and_one_with_some_classes_is_scored(
+    image_folder, tmp_path
+):
+    from headstart.adapt import _target_data
+
+    classes = sorted(d.name for d in image_folder.iterdir() if d.is_dir())
+    (tmp_path / "phone").mkdir()
+    nested = tmp_path / "phone" / "images"  # one folder of images, not classes
+    _flat_copy(image_folder, nested)
+    console = Console(record=True, width=200)
+    spec = AdaptConfig(target=str(tmp_path / "phone"))
+    target, evaluation = _target_data(spec, _base(image_folder), classes, False, console)
+    assert (target.labels == -1).all() and evaluation is None
+    assert "not the source's: read as unlabelled" in console.export_text()
+    subset = tmp_path / "subset"  # labelled with 2 of the 3 source classes
+    for name in classes[1:]:
+        (subset / name).mkdir(parents=True)
+        for path in (image_folder / name).glob("*.png"):
+            (subset / name / path.name).write_bytes(path.read_bytes())
+    spec = AdaptConfig(target=str(subset))
+    target, evaluation = _target_data(spec, _base(image_folder), classes, False, console)
+    assert evaluation is target and target.classes == classes
+    assert set(target.labels.tolist()) == {1, 2}  # indices of the source's classes
