@@ -49,7 +49,7 @@ from headstart.pipeline import (
     prepare_data,
 )
 from headstart.runfolder import Predictor, write_json
-from headstart.training import predict_logits, resolve_device
+from headstart.training import resolve_device
 
 SOURCE_ONLY = "source-only"
 IMAGE_ONLY_METHODS = ("fixmatch",)
@@ -128,10 +128,12 @@ def _features(backbone: Backbone, samples: Samples, batch: int, device: str) -> 
     ).numpy()
 
 
-def _target_probs(backbone: Backbone, target: Samples, batch: int, device: str) -> torch.Tensor:
-    logits, _ = predict_logits(
-        backbone, backbone.make_dataset(without_labels(target)), batch, device
-    )
+def _head_probs(backbone: Backbone, features: np.ndarray) -> torch.Tensor:
+    """Class probabilities from pooled features: the head is all that runs after them."""
+    head = backbone.head().eval()
+    weight = next(head.parameters())
+    with torch.no_grad():
+        logits = head(torch.as_tensor(features).to(weight.device, weight.dtype)).float().cpu()
     return torch.softmax(logits, 1)
 
 
@@ -278,7 +280,8 @@ def run_adapt(
                 bb, metrics = result.backbone, result.metrics
                 state = "resumed and finished" if resume else "finished"
             bb.eval()
-            probs = _target_probs(bb, target, bs, device)
+            target_features = _features(bb, without_labels(target), bs, device)
+            probs = _head_probs(bb, target_features)  # one pass over the target, not two
             row: dict[str, Any] = {
                 "seed": seed,
                 "method": method,
@@ -288,7 +291,7 @@ def run_adapt(
                 "target_diversity": float(entropy(probs.mean(0, keepdim=True))[0]),
                 "a_distance": proxy_a_distance(
                     _features(bb, source.val if len(source.val) else source.train, bs, device),
-                    _features(bb, target, bs, device),
+                    target_features,
                 ),
             }
             if evaluation is not None:
