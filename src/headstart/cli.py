@@ -28,6 +28,8 @@ from headstart.config import (
     help_for,
 )
 from headstart.errors import ConfigError, HeadstartError
+from headstart.fewshot.meta import MetaConfig
+from headstart.fewshot.zeroshot import REFINE_ROUNDS
 from headstart.heads import HEADS
 from headstart.strategies import STRATEGIES
 
@@ -79,6 +81,7 @@ MAX_LENGTH_OPT = Annotated[int | None, _opt(DataConfig, "max_length", "--max-len
 MAX_TEST_OPT = Annotated[int | None, _opt(DataConfig, "max_test", "--max-test")]
 MIXED_PRECISION_OPT = Annotated[str, _opt(TrainConfig, "mixed_precision", "--mixed-precision")]
 NUM_WORKERS_OPT = Annotated[int, _opt(TrainConfig, "num_workers", "--num-workers")]
+PROGRESS_OPT = Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")]
 POOLING_OPT = Annotated[str | None, _opt(BackboneConfig, "pooling", "--pooling")]
 PROBE_EPOCHS_OPT = Annotated[int, _opt(StrategyConfig, "probe_epochs", "--probe-epochs")]
 SKIP_BAD_OPT = Annotated[bool, _opt(DataConfig, "skip_bad", "--skip-bad")]
@@ -168,9 +171,7 @@ def fit(
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace an earlier run in --out.")
     ] = False,
-    progress: Annotated[
-        bool, typer.Option("--progress/--no-progress", help="Show progress bars.")
-    ] = True,
+    progress: PROGRESS_OPT = True,
 ) -> None:
     """Transfer a pretrained backbone to a labelled image folder or bundled dataset."""
     options = dict(locals())  # the options, named like the config fields
@@ -412,9 +413,7 @@ def compare(
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace an earlier comparison in --out.")
     ] = False,
-    progress: Annotated[
-        bool, typer.Option("--progress/--no-progress", help="Show progress bars.")
-    ] = True,
+    progress: PROGRESS_OPT = True,
 ) -> None:
     """Prove whether transfer helps: every strategy at every label budget over several seeds,
     against training from scratch, with confidence intervals, McNemar's test and a verdict.
@@ -475,9 +474,7 @@ def rank(
     cache: Annotated[
         bool, typer.Option("--cache/--no-cache", help="Reuse and store features on disk.")
     ] = True,
-    progress: Annotated[
-        bool, typer.Option("--progress/--no-progress", help="Show progress bars.")
-    ] = True,
+    progress: PROGRESS_OPT = True,
 ) -> None:
     """Rank pretrained backbones, or the layers of one, for a labelled dataset before any
     training: transferability scores from cached features, with the seconds each took,
@@ -550,9 +547,7 @@ def adapt(
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace earlier runs in --out.")
     ] = False,
-    progress: Annotated[
-        bool, typer.Option("--progress/--no-progress", help="Show progress bars.")
-    ] = True,
+    progress: PROGRESS_OPT = True,
 ) -> None:
     """Adapt a model trained on a labelled source domain to an unlabelled target domain:
     source-only and each method over seeds, target accuracy (when target labels exist),
@@ -584,6 +579,225 @@ def adapt(
     result = run_adapt(base, spec, out, progress=progress, console=console, overwrite=overwrite)
     print_adaptation(result.summary, console)
     console.print(f"results written to {out / 'adapt.json'}")
+
+
+@app.command()
+def zeroshot(
+    source: Annotated[
+        str,
+        typer.Argument(
+            help="Texts (a table or bundled name) or images (a folder, flat or one subfolder "
+            "per class, or a bundled name) to classify; labels, if any, are used to score."
+        ),
+    ],
+    labels: Annotated[
+        str | None,
+        typer.Option(
+            "--labels", help="Comma-separated label names; default: the data's class names."
+        ),
+    ] = None,
+    template: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--template",
+            help="A prompt with {} for the label; repeat it to average several. Default: "
+            "built-in text or image templates.",
+        ),
+    ] = None,
+    describe: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--describe", help="LABEL=TEXT: a description of a label, one more prompt of it."
+        ),
+    ] = None,
+    backbone: Annotated[
+        str,
+        typer.Option(
+            "--backbone",
+            "-b",
+            help="Texts: a sentence encoder (default minilm-l6). Images: an ImageNet-1k "
+            "classifier (default efficientnet_lite0, mapped to the labels by ConSE; weak) or "
+            "a local folder holding a transformers CLIP model.",
+        ),
+    ] = "auto",
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the results.")] = Path(
+        "runs/zeroshot"
+    ),
+    text_col: Annotated[list[str] | None, _opt(DataConfig, "text_cols", "--text-col")] = None,
+    label_col: LABEL_COL_OPT = _d(DataConfig, "label_col"),
+    max_length: MAX_LENGTH_OPT = _d(DataConfig, "max_length"),
+    image_size: IMAGE_SIZE_OPT = _d(DataConfig, "image_size"),
+    max_examples: Annotated[
+        int | None,
+        typer.Option("--max-examples", help="Classify a stratified sample of this many."),
+    ] = None,
+    refine: Annotated[
+        int,
+        typer.Option(
+            "--refine",
+            help="Rounds of k-means on the data, seeded by the label directions, that move "
+            "each direction to where its examples are (0: the prompts alone).",
+        ),
+    ] = REFINE_ROUNDS,
+    device: DEVICE_OPT = _d(TrainConfig, "device"),
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace earlier results in --out.")
+    ] = False,
+    progress: PROGRESS_OPT = True,
+) -> None:
+    """Classify without labelled examples, from the label names: texts by similarity to
+    the labels under templates (a run folder `predict` can use), images through CLIP or
+    an ImageNet classifier. Scored when the data has those labels."""
+    from headstart.fewshot.zeroshot import ZeroShotConfig, run_zeroshot
+
+    descriptions = {}
+    for item in describe or []:
+        name, sep, text = item.partition("=")
+        if not sep or not name.strip() or not text.strip():
+            raise ConfigError(
+                "--describe LABEL=TEXT", repr(item), 'e.g. --describe "tech=computers, phones"'
+            )
+        descriptions[name.strip()] = text.strip()
+    zcfg = ZeroShotConfig(
+        labels=_csv_list(labels, "label") if labels else [],
+        templates=list(template or []),
+        descriptions=descriptions,
+        backbone=backbone,
+        max_length=max_length,
+        image_size=image_size,
+        max_examples=max_examples,
+        refine=refine,
+        device=device,
+        text_cols=text_col or None,
+        label_col=label_col,
+    )
+    run_zeroshot(source, zcfg, out, console=console, progress=progress, overwrite=overwrite)
+
+
+@app.command()
+def fewshot(
+    source: Annotated[str, typer.Argument(help=help_for(DataConfig, "source"))],
+    ways: Annotated[int, typer.Option("--ways", help="Classes per episode.")] = 5,
+    shots: Annotated[
+        str, typer.Option("--shots", help="Labelled examples per class, comma-separated.")
+    ] = "1,5",
+    episodes: Annotated[int, typer.Option("--episodes", help="Episodes per setting.")] = 300,
+    queries: Annotated[int, typer.Option("--queries", help="Query examples per class.")] = 15,
+    classes: Annotated[
+        str | None,
+        typer.Option(
+            "--classes", help="Classes to draw episodes from: 5-9, 0,3,7 or names (default all)."
+        ),
+    ] = None,
+    backbone: Annotated[
+        str,
+        typer.Option(
+            "--backbone",
+            "-b",
+            help="Comma-separated backbones: names as in fit, or run folders (e.g. from "
+            "`headstart meta-train`).",
+        ),
+    ] = "auto",
+    strategy: Annotated[
+        str,
+        typer.Option(
+            "--strategy",
+            "-s",
+            help="Comma-separated: prototypes, logistic, prototypes-ft (trains once per "
+            "episode), zeroshot (texts), setfit (texts; trains once per episode).",
+        ),
+    ] = "prototypes,logistic",
+    pool: Annotated[
+        int, typer.Option("--pool", help="Examples per class embedded to draw episodes from.")
+    ] = 100,
+    image_size: Annotated[int | None, typer.Option("--image-size", help="Input size.")] = 64,
+    max_length: MAX_LENGTH_OPT = _d(DataConfig, "max_length"),
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the episodes.")] = 0,
+    device: DEVICE_OPT = _d(TrainConfig, "device"),
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Folder for fewshot.json.")
+    ] = None,
+    progress: PROGRESS_OPT = True,
+) -> None:
+    """N-way K-shot evaluation: each backbone and strategy over episodes drawn from the
+    data, mean accuracy and its 95% confidence interval."""
+    from headstart.fewshot.evaluate import FewShotConfig, run_fewshot
+    from headstart.fewshot.meta import parse_classes
+    from headstart.pipeline import load_source
+
+    chosen = None
+    if classes:
+        names = load_source(source, DataConfig(source=source)).classes
+        chosen = parse_classes(classes, list(names))
+    fcfg = FewShotConfig(
+        backbones=_csv_list(backbone, "backbone"),
+        strategies=_csv_list(strategy, "strategy"),
+        ways=ways,
+        shots=_csv_list(shots, "shots", int),
+        queries=queries,
+        episodes=episodes,
+        classes=chosen,
+        pool=pool,
+        image_size=image_size,
+        max_length=max_length,
+        seed=seed,
+        device=device,
+    )
+    run_fewshot(source, fcfg, out, console=console, progress=progress)
+
+
+@app.command("meta-train")
+def meta_train(
+    source: Annotated[str, typer.Argument(help=help_for(DataConfig, "source"))],
+    classes: Annotated[
+        str, typer.Option("--classes", help="Source classes to train on: 0-4, 0,3,7 or names.")
+    ],
+    method: Annotated[str, typer.Option("--method", help="Meta-learning method.")] = "protonet",
+    out: Annotated[Path, typer.Option("--out", "-o", help="Run folder to write.")] = Path(
+        "runs/meta"
+    ),
+    backbone: Annotated[
+        str, typer.Option("--backbone", "-b", help="Image backbone to meta-train.")
+    ] = "efficientnet_lite0",
+    ways: Annotated[int, typer.Option("--ways", help="Classes per training episode.")] = 5,
+    shots: Annotated[int, typer.Option("--shots", help="Support examples per class.")] = 5,
+    queries: Annotated[int, typer.Option("--queries", help="Query examples per class.")] = 10,
+    episodes: Annotated[int, typer.Option("--episodes", help="Training episodes.")] = 300,
+    lr: Annotated[float, typer.Option("--lr", help="Learning rate (AdamW).")] = _d(
+        MetaConfig, "lr"
+    ),
+    freeze: Annotated[
+        int, typer.Option("--freeze", help="Layer groups kept as pretrained, from the input.")
+    ] = 0,
+    image_size: Annotated[int | None, typer.Option("--image-size", help="Input size.")] = 64,
+    seed: Annotated[int, typer.Option("--seed", help="Seed.")] = 0,
+    device: DEVICE_OPT = _d(TrainConfig, "device"),
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace an earlier run in --out.")
+    ] = False,
+    progress: PROGRESS_OPT = True,
+) -> None:
+    """Episodic meta-training (prototypical networks) of a backbone on source classes, so
+    that it does few-shot on classes it has not seen; resumes after a crash."""
+    from headstart.fewshot.meta import MetaConfig, parse_classes, run_meta_train
+    from headstart.pipeline import load_source
+
+    names = load_source(source, DataConfig(source=source)).classes
+    mcfg = MetaConfig(
+        classes=parse_classes(classes, list(names)),
+        method=method,
+        backbone=backbone,
+        image_size=image_size,
+        ways=ways,
+        shots=shots,
+        queries=queries,
+        episodes=episodes,
+        lr=lr,
+        freeze=freeze,
+        seed=seed,
+        device=device,
+    )
+    run_meta_train(source, mcfg, out, console=console, progress=progress, overwrite=overwrite)
 
 
 @app.command()
@@ -642,7 +856,7 @@ def demo(
     ] = None,
     image_size: Annotated[int, typer.Option("--image-size", help="Input size in pixels.")] = 64,
     seed: Annotated[int, typer.Option("--seed")] = 0,
-    progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
+    progress: PROGRESS_OPT = True,
 ) -> None:
     """The embedded default: EfficientNet-Lite0 on Fashion-MNIST (scratch vs linear-probe
     vs lp-ft), or with --text MiniLM-L6 on BBC News (linear-probe vs finetune vs TF-IDF)."""

@@ -35,7 +35,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from headstart.config import CompareConfig, RunConfig
-from headstart.data import data_fingerprint, per_class_subsample
+from headstart.data import data_fingerprint, per_class_subsample, up_to_per_class
 from headstart.errors import ConfigError, RunFolderError
 from headstart.evaluation import Cell, read_history, read_predictions, summarise
 from headstart.evaluation.report import (
@@ -44,7 +44,7 @@ from headstart.evaluation.report import (
     comparison_rows,
 )
 from headstart.features import EmbeddingCache
-from headstart.pipeline import Splits, _up_to_per_class, fit, prepare_data
+from headstart.pipeline import Splits, fit, prepare_data
 from headstart.runfolder import write_json
 from headstart.strategies import build_strategy
 
@@ -74,7 +74,7 @@ def budget_splits(data: Splits, budget: int, seed: int, cfg: RunConfig) -> Split
         val_f = cfg.data.val_fraction
         test_f = 0.0 if cfg.data.test else cfg.data.test_fraction
         n_val = max(1, round(budget * val_f / (1.0 - val_f - test_f)))
-        val = val.subset(_up_to_per_class(val.labels, n_val, seed))
+        val = val.subset(up_to_per_class(val.labels, n_val, seed))
     return Splits(train, val, data.test)
 
 

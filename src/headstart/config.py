@@ -112,8 +112,9 @@ class DataConfig:
 class BackboneConfig:
     name: str = _f(
         "auto",
-        "Backbone: a registered name, any timm architecture, or a Hugging Face encoder "
-        "folder; auto picks efficientnet_lite0 for images and minilm-l6 for texts.",
+        "Backbone: a registered name, any timm architecture, a Hugging Face encoder "
+        "folder, or an image run folder (its trained backbone, e.g. from meta-train); auto "
+        "picks efficientnet_lite0 for images and minilm-l6 for texts.",
     )
     weights: str | None = _f(
         None, "Local weights file (.safetensors; .pth/.bin loaded without code execution)."

@@ -25,6 +25,7 @@ from headstart.features import compute_embeddings
 from headstart.pipeline import DEFAULT_BACKBONES, prepare_data
 from headstart.pipeline import fit as fit_run
 from headstart.runfolder import Predictor, save_config, save_model, write_json
+from headstart.strategies import build_strategy
 from headstart.training import resolve_device
 from headstart.training.callbacks import json_line
 
@@ -131,7 +132,10 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         )
         cfg = self._config()
         console = Console(quiet=not self.verbose)
-        data = prepare_data(cfg.data, console, progress=self.verbose, source=samples)
+        few_shot = build_strategy(cfg.strategy).few_shot
+        data = prepare_data(
+            cfg.data, console, progress=self.verbose, source=samples, few_shot=few_shot
+        )
         with tempfile.TemporaryDirectory(prefix="headstart-") as tmp:
             result = fit_run(
                 cfg, Path(tmp) / "run", progress=self.verbose, console=console, data=data

@@ -20,6 +20,7 @@ from torch.utils.data import TensorDataset
 from headstart.adaptation.methods import AdaptationMethod, target_stream
 from headstart.backbones import Backbone, create_backbone
 from headstart.backbones.vision import TimmBackbone
+from headstart.backbones.zoo import sha256_state
 from headstart.config import DataConfig, RunConfig
 from headstart.data import (
     BUNDLED_TEXT_DATASETS,
@@ -34,6 +35,7 @@ from headstart.data import (
     resolve_texts,
     scan_image_folder,
     stratified_split,
+    up_to_per_class,
 )
 from headstart.errors import ConfigError, DataError, RunFolderError
 from headstart.evaluation import (
@@ -51,7 +53,9 @@ from headstart.features import (
     calibrate_batchnorm,
     compute_embeddings,
 )
-from headstart.heads import HEADS, fit_sklearn_head
+from headstart.fewshot.contrastive import ContrastiveConfig, contrastive_finetune
+from headstart.heads import HEADS, fit_sklearn_head, prototype_head
+from headstart.heads.prototypes import leave_one_out_predictions
 from headstart.runfolder import TEXT_SUFFIXES, save_config, save_model, write_json
 from headstart.strategies import ParamGroup, Strategy, apply_freeze, build_strategy
 from headstart.training import (
@@ -128,17 +132,33 @@ def _eval_source(spec: str, classes: list[str], cfg: DataConfig, progress: bool)
 
 
 def prepare_data(
-    cfg: DataConfig, console: Console, progress: bool = True, source: Samples | None = None
+    cfg: DataConfig,
+    console: Console,
+    progress: bool = True,
+    source: Samples | None = None,
+    few_shot: bool = False,
 ) -> Splits:
-    """Load, check and split the data as the config says."""
+    """Load, check and split the data as the config says.
+
+    ``few_shot`` (a few-shot strategy): one example per class is enough, and when a class
+    has fewer than ``FEW_SHOT_HOLDOUT`` examples no labelled example is held out of
+    training (give --val / --test data, or read the leave-one-out estimate)."""
     if source is None:
         source = load_source(cfg.source, cfg)
-    source, report = check_samples(source, cfg, progress)
+    source, report = check_samples(source, cfg, progress, min_per_class=1 if few_shot else 2)
     console.print(f"[bold]data[/] {source.name}: {report.summary()}")
     for path, reason in report.bad:
         console.print(f"  [yellow]skipped[/] {path}: {reason}", highlight=False)
     val_f = 0.0 if cfg.val else cfg.val_fraction
     test_f = 0.0 if cfg.test else cfg.test_fraction
+    smallest = int(np.bincount(np.asarray(source.labels)).min()) if len(source) else 0
+    if few_shot and smallest < FEW_SHOT_HOLDOUT and (val_f or test_f):
+        val_f = test_f = 0.0
+        console.print(
+            f"[bold]few-shot[/]: a class has only {smallest} example(s), so every labelled "
+            "example trains and none is held out; pass --val / --test data for held-out "
+            "figures"
+        )
     tr, va, te = stratified_split(source.labels, val_f, test_f, seed=cfg.split_seed)
     train = source.subset(tr)
     val = _eval_source(cfg.val, source.classes, cfg, progress) if cfg.val else source.subset(va)
@@ -158,7 +178,7 @@ def prepare_data(
         train = train.subset(idx)
         if not cfg.val and len(val):
             n_val = max(1, round(cfg.per_class * val_f / (1.0 - val_f - test_f)))
-            val = val.subset(_up_to_per_class(val.labels, n_val, label_seed))
+            val = val.subset(up_to_per_class(val.labels, n_val, label_seed))
     if cfg.max_test and test is not None and len(test) > cfg.max_test:
         _, _, keep = stratified_split(
             test.labels, 0.0, cfg.max_test / len(test), seed=cfg.split_seed
@@ -178,13 +198,6 @@ def _log_truncation(console: Console, dataset: Any, backbone: Backbone) -> None:
             f"[yellow]truncated[/] {n} of {len(dataset)} texts to "
             f"{backbone.spec.input_size} tokens (--max-length to change)"
         )
-
-
-def _up_to_per_class(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
-    """Indexes of at most ``n`` random examples of every class (sorted)."""
-    rng = np.random.default_rng(seed)
-    picks = [rng.permutation(np.flatnonzero(labels == c))[:n] for c in np.unique(labels)]
-    return np.sort(np.concatenate(picks))
 
 
 def _log_params(console: Console, model: nn.Module, phase: str) -> dict[str, int]:
@@ -230,18 +243,29 @@ class _Embedder:
 
 
 def _fit_head(
-    cfg: RunConfig, backbone: Backbone, emb: _Embedder, data: Splits, out: Path, console: Console
+    cfg: RunConfig,
+    backbone: Backbone,
+    emb: _Embedder,
+    data: Splits,
+    out: Path,
+    console: Console,
+    head_name: str,
 ) -> list[dict[str, Any]]:
     """Fit the head on embeddings of the frozen backbone and put it into the backbone."""
-    x_tr, x_va = emb(data.train, "train"), emb(data.val, "validation")
-    y_tr, y_va = torch.as_tensor(data.train.labels), torch.as_tensor(data.val.labels)
+    x_tr = emb(data.train, "train")
+    y_tr = torch.as_tensor(data.train.labels)
     k = len(data.classes)
-    head_name = cfg.strategy.head
+    if head_name == PROTOTYPE_HEAD:
+        w, b = prototype_head(x_tr.numpy(), y_tr.numpy(), k)
+        backbone.load_head(w, b)
+        console.print(f"[bold]head[/] prototypes: class means of {len(x_tr)} embeddings")
+        return []
     if HEADS.get(head_name) is not None:
         w, b = fit_sklearn_head(head_name, x_tr.numpy(), y_tr.numpy(), k, cfg.strategy.head_c)
         backbone.load_head(w, b)
         console.print(f"[bold]head[/] {head_name} fitted on {len(x_tr)} cached embeddings")
         return []
+    x_va, y_va = emb(data.val, "validation"), torch.as_tensor(data.val.labels)
     head = nn.Linear(x_tr.shape[1], k)
     train_cfg = dataclasses.replace(
         cfg.train,
@@ -288,9 +312,12 @@ def fit(
     strategy = build_strategy(cfg.strategy)
     if isinstance(strategy, AdaptationMethod) and target is None:
         _attach_target(strategy, None, None, cfg, None, 0)  # the clear error, before any data
-    HEADS.get(cfg.strategy.head)
+    head_name = strategy.head_name()
+    HEADS.get(head_name)
+    if head_name != cfg.strategy.head:  # the config written says which head was fitted
+        cfg = dataclasses.replace(cfg, strategy=dataclasses.replace(cfg.strategy, head=head_name))
     device = resolve_device(cfg.train.device)
-    data = data or prepare_data(cfg.data, console, progress)
+    data = data or prepare_data(cfg.data, console, progress, few_shot=strategy.few_shot)
     k = len(data.classes)
     modality = "text" if isinstance(data.train, TextSamples) else "image"
     if cfg.backbone.name == "auto":
@@ -321,6 +348,10 @@ def fit(
     params: dict[str, Any] = {}
 
     source_before = _source_features(backbone, strategy, emb, data)
+    t_train = time.perf_counter()
+    if strategy.contrastive:
+        params["contrastive"] = _contrastive(cfg, backbone, data, device, progress, console)
+        save_config(out, cfg, spec, data.classes)  # the spec now names the tuned weights
     if resume and strategy.probe_first:
         console.print("[bold]resume[/]: the probe finished before the checkpoint; skipping it")
     elif strategy.frozen_backbone or strategy.probe_first:
@@ -332,23 +363,42 @@ def fit(
                 console.print(f"[bold]BatchNorm[/] statistics of {n_bn} random layers set on train")
         apply_freeze(backbone, strategy_groups_probe(backbone))
         params["probe"] = _log_params(console, backbone, "linear probe")
-        history += _fit_head(cfg, backbone, emb, data, out, console)
+        history += _fit_head(cfg, backbone, emb, data, out, console, head_name)
     if not strategy.frozen_backbone:
         history += _train(cfg, strategy, backbone, data, out, resume, progress, console, params)
+        if strategy.refit_head:
+            _refit_prototypes(cfg, backbone, data, device, progress, console)
     if isinstance(strategy, AdaptationMethod):
         strategy.detach()
+    train_seconds = time.perf_counter() - t_train
 
     metrics, outputs = _evaluate(
         cfg, strategy, backbone, emb, data, device, console, progress, source_before
     )
+    if head_name == PROTOTYPE_HEAD and strategy.frozen_backbone and not strategy.contrastive:
+        metrics["leave_one_out"] = _leave_one_out(emb(data.train, "train"), data, console)
     metrics.update(
         strategy=strategy.describe(),
         backbone=spec.name,
         weights=spec.weights,
         params=params,
         seconds=time.perf_counter() - t_start,
+        train_seconds=train_seconds,
         cache={"hits": cache.hits - hits0, "misses": cache.misses - misses0},
     )
+    save_results(out, cfg, backbone, metrics, outputs, console)
+    return FitResult(out, backbone, data.classes, metrics, history, metrics["seconds"])
+
+
+def save_results(
+    out: Path,
+    cfg: RunConfig,
+    backbone: Backbone,
+    metrics: dict[str, Any],
+    outputs: EvalOutputs,
+    console: Console,
+) -> None:
+    """The model, calibration, predictions and report of a run; metrics.json last."""
     write_json(out / "calibration.json", {"temperature": outputs.temperature})
     save_model(out, backbone)
     save_predictions(out, outputs)
@@ -360,10 +410,87 @@ def fit(
         console.print(f"[yellow]warning[/] report.html not written ({type(e).__name__}: {e})")
     write_json(out / "metrics.json", metrics)  # last: its presence marks a finished run
     console.print(f"[bold green]run folder[/] {out} ({metrics['seconds']:.1f} s)")
-    return FitResult(out, backbone, data.classes, metrics, history, metrics["seconds"])
 
 
 DEFAULT_BACKBONES = {"image": "efficientnet_lite0", "text": "minilm-l6"}
+#: a few-shot strategy holds no labelled example out when a class has fewer than this
+FEW_SHOT_HOLDOUT = 10
+PROTOTYPE_HEAD = "prototype"
+
+
+def _contrastive(
+    cfg: RunConfig,
+    backbone: Backbone,
+    data: Splits,
+    device: str,
+    progress: bool,
+    console: Console,
+) -> dict[str, Any]:
+    """SetFit's first phase: the body trained on sampled pairs of the training texts. The
+    spec's weight digest then names the tuned weights, so cached embeddings of the
+    pretrained body are never served for them."""
+    ccfg = ContrastiveConfig(seed=cfg.train.seed)
+    dataset = backbone.make_dataset(data.train)
+    _log_truncation(console, dataset, backbone)
+    done = contrastive_finetune(backbone, dataset, ccfg, device, progress, console)
+    backbone.spec.weights_sha256 = sha256_state(backbone.state_dict())
+    backbone.spec.weights += f" + contrastive pairs ({done['pairs']} pairs, seed {ccfg.seed})"
+    console.print(
+        f"[bold]contrastive[/] {done['pairs']} sampled pairs ({done['positive_pairs']} of one "
+        f"class) in {done['steps']} steps: loss {done['first_loss']:.4f} -> "
+        f"{done['last_loss']:.4f}"
+    )
+    return done
+
+
+def _refit_prototypes(
+    cfg: RunConfig,
+    backbone: Backbone,
+    data: Splits,
+    device: str,
+    progress: bool,
+    console: Console,
+) -> None:
+    """The prototypes taken again from the fine-tuned backbone's embeddings."""
+    x = compute_embeddings(
+        backbone,
+        backbone.make_dataset(data.train),
+        cfg.eval.batch_size,
+        device,
+        progress,
+        "embedding train",
+        cfg.train.num_workers,
+    )
+    w, b = prototype_head(x.numpy(), np.asarray(data.train.labels), len(data.classes))
+    backbone.load_head(w.to(device), b.to(device))
+    console.print("[bold]head[/] prototypes taken again from the fine-tuned embeddings")
+
+
+def _leave_one_out(x: torch.Tensor, data: Splits, console: Console) -> dict[str, Any]:
+    """Nearest-prototype accuracy of each training example against prototypes made without
+    it: an honest estimate when nothing was held out. Examples alone in their class cannot
+    be scored (without them the class has no prototype) and are counted apart."""
+    y = np.asarray(data.train.labels)
+    result: dict[str, Any] = {"n": 0, "unscored_singletons": len(y)}
+    counts = np.bincount(y, minlength=len(data.classes))
+    scored = np.flatnonzero(counts[y] >= 2)
+    if len(scored):
+        result = {"n": len(scored), "unscored_singletons": len(y) - len(scored)}
+        result["accuracy"] = float(
+            np.mean(leave_one_out_predictions(x.numpy(), y)[scored] == y[scored])
+        )
+        console.print(
+            f"[bold]leave-one-out[/] nearest-prototype accuracy {result['accuracy']:.4f} on "
+            f"{len(scored)} training examples"
+        )
+    else:
+        console.print(
+            "[bold]leave-one-out[/] not possible: every class has a single example (one-shot); "
+            "pass --test data to measure accuracy"
+        )
+    return result
+
+
 #: below this many validation examples the fitted temperature is flagged as unreliable
 FEW_FOR_CALIBRATION = 50
 
@@ -586,10 +713,16 @@ def _evaluate(
     if "test" in result:
         print_metrics(result["test"], console, title=f"Test metrics ({strategy.describe()})")
     cal = result["calibration"][shown]
-    console.print(
-        f"[bold]calibration[/] temperature {temperature:.3f} (fitted on {n_fit} validation "
-        f"examples): {shown} ECE {cal['ece_before']:.4f} -> {cal['ece_after']:.4f}"
-    )
+    if n_fit:
+        console.print(
+            f"[bold]calibration[/] temperature {temperature:.3f} (fitted on {n_fit} validation "
+            f"examples): {shown} ECE {cal['ece_before']:.4f} -> {cal['ece_after']:.4f}"
+        )
+    else:
+        console.print(
+            f"[bold]calibration[/] no validation data, temperature not fitted: {shown} ECE "
+            f"{cal['ece_before']:.4f}"
+        )
     if 0 < n_fit < FEW_FOR_CALIBRATION:
         console.print(
             f"  [yellow]note[/] a temperature fitted on fewer than {FEW_FOR_CALIBRATION} "

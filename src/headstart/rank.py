@@ -23,7 +23,7 @@ from threadpoolctl import threadpool_limits
 from headstart.backbones import Backbone, TimmBackbone, create_backbone
 from headstart.backbones.cut import split_cut
 from headstart.config import RANDOM_PREFIX, BackboneConfig, DataConfig, RankConfig
-from headstart.data import TextSamples, data_fingerprint
+from headstart.data import TextSamples, data_fingerprint, up_to_per_class
 from headstart.errors import ConfigError
 from headstart.evaluation.report import rank_report_html
 from headstart.features import (
@@ -37,7 +37,6 @@ from headstart.pipeline import (
     DEFAULT_BACKBONES,
     Samples,
     _source_head,
-    _up_to_per_class,
     check_samples,
     load_source,
 )
@@ -125,7 +124,7 @@ def subsample(samples: Samples, max_per_class: int | None, seed: int) -> Samples
     labels = np.asarray(samples.labels)
     keep = np.flatnonzero(labels >= 0)
     if max_per_class:
-        keep = keep[_up_to_per_class(labels[keep], max_per_class, seed)]
+        keep = keep[up_to_per_class(labels[keep], max_per_class, seed)]
     return samples.subset(keep)
 
 

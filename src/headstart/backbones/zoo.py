@@ -36,6 +36,7 @@ from typing import Any
 
 import timm
 import torch
+import yaml
 from safetensors.torch import load_file
 
 from headstart.backbones.base import Backbone, BackboneSpec
@@ -426,6 +427,15 @@ def create_backbone(
     ``image_size`` applies to image backbones, ``max_length`` (tokens; default the
     entry's, capped at the model's limit) to text backbones. ``NAME@GROUP`` cuts the
     backbone after its layer group GROUP (see :class:`CutBackbone`)."""
+    run = _run_folder(cfg.name)
+    if run is not None:  # the trained backbone of an earlier run (e.g. meta-training)
+        name, weights, size = run
+        return create_backbone(
+            dataclasses.replace(cfg, name=name, weights=cfg.weights or weights),
+            num_classes,
+            image_size or size,
+            max_length,
+        )
     base, cut = split_cut(cfg.name)
     if cut is not None:
         inner = create_backbone(
@@ -478,6 +488,31 @@ def create_backbone(
         bb.source_head_state = {k: v.detach().clone() for k, v in bb.head().state_dict().items()}
     bb.reset_head(num_classes)
     return bb
+
+
+def _run_folder(name: str) -> tuple[str, str, int] | None:
+    """(backbone name, weights file, input size) of a headstart run folder, if ``name`` is
+    one: its config.yaml names the architecture, model.safetensors holds the weights."""
+    folder = Path(name).expanduser()
+    if not ((folder / "config.yaml").is_file() and (folder / "model.safetensors").is_file()):
+        return None
+    try:
+        spec = yaml.safe_load((folder / "config.yaml").read_text())["spec"]
+        modality, arch_name, size = spec["modality"], str(spec["name"]), int(spec["input_size"])
+    except (yaml.YAMLError, KeyError, TypeError, ValueError) as e:
+        raise BackboneError(
+            "a run folder whose config.yaml holds the backbone's spec",
+            f"{folder / 'config.yaml'}: {e}",
+            "pass a folder written by headstart fit or meta-train",
+        ) from e
+    if modality != "image":
+        raise BackboneError(
+            "an image run folder as a backbone to train from",
+            f"{folder}, a {modality} run",
+            f"use it with `headstart fewshot --backbone {folder}` or `headstart predict`, or "
+            "start fit from a text encoder name or Hugging Face folder",
+        )
+    return arch_name, str(folder / "model.safetensors"), size
 
 
 def _source_classes(model_keys: list[str], sd: StateDict, head_keys: set[str]) -> int:

@@ -17,7 +17,7 @@ from headstart.data.sources import (
     resolve_images,
     scan_image_folder,
 )
-from headstart.data.splits import per_class_subsample, stratified_split
+from headstart.data.splits import per_class_subsample, stratified_split, up_to_per_class
 from headstart.data.text import (
     BUNDLED_TEXT_DATASETS,
     TextSamples,
@@ -53,4 +53,5 @@ __all__ = [
     "resolve_texts",
     "scan_image_folder",
     "stratified_split",
+    "up_to_per_class",
 ]

@@ -73,6 +73,18 @@ def per_class_subsample(
     return np.sort(np.concatenate(chosen)).astype(np.int64)
 
 
+def up_to_per_class(
+    labels: np.ndarray, n: int, seed: int, classes: list[int] | None = None
+) -> np.ndarray:
+    """Sorted positions of at most ``n`` random examples of every class (of ``classes``,
+    default every label present)."""
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    wanted = np.unique(labels) if classes is None else classes
+    picks = [rng.permutation(np.flatnonzero(labels == c))[:n] for c in wanted]
+    return np.sort(np.concatenate(picks)) if picks else _EMPTY
+
+
 def _class_name(value: int, classes: list[str] | None) -> str:
     if classes is not None and 0 <= value < len(classes):
         return repr(classes[value])

@@ -7,6 +7,7 @@ from headstart.features.cache import (
     compute_embeddings,
     compute_layer_embeddings,
     default_cache_dir,
+    embed_samples,
 )
 
 __all__ = [
@@ -16,4 +17,5 @@ __all__ = [
     "compute_embeddings",
     "compute_layer_embeddings",
     "default_cache_dir",
+    "embed_samples",
 ]

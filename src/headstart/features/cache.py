@@ -197,3 +197,28 @@ def calibrate_batchnorm(
         m.momentum = momentum
     backbone.train(was_training)
     return len(norms)
+
+
+def embed_samples(
+    backbone: Backbone,
+    samples: Any,
+    cache: EmbeddingCache | None = None,
+    batch_size: int = 64,
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+    description: str = "embedding",
+    num_workers: int = 0,
+) -> torch.Tensor:
+    """Embeddings of ``samples`` (images or texts) by the frozen backbone, through
+    ``cache`` when given (keyed by weights, preprocessing and data content)."""
+    from headstart.data import data_fingerprint
+
+    def compute() -> torch.Tensor:
+        dataset = backbone.make_dataset(samples)
+        return compute_embeddings(
+            backbone, dataset, batch_size, device, progress, description, num_workers
+        )
+
+    if cache is None:
+        return compute()
+    return cache.get_or_compute(cache_key(backbone, data_fingerprint(samples)), compute)

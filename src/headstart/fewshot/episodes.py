@@ -12,9 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats
 
 from headstart.errors import DataError
+from headstart.evaluation.stats import mean_ci as stats_mean_ci
 from headstart.heads.prototypes import class_means, nearest_prototype
 
 
@@ -25,6 +25,20 @@ class Episode:
     classes: np.ndarray
     support: np.ndarray  # (ways, shots)
     query: np.ndarray  # (ways, queries)
+
+    @property
+    def support_labels(self) -> np.ndarray:
+        """The episode's class (0..ways-1) of each support example, flattened."""
+        return np.repeat(np.arange(len(self.classes)), self.support.shape[1])
+
+    @property
+    def query_labels(self) -> np.ndarray:
+        """The episode's class (0..ways-1) of each query example, flattened."""
+        return np.repeat(np.arange(len(self.classes)), self.query.shape[1])
+
+    def accuracy(self, predicted: np.ndarray) -> float:
+        """The fraction of queries whose predicted episode class is right."""
+        return float(np.mean(np.asarray(predicted) == self.query_labels))
 
 
 def sample_episodes(
@@ -73,22 +87,16 @@ def sample_episodes(
 
 def episode_accuracy(embeddings: np.ndarray, episode: Episode) -> float:
     """Query accuracy of the nearest prototype (cosine) built from the support set."""
-    ways, shots = episode.support.shape
-    support_y = np.repeat(np.arange(ways), shots)
-    prototypes = class_means(embeddings[episode.support.reshape(-1)], support_y, ways)
-    predicted = nearest_prototype(embeddings[episode.query.reshape(-1)], prototypes)
-    truth = np.repeat(np.arange(ways), episode.query.shape[1])
-    return float((predicted == truth).mean())
+    ways = len(episode.classes)
+    prototypes = class_means(embeddings[episode.support.reshape(-1)], episode.support_labels, ways)
+    return episode.accuracy(nearest_prototype(embeddings[episode.query.reshape(-1)], prototypes))
 
 
 def mean_ci(values: list[float] | np.ndarray, confidence: float = 0.95) -> dict[str, float]:
-    """Mean and the half-width of its Student-t confidence interval."""
-    v = np.asarray(values, dtype=np.float64)
-    mean = float(v.mean())
-    if len(v) < 2:
-        return {"mean": mean, "ci95": float("nan"), "n": len(v)}
-    half = float(stats.t.ppf(0.5 + confidence / 2, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v)))
-    return {"mean": mean, "ci95": half, "n": len(v)}
+    """Mean and the half-width of its Student-t confidence interval (``ci95``)."""
+    summary = stats_mean_ci(list(np.asarray(values, dtype=np.float64)), confidence)
+    half = np.nan if summary["ci_high"] is None else summary["ci_high"] - summary["mean"]
+    return {"mean": float(summary["mean"]), "ci95": float(half), "n": int(summary["n"])}
 
 
 def evaluate_episodes(

@@ -42,16 +42,51 @@ def prototype_head(
     """(weight, bias) of the linear layer equal, in argmax, to the nearest prototype by
     cosine similarity."""
     means = class_means(x, y, num_classes)
-    unit = means / np.maximum(np.linalg.norm(means, axis=1, keepdims=True), 1e-12)
-    scale = float(np.mean(np.linalg.norm(np.asarray(x, dtype=np.float64), axis=1)))
-    weight = unit / (temperature * max(scale, 1e-12))
-    return torch.tensor(weight, dtype=torch.float32), torch.zeros(num_classes)
+    return cosine_head(means, _mean_norm(x), temperature)
+
+
+def cosine_head(
+    directions: np.ndarray, input_norm: float, temperature: float = TEMPERATURE
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(weight, bias) of a linear layer whose argmax is the row of ``directions`` nearest
+    by cosine, with logits about ``cos / temperature`` for inputs of norm ``input_norm``."""
+    weight = unit(directions) / (temperature * max(input_norm, 1e-12))
+    return torch.tensor(weight, dtype=torch.float32), torch.zeros(len(weight))
+
+
+def _mean_norm(x: np.ndarray) -> float:
+    return float(np.mean(np.linalg.norm(np.asarray(x, dtype=np.float64), axis=1)))
+
+
+def unit(x: np.ndarray) -> np.ndarray:
+    """Rows scaled to length 1 (float64; zero rows stay zero)."""
+    x = np.asarray(x, dtype=np.float64)
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
 def nearest_prototype(x: np.ndarray, prototypes: np.ndarray) -> np.ndarray:
     """The index of the prototype nearest to each row of ``x`` by cosine similarity."""
-    a = np.asarray(x, dtype=np.float64)
-    b = np.asarray(prototypes, dtype=np.float64)
-    a = a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
-    b = b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-12)
-    return np.asarray((a @ b.T).argmax(1))
+    return np.asarray((unit(x) @ unit(prototypes).T).argmax(1))
+
+
+def leave_one_out_predictions(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """For each example, the nearest prototype by cosine when its own class mean is taken
+    without it (examples alone in their class keep their own mean: their answer is
+    meaningless and should not be scored)."""
+    y = np.asarray(y)
+    x = np.asarray(x, dtype=np.float64)
+    k = int(y.max()) + 1
+    counts = np.bincount(y, minlength=k)
+    means = class_means(x, y, k) if (counts > 0).all() else _means_where_present(x, y, k)
+    cos = unit(x) @ unit(means).T
+    own = (means[y] * counts[y, None] - x) / np.maximum(counts[y] - 1, 1)[:, None]
+    alone = counts[y] < 2
+    own[alone] = means[y][alone]
+    cos[np.arange(len(y)), y] = np.sum(unit(x) * unit(own), axis=1)
+    return np.asarray(cos.argmax(1))
+
+
+def _means_where_present(x: np.ndarray, y: np.ndarray, k: int) -> np.ndarray:
+    sums = np.zeros((k, x.shape[1]))
+    np.add.at(sums, y, x)
+    return sums / np.maximum(np.bincount(y, minlength=k), 1)[:, None]

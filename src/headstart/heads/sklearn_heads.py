@@ -25,6 +25,11 @@ SCALE_FLOOR = 1e-3
 HEADS: Registry[Callable[[float], object] | None] = Registry("head")
 HEADS.add("linear", None, "A torch linear layer trained with AdamW on cached embeddings.")
 HEADS.add(
+    "prototype",
+    None,
+    "Nearest class mean by cosine (no training; works from one example per class).",
+)
+HEADS.add(
     "logistic",
     lambda c: LogisticRegression(C=c, max_iter=3000),
     "scikit-learn logistic regression (standardised features).",

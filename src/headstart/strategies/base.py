@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from headstart.backbones import Backbone
-from headstart.config import StrategyConfig
+from headstart.config import StrategyConfig, default_of
 from headstart.errors import ConfigError
 from headstart.registry import Registry
 
@@ -47,6 +47,17 @@ class Strategy:
     full_backbone_lr: ClassVar[bool] = False
     #: takes an argument after a colon, as ``freeze:3``
     takes_arg: ClassVar[bool] = False
+    #: works from one labelled example per class; with fewer than
+    #: ``FEW_SHOT_HOLDOUT`` examples in a class nothing is held out of the labelled data
+    few_shot: ClassVar[bool] = False
+    #: the head this strategy always fits (None: the config's ``head``)
+    fixed_head: ClassVar[str | None] = None
+    #: the head it fits when the config names the default one
+    preferred_head: ClassVar[str | None] = None
+    #: the body is first trained on sampled pairs (SetFit), then frozen for the head
+    contrastive: ClassVar[bool] = False
+    #: after fine-tuning, the head is fitted again on the new embeddings (prototypes)
+    refit_head: ClassVar[bool] = False
 
     def __init__(self, cfg: StrategyConfig, arg: str | None = None) -> None:
         if arg is not None and not self.takes_arg:
@@ -116,6 +127,28 @@ class Strategy:
             )
         self.epoch = int(state["epoch"])
 
+    def head_name(self) -> str:
+        """The head fitted on embeddings: the strategy's own, else the config's (a
+        strategy's preferred head replaces the config's default)."""
+        if self.fixed_head is not None:
+            if self.cfg.head not in (DEFAULT_HEAD, self.fixed_head):
+                raise ConfigError(
+                    f"no other head than {self.fixed_head!r} with strategy {self.name!r}",
+                    f"--head {self.cfg.head}",
+                    f"drop --head, or use --strategy linear-probe --head {self.cfg.head}",
+                )
+            return self.fixed_head
+        if self.preferred_head is not None and self.cfg.head == DEFAULT_HEAD:
+            return self.preferred_head
+        if self.cfg.head == "prototype" and not (self.frozen_backbone or self.probe_first):
+            raise ConfigError(
+                "a strategy that fits a head on embeddings for --head prototype "
+                "(linear-probe, lp-ft, prototypes, prototypes-ft)",
+                f"--strategy {self.describe()}, which trains its head from scratch",
+                "use --strategy prototypes or prototypes-ft",
+            )
+        return self.cfg.head
+
     def describe(self) -> str:
         return self.name + (f":{self.arg}" if self.arg else "")
 
@@ -144,6 +177,7 @@ def apply_freeze(backbone: Backbone, groups: list[ParamGroup], all_bn_stats: boo
 
 
 STRATEGIES: Registry[type[Strategy]] = Registry("strategy")
+DEFAULT_HEAD = str(default_of(StrategyConfig, "head"))
 
 
 def build_strategy(cfg: StrategyConfig) -> Strategy:

@@ -76,3 +76,40 @@ class GradualUnfreeze(Strategy):
 
     def trainable_groups(self, n_groups: int, epoch: int) -> list[bool]:
         return [i >= n_groups - 1 - epoch for i in range(n_groups)]
+
+
+@STRATEGIES.register(
+    "prototypes",
+    help="Few-shot: each class is the mean of its embeddings (frozen backbone); an example "
+    "goes to the nearest by cosine. Works from one example per class.",
+)
+class Prototypes(LinearProbe):
+    name = "prototypes"
+    few_shot = True
+    fixed_head = "prototype"
+
+
+@STRATEGIES.register(
+    "prototypes-ft",
+    help="Few-shot: prototypes, then the backbone fine-tuned through them (a cosine "
+    "classifier) and the prototypes taken again from the fine-tuned embeddings.",
+)
+class PrototypesFinetune(Finetune):
+    name = "prototypes-ft"
+    few_shot = True
+    probe_first = True
+    fixed_head = "prototype"
+    refit_head = True
+
+
+@STRATEGIES.register(
+    "setfit",
+    help="Few-shot texts: the encoder fine-tuned contrastively on sampled pairs of the "
+    "labelled texts (SetFit), then a head on its embeddings (prototypes unless --head "
+    "names another).",
+)
+class SetFit(LinearProbe):
+    name = "setfit"
+    few_shot = True
+    contrastive = True
+    preferred_head = "prototype"

@@ -1,0 +1,189 @@
+"""SetFit-style contrastive fine-tuning of a sentence encoder (Tunstall et al. 2022).
+
+From a few labelled texts, pairs are drawn: two texts of one class (target cosine 1) or
+of two classes (target 0), half each. The encoder is trained so that the cosine of the
+pooled embeddings of each pair matches its target (the cosine-similarity loss of
+sentence-transformers); a head is then fitted on the new embeddings.
+
+How this differs from the reference implementation, on purpose:
+
+* Pairs are *sampled*, never enumerated: ``pairs_per_example`` times the number of
+  examples, capped at ``max_pairs``, whatever the number of classes (enumerating every
+  negative pair grows with the square of the data).
+* A step draws at most ``texts_per_step`` texts (cycling through the data so every text
+  takes part), encodes each once, and samples its ``pairs_per_step`` pairs among them. The
+  reference encodes both texts of every pair: 16 pairs cost 32 encodings. Here 512 pairs
+  cost at most 64, so the same training signal takes a fraction of the forward and
+  backward passes. On BBC News with 8 examples per class this trains in 8 steps of 40
+  encodings (about 19 s on 2 CPU cores, against 50 s for the setfit package's 25 steps of
+  32) at the same accuracy.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+from torch import nn
+
+from headstart.backbones import Backbone
+from headstart.backbones.base import to_device
+from headstart.errors import ConfigError, DataError
+
+
+@dataclass
+class ContrastiveConfig:
+    """How many pairs, in steps of how many, at which learning rate."""
+
+    # chosen on BBC News label draws (seeds 10-12, 8 per class) that the benchmark does not
+    # use: 512 pairs among the texts of a step beat 64 pairs (0.918 vs 0.916 with the
+    # prototype head, 0.911 vs 0.908 with logistic regression) for 25% more time
+    pairs_per_example: int = 100
+    max_pairs: int = 4000
+    pairs_per_step: int = 512
+    texts_per_step: int = 64
+    lr: float = 1e-4
+    warmup_fraction: float = 0.1
+    seed: int = 0
+
+
+def sample_pairs(labels: np.ndarray, n_pairs: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``n_pairs`` random pairs of example indices and their targets (1 same class, 0 not).
+
+    Half are positive where a class has two examples (else all are negative); memory and
+    time are O(n_pairs), independent of how many pairs exist."""
+    y = np.asarray(labels).reshape(-1)
+    classes, counts = np.unique(y[y >= 0], return_counts=True)
+    if len(classes) < 2:
+        raise DataError(
+            "labelled examples of at least 2 classes to build pairs from",
+            f"{len(classes)} class(es)",
+            "give examples of two or more classes",
+        )
+    if n_pairs < 1:
+        raise ConfigError("a number of pairs of at least 1", repr(n_pairs), "ask for more pairs")
+    rng = np.random.default_rng(seed)
+    members = [np.flatnonzero(y == c) for c in classes]
+    can_pair = [i for i, n in enumerate(counts) if n >= 2]
+    n_pos = n_pairs // 2 if can_pair else 0
+    pos = np.empty((n_pos, 2), dtype=np.int64)
+    for row, ci in enumerate(rng.choice(can_pair, size=n_pos) if n_pos else []):
+        pos[row] = rng.choice(members[ci], size=2, replace=False)
+    n_neg = n_pairs - n_pos
+    neg = np.empty((n_neg, 2), dtype=np.int64)
+    for row in range(n_neg):
+        a, b = rng.choice(len(classes), size=2, replace=False)
+        neg[row] = rng.choice(members[a]), rng.choice(members[b])
+    pairs = np.concatenate([pos, neg])
+    target = np.concatenate([np.ones(n_pos), np.zeros(n_neg)]).astype(np.float32)
+    order = rng.permutation(len(pairs))
+    return pairs[order], target[order]
+
+
+def n_pairs_for(n_examples: int, cfg: ContrastiveConfig) -> int:
+    """The pair budget: ``pairs_per_example`` per example, capped at ``max_pairs``."""
+    return max(1, min(cfg.pairs_per_example * n_examples, cfg.max_pairs))
+
+
+def contrastive_finetune(
+    backbone: Backbone,
+    dataset: Any,
+    cfg: ContrastiveConfig,
+    device: str,
+    progress: bool = True,
+    console: Console | None = None,
+) -> dict[str, Any]:
+    """Train the backbone's body on sampled pairs of ``dataset`` (items ``(inputs, label)``,
+    the backbone's own tokenised dataset). Returns what it did, for metrics.json."""
+    if not backbone.trainable_body or backbone.spec.modality != "text":
+        raise ConfigError(
+            "a trainable text encoder for contrastive (setfit) fine-tuning",
+            f"{backbone.spec.name} ({backbone.spec.modality}"
+            f"{'' if backbone.trainable_body else ', inference only'})",
+            "use a PyTorch text backbone such as minilm-l6, or --strategy prototypes",
+        )
+    labels = np.asarray([dataset[i][1] for i in range(len(dataset))])
+    n_pairs = n_pairs_for(len(labels), cfg)
+    sample_pairs(labels, 1)  # the clear error when there are fewer than 2 classes
+    steps = math.ceil(n_pairs / cfg.pairs_per_step)
+    batches = _step_texts(labels, steps, cfg.texts_per_step, cfg.seed)
+    collate = backbone.collate_fn()
+    assert collate is not None  # text backbones pad their batches
+    head_ids = {id(p) for p in backbone.head().parameters()}
+    body = [p for p in backbone.parameters() if id(p) not in head_ids]
+    for p in backbone.parameters():
+        p.requires_grad_(id(p) not in head_ids)
+    optimiser = torch.optim.AdamW(body, lr=cfg.lr, weight_decay=0.0)
+    warmup = max(1, int(cfg.warmup_fraction * steps))
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimiser,
+        lambda s: (
+            (s + 1) / warmup if s < warmup else max(0.0, (steps - s) / max(1, steps - warmup))
+        ),
+    )
+    backbone.to(device).train()
+    encoded, n_positive, losses = 0, 0, []
+    bar = Progress(
+        TextColumn("contrastive pairs"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total} steps, loss {task.fields[loss]:.4f}"),
+        TimeRemainingColumn(),
+        console=console,
+        disable=not progress,
+        transient=True,
+    )
+    with bar:
+        task = bar.add_task("pairs", total=steps, loss=float("nan"))
+        for step in range(steps):
+            texts = batches[step]
+            n = min(cfg.pairs_per_step, n_pairs - step * cfg.pairs_per_step)
+            where, target = sample_pairs(labels[texts], n, cfg.seed + 1 + step)
+            batch, _ = collate([dataset[int(i)] for i in texts])
+            emb = nn.functional.normalize(backbone.embed(to_device(batch, device)).float(), dim=1)
+            cos = (emb[where[:, 0]] * emb[where[:, 1]]).sum(1)
+            loss = nn.functional.mse_loss(cos, torch.as_tensor(target, device=cos.device))
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            schedule.step()
+            encoded += len(texts)
+            n_positive += int(target.sum())
+            losses.append(loss.item())
+            bar.update(task, advance=1, loss=float(np.mean(losses[-5:])))
+    backbone.eval()
+    for p in backbone.parameters():
+        p.requires_grad_(False)
+    return {
+        "pairs": n_pairs,
+        "positive_pairs": n_positive,
+        "steps": steps,
+        "texts_encoded": encoded,
+        "first_loss": losses[0],
+        "last_loss": float(np.mean(losses[-5:])),
+    }
+
+
+def _step_texts(labels: np.ndarray, steps: int, per_step: int, seed: int) -> list[np.ndarray]:
+    """The texts of each step: all of them when they fit in a step, else ``per_step`` from
+    a shuffled pass through the data (a new pass when one runs out), with at least two
+    classes in every step."""
+    n = len(labels)
+    if n <= per_step:
+        return [np.arange(n)] * steps
+    rng = np.random.default_rng(seed)
+    order: list[int] = []
+    out = []
+    for _ in range(steps):
+        while len(order) < per_step:
+            order.extend(rng.permutation(n).tolist())
+        texts, order = np.asarray(order[:per_step]), order[per_step:]
+        if len(np.unique(labels[texts])) < 2:  # one class only: swap in another class
+            other = rng.choice(np.flatnonzero(labels != labels[texts[0]]))
+            texts[-1] = other
+        out.append(np.sort(texts))
+    return out
