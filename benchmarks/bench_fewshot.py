@@ -49,9 +49,9 @@ def bbc_seed(seed: int, peer_python: str | None, work: Path, console: Console) -
     assert data.test is not None
     row: dict[str, Any] = {"seed": seed, "n_train": len(data.train), "n_test": len(data.test)}
     for key, strategy, head in (
-        ("setfit", "setfit", "linear"),  # the default: setfit's preferred prototype head
+        ("setfit", "setfit", "auto"),  # the default: setfit's prototype head
         ("setfit_logistic", "setfit", "logistic"),
-        ("prototypes", "prototypes", "linear"),
+        ("prototypes", "prototypes", "auto"),
     ):
         cfg = RunConfig(
             data=dcfg,

@@ -47,6 +47,7 @@ from headstart.pipeline import (
     is_text_source,
     load_source,
     prepare_data,
+    with_resolved_head,
 )
 from headstart.runfolder import Predictor, write_json
 from headstart.training import resolve_device
@@ -163,6 +164,7 @@ DATA_FILE = "adapt-data.json"
 def _check_same_settings(run_dir: Path, cfg: RunConfig) -> None:
     """A run folder reused by a repeated ``adapt`` must have been made with its settings."""
     saved = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
+    cfg = with_resolved_head(cfg)  # as fit writes it
     differ = [
         f"{section}.{key}: {(saved.get(section) or {}).get(key)!r} -> {value!r}"
         for section, values in cfg.to_dict().items()

@@ -49,7 +49,7 @@ def _opt(cls: type, name: str, *flags: str) -> Any:
     if (cls, name) == (StrategyConfig, "name"):
         help_text += f" Registered: {', '.join(STRATEGIES.names())} (freeze takes :N)."
     elif (cls, name) == (StrategyConfig, "head"):
-        help_text += f" Registered: {', '.join(HEADS.names())}."
+        help_text += f" Registered: {', '.join(HEADS.names())}."  # besides auto
     return typer.Option(*flags, help=help_text)
 
 
@@ -712,6 +712,8 @@ def fewshot(
     ] = 100,
     image_size: Annotated[int | None, typer.Option("--image-size", help="Input size.")] = 64,
     max_length: MAX_LENGTH_OPT = _d(DataConfig, "max_length"),
+    text_col: Annotated[list[str] | None, _opt(DataConfig, "text_cols", "--text-col")] = None,
+    label_col: LABEL_COL_OPT = _d(DataConfig, "label_col"),
     seed: Annotated[int, typer.Option("--seed", help="Seed of the episodes.")] = 0,
     device: DEVICE_OPT = _d(TrainConfig, "device"),
     out: Annotated[
@@ -721,14 +723,10 @@ def fewshot(
 ) -> None:
     """N-way K-shot evaluation: each backbone and strategy over episodes drawn from the
     data, mean accuracy and its 95% confidence interval."""
-    from headstart.fewshot.evaluate import FewShotConfig, run_fewshot
+    from headstart.fewshot.evaluate import FewShotConfig, data_config, run_fewshot
     from headstart.fewshot.meta import parse_classes
     from headstart.pipeline import load_source
 
-    chosen = None
-    if classes:
-        names = load_source(source, DataConfig(source=source)).classes
-        chosen = parse_classes(classes, list(names))
     fcfg = FewShotConfig(
         backbones=_csv_list(backbone, "backbone"),
         strategies=_csv_list(strategy, "strategy"),
@@ -736,13 +734,17 @@ def fewshot(
         shots=_csv_list(shots, "shots", int),
         queries=queries,
         episodes=episodes,
-        classes=chosen,
         pool=pool,
         image_size=image_size,
         max_length=max_length,
         seed=seed,
         device=device,
+        text_cols=text_col or None,
+        label_col=label_col,
     )
+    if classes:
+        names = load_source(source, data_config(source, fcfg)).classes
+        fcfg = dataclasses.replace(fcfg, classes=parse_classes(classes, list(names)))
     run_fewshot(source, fcfg, out, console=console, progress=progress)
 
 

@@ -197,8 +197,8 @@ def run_compare(
     t0 = time.perf_counter()
     console = console or Console()
     out = Path(out)
-    for name in spec.strategies:  # a typo must not cost a preflight
-        build_strategy(dataclasses.replace(base.strategy, name=name))
+    for name in spec.strategies:  # a typo or a head conflict must not cost a preflight
+        build_strategy(dataclasses.replace(base.strategy, name=name)).head_name()
     if spec.baseline not in spec.strategies:
         console.print(
             f"[yellow]note[/] the baseline {spec.baseline!r} is not among the strategies: "

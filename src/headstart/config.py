@@ -140,7 +140,11 @@ class StrategyConfig:
         "lp-ft",
         "Transfer strategy (a registered name).",
     )
-    head: str = _f("linear", "Classifier head fitted on embeddings (a registered name).")
+    head: str = _f(
+        "auto",
+        "Classifier head fitted on embeddings: auto (the strategy's own: prototype for "
+        "prototypes and setfit, else linear) or a registered name.",
+    )
     layer_decay: float | None = _f(
         None,
         "Discriminative learning rates: each layer group below the head gets lr x decay^depth.",

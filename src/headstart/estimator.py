@@ -66,7 +66,7 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         self,
         backbone: str = "auto",
         strategy: str = "lp-ft",
-        head: str = "linear",
+        head: str = "auto",
         epochs: int = 10,
         batch_size: int = 32,
         lr: float = 1e-3,

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,7 +55,13 @@ from headstart.features import (
 from headstart.fewshot.contrastive import ContrastiveConfig, contrastive_finetune
 from headstart.heads import HEADS, fit_sklearn_head, prototype_head
 from headstart.heads.prototypes import leave_one_out_predictions
-from headstart.runfolder import TEXT_SUFFIXES, save_config, save_model, write_json
+from headstart.runfolder import (
+    TEXT_SUFFIXES,
+    clear_outputs,
+    save_config,
+    save_model,
+    write_json,
+)
 from headstart.strategies import ParamGroup, Strategy, apply_freeze, build_strategy
 from headstart.training import (
     HistoryWriter,
@@ -312,10 +317,9 @@ def fit(
     strategy = build_strategy(cfg.strategy)
     if isinstance(strategy, AdaptationMethod) and target is None:
         _attach_target(strategy, None, None, cfg, None, 0)  # the clear error, before any data
-    head_name = strategy.head_name()
+    cfg = with_resolved_head(cfg)  # the config written says which head was fitted
+    head_name = cfg.strategy.head
     HEADS.get(head_name)
-    if head_name != cfg.strategy.head:  # the config written says which head was fitted
-        cfg = dataclasses.replace(cfg, strategy=dataclasses.replace(cfg.strategy, head=head_name))
     device = resolve_device(cfg.train.device)
     data = data or prepare_data(cfg.data, console, progress, few_shot=strategy.few_shot)
     k = len(data.classes)
@@ -416,6 +420,15 @@ DEFAULT_BACKBONES = {"image": "efficientnet_lite0", "text": "minilm-l6"}
 #: a few-shot strategy holds no labelled example out when a class has fewer than this
 FEW_SHOT_HOLDOUT = 10
 PROTOTYPE_HEAD = "prototype"
+
+
+def with_resolved_head(cfg: RunConfig) -> RunConfig:
+    """``cfg`` with its head named as fitted: ``auto`` (or a strategy's own head) resolved
+    by the strategy; a conflicting head is a ConfigError."""
+    head = build_strategy(cfg.strategy).head_name()
+    if head == cfg.strategy.head:
+        return cfg
+    return dataclasses.replace(cfg, strategy=dataclasses.replace(cfg.strategy, head=head))
 
 
 def _contrastive(
@@ -549,6 +562,13 @@ def _check_fit(backbone: Backbone, modality: str, strategy: Strategy) -> None:
             f"{backbone.spec.name}, a {backbone.spec.modality} backbone",
             f"pass --backbone {DEFAULT_BACKBONES[modality]} (or another {modality} backbone; "
             "`headstart backbones` lists them)",
+        )
+    if strategy.contrastive and (modality != "text" or not backbone.trainable_body):
+        raise ConfigError(
+            f"a trainable text encoder and text data for {strategy.describe()}",
+            f"{backbone.spec.name} ({backbone.spec.modality}"
+            f"{'' if backbone.trainable_body else ', inference only'}) on {modality} data",
+            "use --backbone minilm-l6 on texts, or --strategy prototypes",
         )
     if not backbone.trainable_body and not strategy.frozen_backbone:
         raise ConfigError(
@@ -796,20 +816,7 @@ def _check_out(out: Path, resume: bool, overwrite: bool) -> None:
                 f"an earlier run in {out}",
                 "pass --resume to continue it, --overwrite to replace it, or another --out",
             )
-        for name in (
-            "checkpoint",
-            "model.safetensors",
-            "metrics.json",
-            "history.jsonl",
-            "calibration.json",
-            "predictions.safetensors",
-            "report.html",
-        ):
-            p = out / name
-            if p.is_dir():
-                shutil.rmtree(p)
-            elif p.exists():
-                p.unlink()
+        clear_outputs(out)
 
 
 def summary_row(result: FitResult) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -92,6 +93,38 @@ def read_temperature(run_dir: Path) -> float:
             "delete the file to predict uncalibrated, or re-run `headstart fit`",
         )
     return t
+
+
+#: what any headstart command writes into an output folder (cleared on --overwrite)
+RUN_OUTPUTS = (
+    "checkpoint",
+    "model.safetensors",
+    "metrics.json",
+    "history.jsonl",
+    "calibration.json",
+    "predictions.safetensors",
+    "report.html",
+    "config.yaml",
+    "labels.json",
+    "tokenizer",
+    "zeroshot.json",
+    "predictions.csv",
+)
+
+
+def earlier_outputs(out: Path) -> list[str]:
+    """The names of ``RUN_OUTPUTS`` present in ``out``."""
+    return [n for n in RUN_OUTPUTS if (out / n).exists()]
+
+
+def clear_outputs(out: Path) -> None:
+    """Remove what an earlier run wrote into ``out`` (nothing else in the folder)."""
+    for name in earlier_outputs(out):
+        path = out / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
 
 
 def _require(run_dir: Path, name: str) -> Path:

@@ -240,6 +240,11 @@ def test_parse_classes():
         parse_classes("3-12", names)
     with pytest.raises(ConfigError):
         parse_classes("bag", names)
+    with pytest.raises(ConfigError, match="low to high"):
+        parse_classes("5-3", names)
+    # a class named like a number is that class, not the index
+    assert parse_classes("002,003", ["001", "002", "003"]) == [1, 2]
+    assert parse_classes("2", ["001", "002", "003"]) == [2]  # no such name: an index
 
 
 def _toy_meta(**kw) -> MetaConfig:
@@ -297,10 +302,11 @@ def test_meta_train_resumes_from_its_checkpoint(tmp_path, monkeypatch):
     console = Console(record=True, width=200)
     m = run_meta_train("digits", mcfg, tmp_path / "meta", console=console, progress=False)
     assert "from episode 2" in console.export_text()
-    assert m["source_val_before"] is None  # measured by the first, interrupted run only
     # the same weights as a run that never stopped
     whole = run_meta_train("digits", mcfg, tmp_path / "whole", console=QUIET, progress=False)
     assert whole["loss_last_20"] == pytest.approx(m["loss_last_20"], abs=1e-5)
+    # the score before training, measured by the interrupted run, survives the resume
+    assert m["source_val_before"] == pytest.approx(whole["source_val_before"])
     from safetensors.torch import load_file
 
     a = load_file(tmp_path / "meta" / "model.safetensors")
@@ -342,25 +348,94 @@ def test_fewshot_and_meta_train_commands(tmp_path):
     assert isinstance(r.exception, ConfigError) and "prototypes" in str(r.exception)
 
 
-def test_fewshot_runs_every_strategy_on_texts(tmp_path):
+def test_fewshot_runs_every_strategy_on_texts_and_maps_episode_classes(tmp_path, monkeypatch):
+    import headstart.fewshot.evaluate as evaluate
+
     words = ["alpha", "beta", "gamma", "delta"]
+
+    def bag_of_words(texts: list[str]) -> torch.Tensor:  # an encoder with known answers
+        return torch.tensor(
+            [[float(t.replace(".", " ").split().count(w)) for w in words] for t in texts]
+        )
+
     rows = [{"text": f"{w} {w} {i}", "label": w} for w in words for i in range(8)]
     path = tmp_path / "t.csv"
     pd.DataFrame(rows).to_csv(path, index=False)
+    kw = {"ways": 3, "shots": [1], "queries": 2, "episodes": 3, "pool": 8, "max_length": 16}
+    ft = FewShotConfig(backbones=["toy-bert"], strategies=["prototypes-ft"], **kw)
+    (row,) = run_fewshot(str(path), ft, None, console=QUIET, progress=False)["results"]
+    assert row["n"] == 3 and 0 <= row["mean"] <= 1
+    # setfit still trains the real toy encoder; the embeddings every strategy scores with are
+    # replaced, so that any mix-up of episode classes shows as a wrong answer
+    monkeypatch.setattr(
+        evaluate, "embed_samples", lambda _b, samples, *a, **k: bag_of_words(samples.texts)
+    )
+    monkeypatch.setattr(evaluate, "embed_texts", lambda _b, t, *a, **k: bag_of_words(t).numpy())
     fcfg = FewShotConfig(
         backbones=["toy-bert"],
-        strategies=["prototypes", "logistic", "prototypes-ft", "zeroshot", "setfit"],
-        ways=3,
-        shots=[1],
-        queries=2,
-        episodes=3,
-        pool=8,
-        max_length=16,
+        strategies=["prototypes", "logistic", "zeroshot", "setfit"],
+        **kw,
     )
     doc = run_fewshot(str(path), fcfg, None, console=QUIET, progress=False)
     got = {r["strategy"]: r for r in doc["results"]}
     assert set(got) == set(fcfg.strategies)
-    assert all(r["n"] == 3 and 0 <= r["mean"] <= 1 for r in got.values())
+    assert all(r["n"] == 3 and r["mean"] == 1.0 for r in got.values()), {
+        k: r["mean"] for k, r in got.items()
+    }
     image = dataclasses.replace(fcfg, backbones=["toy-efficientnet"])
     with pytest.raises(ConfigError, match="a text backbone for text data"):
         run_fewshot(str(path), image, None, console=QUIET, progress=False)
+
+
+def test_meta_train_refuses_a_freeze_that_leaves_nothing_to_train(tmp_path):
+    with pytest.raises(ConfigError, match="nothing to train"):
+        run_meta_train("digits", _toy_meta(shots=1, queries=2, episodes=2, freeze=99),
+                       tmp_path / "m", console=QUIET, progress=False)  # fmt: skip
+
+
+def test_an_image_run_folder_is_a_backbone_for_fit(tmp_path):
+    mcfg = _toy_meta(shots=1, queries=2, episodes=2, val_episodes=3)
+    run_meta_train("digits", mcfg, tmp_path / "meta", console=QUIET, progress=False)
+    cfg = RunConfig(
+        data=DataConfig(source="digits", per_class=2, max_test=50),
+        backbone=BackboneConfig(name=str(tmp_path / "meta")),
+        strategy=StrategyConfig(name="prototypes"),
+    )
+    result = fit(cfg, tmp_path / "run", progress=False, console=QUIET)
+    spec = result.backbone.spec
+    assert spec.arch == "test_efficientnet" and spec.input_size == 32  # the run's own size
+    assert spec.weights.startswith("file:") and "meta" in spec.weights
+    # its body is the meta-trained one, not the toy it started from
+    meta = load(tmp_path / "meta", device="cpu").backbone.state_dict()
+    got = result.backbone.state_dict()
+    body = [k for k in meta if "classifier" not in k and meta[k].dtype.is_floating_point]
+    assert all(torch.equal(meta[k], got[k].cpu()) for k in body)
+    toy = create_backbone(BackboneConfig(name="toy-efficientnet"), 3, 32).state_dict()
+    assert any(not torch.equal(toy[k], meta[k]) for k in body)
+
+
+def test_setfit_refuses_an_image_backbone_before_writing_anything(tmp_path):
+    images = make_image_folder(tmp_path / "images", n_per_class=3)
+    with pytest.raises(ConfigError, match="trainable text encoder"):
+        fit(_cfg(images, "setfit"), tmp_path / "run", progress=False, console=QUIET)
+    assert not (tmp_path / "run" / "config.yaml").exists()
+
+
+def test_auto_head_is_each_strategy_s_own():
+    from headstart.strategies import build_strategy
+
+    def head(strategy: str, asked: str = "auto") -> str:
+        return build_strategy(StrategyConfig(name=strategy, head=asked)).head_name()
+
+    assert head("setfit") == "prototype" and head("setfit", "linear") == "linear"
+    assert head("linear-probe") == "linear" and head("prototypes") == "prototype"
+    assert head("linear-probe", "prototype") == "prototype"
+
+
+def test_setfit_steps_hold_distinct_texts():
+    from headstart.fewshot.contrastive import _step_texts
+
+    labels = np.repeat(np.arange(4), 25)
+    steps = _step_texts(labels, 10, 30, seed=0)
+    assert all(len(set(t.tolist())) == 30 for t in steps)
+    assert set(np.concatenate(steps).tolist()) == set(range(100))  # every text takes part

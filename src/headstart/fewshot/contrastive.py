@@ -169,9 +169,9 @@ def contrastive_finetune(
 
 
 def _step_texts(labels: np.ndarray, steps: int, per_step: int, seed: int) -> list[np.ndarray]:
-    """The texts of each step: all of them when they fit in a step, else ``per_step`` from
-    a shuffled pass through the data (a new pass when one runs out), with at least two
-    classes in every step."""
+    """The texts of each step: all of them when they fit in a step, else ``per_step``
+    distinct ones from a shuffled pass through the data (a new pass when one runs out),
+    with at least two classes in every step."""
     n = len(labels)
     if n <= per_step:
         return [np.arange(n)] * steps
@@ -179,8 +179,9 @@ def _step_texts(labels: np.ndarray, steps: int, per_step: int, seed: int) -> lis
     order: list[int] = []
     out = []
     for _ in range(steps):
-        while len(order) < per_step:
-            order.extend(rng.permutation(n).tolist())
+        if len(order) < per_step:  # top up from a new pass with texts not yet in the step
+            taken = set(order)
+            order.extend(i for i in rng.permutation(n).tolist() if i not in taken)
         texts, order = np.asarray(order[:per_step]), order[per_step:]
         if len(np.unique(labels[texts])) < 2:  # one class only: swap in another class
             other = rng.choice(np.flatnonzero(labels != labels[texts[0]]))

@@ -68,6 +68,8 @@ class FewShotConfig:
     max_length: int | None = None
     seed: int = 0
     device: str = "auto"
+    text_cols: list[str] | None = None
+    label_col: str = "label"
 
     def __post_init__(self) -> None:
         unknown = [s for s in self.strategies if s not in FEWSHOT_STRATEGIES]
@@ -84,6 +86,17 @@ class FewShotConfig:
                 f"--pool {self.pool}",
                 "raise --pool or lower --queries",
             )
+
+
+def data_config(source: str, fcfg: FewShotConfig) -> DataConfig:
+    """How the few-shot data is read."""
+    return DataConfig(
+        source=source,
+        image_size=fcfg.image_size,
+        max_length=fcfg.max_length,
+        text_cols=fcfg.text_cols,
+        label_col=fcfg.label_col,
+    )
 
 
 def load_backbone(name: str, image_size: int | None, max_length: int | None) -> Backbone:
@@ -117,7 +130,7 @@ def run_fewshot(
 
     t0 = time.perf_counter()
     console = console or Console()
-    dcfg = DataConfig(source=source, image_size=fcfg.image_size, max_length=fcfg.max_length)
+    dcfg = data_config(source, fcfg)
     samples, _ = check_samples(load_source(source, dcfg), dcfg, progress, min_per_class=0)
     text = isinstance(samples, TextSamples)
     classes = fcfg.classes if fcfg.classes is not None else list(range(len(samples.classes)))

@@ -32,7 +32,13 @@ from headstart.errors import ConfigError, DataError, RunFolderError
 from headstart.features import embed_samples
 from headstart.fewshot.episodes import evaluate_episodes, sample_episodes
 from headstart.heads.prototypes import prototype_head
-from headstart.runfolder import save_config, save_model, write_json
+from headstart.runfolder import (
+    clear_outputs,
+    earlier_outputs,
+    save_config,
+    save_model,
+    write_json,
+)
 from headstart.strategies import ParamGroup, apply_freeze
 from headstart.training import resolve_device
 from headstart.training.checkpoint import (
@@ -93,30 +99,30 @@ class MetaConfig:
 
 
 def parse_classes(spec: str, classes: list[str]) -> list[int]:
-    """``0-4``, ``0,2,5`` or class names (``Coat,Bag``) -> class indices."""
+    """``0-4``, ``0,2,5`` or class names (``Coat,Bag``) -> class indices. A part that is a
+    class's name is that class, even when it looks like a number."""
+    fix = "pass e.g. --classes 0-4, or class names separated by commas"
     out: list[int] = []
     lookup = {c.casefold(): i for i, c in enumerate(classes)}
     for part in (p.strip() for p in spec.split(",")):
         lo, dash, hi = part.partition("-")
-        if dash and lo.isdigit() and hi.isdigit():
+        if part.casefold() in lookup:
+            out.append(lookup[part.casefold()])
+        elif dash and lo.isdigit() and hi.isdigit():
+            if int(hi) < int(lo):
+                raise ConfigError("a range from low to high, like 0-4", repr(part), fix)
             out.extend(range(int(lo), int(hi) + 1))
         elif part.isdigit():
             out.append(int(part))
-        elif part.casefold() in lookup:
-            out.append(lookup[part.casefold()])
         else:
             raise ConfigError(
                 f"class indices (0-{len(classes) - 1}), ranges like 0-4, or names of {classes}",
                 repr(part),
-                "pass e.g. --classes 0-4",
+                fix,
             )
     bad = [i for i in out if not 0 <= i < len(classes)]
     if bad or len(set(out)) != len(out):
-        raise ConfigError(
-            f"distinct class indices between 0 and {len(classes) - 1}",
-            spec,
-            "pass e.g. --classes 0-4",
-        )
+        raise ConfigError(f"distinct classes, indices between 0 and {len(classes) - 1}", spec, fix)
     return out
 
 
@@ -186,8 +192,15 @@ def run_meta_train(
         for i, g in enumerate(groups)
     ]
     body = [p for g in layout if g.trainable for p in g.params]
+    if not body:
+        raise ConfigError(
+            f"--freeze below {len(groups) - 1} (the backbone's groups before its head)",
+            f"--freeze {mcfg.freeze}, which leaves nothing to train",
+            "pass a smaller --freeze (`headstart backbones NAME` lists the groups)",
+        )
     optimiser = torch.optim.AdamW([*body, scale], lr=mcfg.lr, weight_decay=0.01)
     start, losses, accs = 0, [], []
+    before: dict[str, float] | None = None
     if ckpt.is_file():
         state = load_nested(ckpt)
         if state.get("config") != _jsonable(mcfg):
@@ -202,14 +215,15 @@ def run_meta_train(
             scale.copy_(state["scale"])
         set_rng_state(state["rng"])
         start, losses, accs = int(state["episode"]), list(state["losses"]), list(state["accs"])
+        before = state.get("before") or None
         console.print(f"[bold]resume[/] meta-training from episode {start}")
     save_config(
         out, _run_config(source, mcfg), backbone.spec, [samples.classes[c] for c in mcfg.classes]
     )
     backbone.save_assets(out)
-    before = (
-        _val(backbone, samples.subset(held_out), mcfg, device, progress) if start == 0 else None
-    )
+    if start == 0:
+        before = _val(backbone, samples.subset(held_out), mcfg, device, progress)
+
     bar = Progress(
         TextColumn("meta-training"),
         BarColumn(),
@@ -249,6 +263,7 @@ def run_meta_train(
                         "rng": rng_state(),
                         "episode": i + 1,
                         "config": _jsonable(mcfg),
+                        "before": before or {},
                         "losses": losses,
                         "accs": accs,
                     },
@@ -311,18 +326,18 @@ def _jsonable(mcfg: MetaConfig) -> dict[str, Any]:
 
 
 def _check_out(out: Path, overwrite: bool) -> None:
-    """A finished run is refused (or, with ``overwrite``, cleared); an unfinished one with a
-    checkpoint is resumed."""
-    if not (out / "metrics.json").is_file() and not overwrite:
+    """A finished run (of any command) is refused, or with ``overwrite`` cleared; an
+    unfinished meta-training run (its checkpoint) is resumed."""
+    if (out / "checkpoint" / "meta.safetensors").is_file() and not overwrite:
         return
-    if not overwrite:
+    earlier = earlier_outputs(out)
+    if earlier and not overwrite:
         raise RunFolderError(
             "a new or empty --out folder, or an unfinished meta-training run to resume",
-            f"a finished meta-training run in {out}",
-            "pass --overwrite to replace it, or another --out",
+            f"earlier results in {out} ({', '.join(earlier)})",
+            "pass --overwrite to replace them, or another --out",
         )
-    for name in ("metrics.json", "model.safetensors", "checkpoint/meta.safetensors"):
-        (out / name).unlink(missing_ok=True)
+    clear_outputs(out)
 
 
 def _held_out(labels: np.ndarray, mcfg: MetaConfig, names: list[str]) -> np.ndarray:

@@ -23,7 +23,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
-import shutil
 import time
 from dataclasses import dataclass, field
 from importlib import resources
@@ -44,7 +43,14 @@ from headstart.evaluation import classification_metrics, print_metrics
 from headstart.features import EmbeddingCache, embed_samples
 from headstart.heads.prototypes import class_means, cosine_head, unit
 from headstart.pipeline import _source_head
-from headstart.runfolder import _input_names, save_config, save_model, write_json
+from headstart.runfolder import (
+    _input_names,
+    clear_outputs,
+    earlier_outputs,
+    save_config,
+    save_model,
+    write_json,
+)
 from headstart.training import resolve_device
 
 DEFAULT_TEXT_TEMPLATES = (
@@ -357,39 +363,16 @@ def _templates(zcfg: ZeroShotConfig, text: bool) -> tuple[str, ...] | list[str]:
 
 
 def _check_out(out: Path, overwrite: bool) -> None:
-    """Refuse a folder holding earlier results (a zero-shot run, or a run folder of `fit`)
-    unless ``overwrite``, which clears them so that no stale model is left behind."""
-    earlier = [n for n in _OUTPUTS if (out / n).exists()]
-    if not earlier:
-        return
-    if not overwrite:
+    """Refuse a folder holding earlier results (of zeroshot, fit or meta-train) unless
+    ``overwrite``, which clears them so that no stale model is left behind."""
+    earlier = earlier_outputs(out)
+    if earlier and not overwrite:
         raise RunFolderError(
             "a new or empty --out folder",
             f"earlier results in {out} ({', '.join(earlier)})",
             "pass --overwrite to replace them, or another --out",
         )
-    for name in earlier:
-        path = out / name
-        if path.is_dir():
-            shutil.rmtree(path)
-        else:
-            path.unlink()
-
-
-_OUTPUTS = (
-    "zeroshot.json",
-    "predictions.csv",
-    "config.yaml",
-    "labels.json",
-    "model.safetensors",
-    "metrics.json",
-    "calibration.json",
-    "checkpoint",
-    "history.jsonl",
-    "predictions.safetensors",
-    "report.html",
-    "tokenizer",
-)
+    clear_outputs(out)
 
 
 def _limit(
@@ -518,7 +501,12 @@ def _save_run(
     """A run folder ``headstart predict`` can load: the encoder with the label directions
     as its linear head."""
     cfg = RunConfig(
-        data=DataConfig(source=source, max_length=zcfg.max_length, text_cols=zcfg.text_cols),
+        data=DataConfig(
+            source=source,
+            max_length=zcfg.max_length,
+            text_cols=zcfg.text_cols,
+            label_col=zcfg.label_col,
+        ),
         backbone=BackboneConfig(name=backbone.spec.name),
         strategy=StrategyConfig(name=ZEROSHOT, head="prototype"),
     )

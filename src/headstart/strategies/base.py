@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from headstart.backbones import Backbone
-from headstart.config import StrategyConfig, default_of
+from headstart.config import StrategyConfig
 from headstart.errors import ConfigError
 from headstart.registry import Registry
 
@@ -52,7 +52,7 @@ class Strategy:
     few_shot: ClassVar[bool] = False
     #: the head this strategy always fits (None: the config's ``head``)
     fixed_head: ClassVar[str | None] = None
-    #: the head it fits when the config names the default one
+    #: the head it fits when the config says auto (None: a torch linear layer)
     preferred_head: ClassVar[str | None] = None
     #: the body is first trained on sampled pairs (SetFit), then frozen for the head
     contrastive: ClassVar[bool] = False
@@ -128,26 +128,27 @@ class Strategy:
         self.epoch = int(state["epoch"])
 
     def head_name(self) -> str:
-        """The head fitted on embeddings: the strategy's own, else the config's (a
-        strategy's preferred head replaces the config's default)."""
+        """The head fitted on embeddings: the config's, or with ``auto`` the strategy's
+        own (its fixed or preferred head, else a torch linear layer)."""
+        asked = self.cfg.head
         if self.fixed_head is not None:
-            if self.cfg.head not in (DEFAULT_HEAD, self.fixed_head):
+            if asked not in (AUTO_HEAD, self.fixed_head):
                 raise ConfigError(
                     f"no other head than {self.fixed_head!r} with strategy {self.name!r}",
-                    f"--head {self.cfg.head}",
-                    f"drop --head, or use --strategy linear-probe --head {self.cfg.head}",
+                    f"--head {asked}",
+                    f"drop --head, or use --strategy linear-probe --head {asked}",
                 )
             return self.fixed_head
-        if self.preferred_head is not None and self.cfg.head == DEFAULT_HEAD:
-            return self.preferred_head
-        if self.cfg.head == "prototype" and not (self.frozen_backbone or self.probe_first):
+        if asked == AUTO_HEAD:
+            return self.preferred_head or "linear"
+        if asked == "prototype" and not (self.frozen_backbone or self.probe_first):
             raise ConfigError(
                 "a strategy that fits a head on embeddings for --head prototype "
-                "(linear-probe, lp-ft, prototypes, prototypes-ft)",
+                "(linear-probe, lp-ft, prototypes, prototypes-ft, setfit)",
                 f"--strategy {self.describe()}, which trains its head from scratch",
                 "use --strategy prototypes or prototypes-ft",
             )
-        return self.cfg.head
+        return asked
 
     def describe(self) -> str:
         return self.name + (f":{self.arg}" if self.arg else "")
@@ -177,7 +178,8 @@ def apply_freeze(backbone: Backbone, groups: list[ParamGroup], all_bn_stats: boo
 
 
 STRATEGIES: Registry[type[Strategy]] = Registry("strategy")
-DEFAULT_HEAD = str(default_of(StrategyConfig, "head"))
+#: the head setting that lets each strategy pick its own
+AUTO_HEAD = "auto"
 
 
 def build_strategy(cfg: StrategyConfig) -> Strategy:

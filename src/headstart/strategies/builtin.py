@@ -91,8 +91,8 @@ class Prototypes(LinearProbe):
 
 @STRATEGIES.register(
     "prototypes-ft",
-    help="Few-shot: prototypes, then the backbone fine-tuned through them (a cosine "
-    "classifier) and the prototypes taken again from the fine-tuned embeddings.",
+    help="Few-shot: prototypes as the initial head of a fine-tuned backbone; the "
+    "prototypes are then taken again from the fine-tuned embeddings.",
 )
 class PrototypesFinetune(Finetune):
     name = "prototypes-ft"
@@ -105,8 +105,8 @@ class PrototypesFinetune(Finetune):
 @STRATEGIES.register(
     "setfit",
     help="Few-shot texts: the encoder fine-tuned contrastively on sampled pairs of the "
-    "labelled texts (SetFit), then a head on its embeddings (prototypes unless --head "
-    "names another).",
+    "labelled texts (SetFit), then a head on its embeddings (prototypes; --head logistic "
+    "for SetFit's own).",
 )
 class SetFit(LinearProbe):
     name = "setfit"
