@@ -236,6 +236,14 @@ class _Embedder:
     def _compute(self, samples: Samples, what: str) -> torch.Tensor:
         dataset = self.backbone.make_dataset(samples)
         _log_truncation(self.console, dataset, self.backbone)
+        return self._embed(dataset, what)
+
+    def uncached(self, samples: Samples, what: str) -> torch.Tensor:
+        """Embeddings of the backbone as it is now (trained: its weights are not the ones
+        the cache key names)."""
+        return self._embed(self.backbone.make_dataset(samples), what)
+
+    def _embed(self, dataset: Any, what: str) -> torch.Tensor:
         return compute_embeddings(
             self.backbone,
             dataset,
@@ -371,7 +379,7 @@ def fit(
     if not strategy.frozen_backbone:
         history += _train(cfg, strategy, backbone, data, out, resume, progress, console, params)
         if strategy.refit_head:
-            _refit_prototypes(cfg, backbone, data, device, progress, console)
+            _refit_prototypes(backbone, emb, data, console)
     if isinstance(strategy, AdaptationMethod):
         strategy.detach()
     train_seconds = time.perf_counter() - t_train
@@ -456,25 +464,11 @@ def _contrastive(
     return done
 
 
-def _refit_prototypes(
-    cfg: RunConfig,
-    backbone: Backbone,
-    data: Splits,
-    device: str,
-    progress: bool,
-    console: Console,
-) -> None:
+def _refit_prototypes(backbone: Backbone, emb: _Embedder, data: Splits, console: Console) -> None:
     """The prototypes taken again from the fine-tuned backbone's embeddings."""
-    x = compute_embeddings(
-        backbone,
-        backbone.make_dataset(data.train),
-        cfg.eval.batch_size,
-        device,
-        progress,
-        "embedding train",
-        cfg.train.num_workers,
-    )
+    x = emb.uncached(data.train, "train")
     w, b = prototype_head(x.numpy(), np.asarray(data.train.labels), len(data.classes))
+    device = next(backbone.head().parameters()).device
     backbone.load_head(w.to(device), b.to(device))
     console.print("[bold]head[/] prototypes taken again from the fine-tuned embeddings")
 
@@ -656,24 +650,10 @@ def _split_outputs(
     emb: _Embedder,
     samples: Samples,
     name: str,
-    cfg: RunConfig,
-    device: str,
-    progress: bool,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Embeddings and logits of a split: cached when the backbone is frozen, else computed
     from the trained backbone (one pass; the logits are the head applied to them)."""
-    if strategy.frozen_backbone:
-        e = emb(samples, name)
-    else:
-        e = compute_embeddings(
-            backbone,
-            backbone.make_dataset(samples),
-            cfg.eval.batch_size,
-            device,
-            progress,
-            f"embedding {name}",
-            cfg.train.num_workers,
-        )
+    e = emb(samples, name) if strategy.frozen_backbone else emb.uncached(samples, name)
     head = backbone.head()
     device_of_head = next(head.parameters()).device
     with torch.no_grad():  # any head module (a linear layer, timm's NormLinear, ...)
@@ -703,7 +683,7 @@ def _evaluate(
     for name, samples in splits:
         if samples is None or len(samples) == 0:
             continue
-        e, logits = _split_outputs(backbone, strategy, emb, samples, name, cfg, device, progress)
+        e, logits = _split_outputs(backbone, strategy, emb, samples, name)
         outputs[name] = (samples, e, logits)
         pred = logits.argmax(1).numpy()
         result[name] = classification_metrics(samples.labels, pred, data.classes)
