@@ -211,7 +211,7 @@ def run_adapt(
     start = time.perf_counter()
     device = resolve_device(base.train.device)
     data_cfg = dataclasses.replace(base.data, test_fraction=0.0, test=None)
-    source = prepare_data(data_cfg, console, progress)
+    source = prepare_data(data_cfg, console, progress, small_data=False)
     target, evaluation = _target_data(spec, base, source.classes, progress, console)
     modality = "text" if hasattr(source.train, "texts") else "image"
     if ("text" if hasattr(target, "texts") else "image") != modality:

@@ -61,6 +61,8 @@ def _d(cls: type, name: str) -> Any:
 # options that several commands share: declared once
 ALLOW_DOWNLOAD_OPT = Annotated[bool, _opt(BackboneConfig, "allow_download", "--allow-download")]
 AUGMENT_OPT = Annotated[str, _opt(DataConfig, "augment", "--augment")]
+TTA_OPT = Annotated[str, _opt(DataConfig, "tta", "--tta")]
+FEATURES_OPT = Annotated[str, _opt(BackboneConfig, "features", "--features")]
 BACKBONE_LR_SCALE_OPT = Annotated[
     float, _opt(StrategyConfig, "backbone_lr_scale", "--backbone-lr-scale")
 ]
@@ -83,7 +85,6 @@ MIXED_PRECISION_OPT = Annotated[str, _opt(TrainConfig, "mixed_precision", "--mix
 NUM_WORKERS_OPT = Annotated[int, _opt(TrainConfig, "num_workers", "--num-workers")]
 PROGRESS_OPT = Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")]
 POOLING_OPT = Annotated[str | None, _opt(BackboneConfig, "pooling", "--pooling")]
-PROBE_EPOCHS_OPT = Annotated[int, _opt(StrategyConfig, "probe_epochs", "--probe-epochs")]
 SKIP_BAD_OPT = Annotated[bool, _opt(DataConfig, "skip_bad", "--skip-bad")]
 TEST_FRACTION_OPT = Annotated[float, _opt(DataConfig, "test_fraction", "--test-fraction")]
 TEST_OPT = Annotated[str | None, _opt(DataConfig, "test", "--test")]
@@ -122,6 +123,8 @@ def fit(
     max_test: MAX_TEST_OPT = _d(DataConfig, "max_test"),
     image_size: IMAGE_SIZE_OPT = _d(DataConfig, "image_size"),
     augment: AUGMENT_OPT = _d(DataConfig, "augment"),
+    tta: TTA_OPT = _d(DataConfig, "tta"),
+    features: FEATURES_OPT = _d(BackboneConfig, "features"),
     skip_bad: SKIP_BAD_OPT = _d(DataConfig, "skip_bad"),
     weights: WEIGHTS_OPT = _d(BackboneConfig, "weights"),
     pretrained: Annotated[
@@ -133,7 +136,6 @@ def fit(
     layer_decay: LAYER_DECAY_OPT = _d(StrategyConfig, "layer_decay"),
     backbone_lr_scale: BACKBONE_LR_SCALE_OPT = _d(StrategyConfig, "backbone_lr_scale"),
     bn_stats: BN_STATS_OPT = _d(StrategyConfig, "bn_stats"),
-    probe_epochs: PROBE_EPOCHS_OPT = _d(StrategyConfig, "probe_epochs"),
     head_c: HEAD_C_OPT = _d(StrategyConfig, "head_c"),
     val_fraction: VAL_FRACTION_OPT = _d(DataConfig, "val_fraction"),
     test_fraction: TEST_FRACTION_OPT = _d(DataConfig, "test_fraction"),
@@ -383,7 +385,6 @@ def compare(
     ] = _d(TrainConfig, "seed"),
     head: HEAD_OPT = _d(StrategyConfig, "head"),
     head_c: HEAD_C_OPT = _d(StrategyConfig, "head_c"),
-    probe_epochs: PROBE_EPOCHS_OPT = _d(StrategyConfig, "probe_epochs"),
     layer_decay: LAYER_DECAY_OPT = _d(StrategyConfig, "layer_decay"),
     bn_stats: BN_STATS_OPT = _d(StrategyConfig, "bn_stats"),
     skip_bad: SKIP_BAD_OPT = _d(DataConfig, "skip_bad"),
@@ -403,6 +404,8 @@ def compare(
     test_fraction: TEST_FRACTION_OPT = _d(DataConfig, "test_fraction"),
     image_size: IMAGE_SIZE_OPT = _d(DataConfig, "image_size"),
     augment: AUGMENT_OPT = _d(DataConfig, "augment"),
+    tta: TTA_OPT = _d(DataConfig, "tta"),
+    features: FEATURES_OPT = _d(BackboneConfig, "features"),
     weights: WEIGHTS_OPT = _d(BackboneConfig, "weights"),
     backbone_lr_scale: BACKBONE_LR_SCALE_OPT = _d(StrategyConfig, "backbone_lr_scale"),
     epochs: EPOCHS_OPT = _d(TrainConfig, "epochs"),

@@ -44,7 +44,7 @@ from headstart.evaluation.report import (
     comparison_rows,
 )
 from headstart.features import EmbeddingCache
-from headstart.pipeline import Splits, fit, prepare_data
+from headstart.pipeline import MIN_VAL_PER_CLASS, Splits, fit, prepare_data
 from headstart.runfolder import write_json
 from headstart.strategies import build_strategy
 
@@ -66,16 +66,26 @@ def cell_dir(out: Path, strategy: str, budget: int, seed: int) -> Path:
 
 def budget_splits(data: Splits, budget: int, seed: int, cfg: RunConfig) -> Splits:
     """``budget`` labelled training examples per class drawn with ``seed``, validation in
-    proportion (as ``fit --per-class`` does), and the one fixed test split of every cell."""
+    proportion (as ``fit --per-class`` does), and the one fixed test split of every cell.
+    A validation split of fewer than ``MIN_VAL_PER_CLASS`` examples per class is not
+    drawn: decisions on it would be noise (``fit``'s small-data policy)."""
     idx = per_class_subsample(data.train.labels, budget, seed=seed, classes=data.classes)
     train = data.train.subset(idx)
     val = data.val
+    policy = {"validation": "given (--val)" if cfg.data.val else "held out"}
     if not cfg.data.val and len(val):
         val_f = cfg.data.val_fraction
         test_f = 0.0 if cfg.data.test else cfg.data.test_fraction
         n_val = max(1, round(budget * val_f / (1.0 - val_f - test_f)))
-        val = val.subset(up_to_per_class(val.labels, n_val, seed))
-    return Splits(train, val, data.test)
+        if n_val < MIN_VAL_PER_CLASS:
+            val = val.subset(np.arange(0))
+            policy["validation"] = (
+                f"none: {n_val} per class would be fewer than {MIN_VAL_PER_CLASS}; training "
+                "runs its fixed number of epochs"
+            )
+        else:
+            val = val.subset(up_to_per_class(val.labels, n_val, seed))
+    return Splits(train, val, data.test, policy)
 
 
 def cell_config(base: RunConfig, strategy: str, budget: int, seed: int) -> RunConfig:
@@ -206,7 +216,8 @@ def run_compare(
         )
     # everything that can be checked is checked before the folder is bound to settings
     data_cfg = dataclasses.replace(base.data, per_class=None)
-    data = prepare_data(data_cfg, console, progress)
+    # the pool's validation split is kept: each budget draws its own (or none) from it
+    data = prepare_data(data_cfg, console, progress, small_data=False)
     if data.test is None or len(data.test) == 0:
         raise ConfigError(
             "a test split to compare the strategies on",

@@ -89,6 +89,12 @@ class DataConfig:
         None, "Texts: tokens kept per text (longer ones are truncated); default 256."
     )
     augment: str = _f("light", "Training augmentation: none, light or strong.")
+    tta: str = _f(
+        "auto",
+        "Test-time augmentation of a frozen image backbone's features: hflip (the mean of "
+        "the image's and its mirror image's embeddings; the probe trains on both), none, "
+        "or auto (hflip for images).",
+    )
     skip_bad: bool = _f(False, "Leave out unreadable images instead of stopping.")
     max_pixels: int = _f(89_478_485, "Images with more pixels are refused (decompression bombs).")
     split_seed: int = _f(0, "Seed of the train/validation/test split.")
@@ -106,6 +112,7 @@ class DataConfig:
             )
         _positive(self, "per_class", "max_test", "image_size", "max_length", "max_pixels")
         _choice(self, "augment", ("none", "light", "strong"))
+        _choice(self, "tta", ("auto", "none", "hflip"))
 
 
 @dataclass
@@ -125,8 +132,16 @@ class BackboneConfig:
     pooling: str | None = _f(
         None, "Text encoders: mean (over tokens) or cls; default: the backbone's own."
     )
+    features: str = _f(
+        "auto",
+        "Features a frozen backbone gives its probe: layers (the pooled outputs of its "
+        "last 3 layer groups, each unit-scaled, concatenated), final (the last layer "
+        "only), or auto (layers for a pretrained backbone under linear-probe, prototypes "
+        "or auto, else final).",
+    )
 
     def __post_init__(self) -> None:
+        _choice(self, "features", ("auto", "layers", "final"))
         if self.pooling is not None:
             _choice(self, "pooling", ("mean", "cls"))
         if not self.name:
@@ -137,8 +152,9 @@ class BackboneConfig:
 @dataclass
 class StrategyConfig:
     name: str = _f(
-        "lp-ft",
-        "Transfer strategy (a registered name).",
+        "auto",
+        "Transfer strategy (a registered name); auto chooses from the labels per class and "
+        "a cross-validated probe score, and says why.",
     )
     head: str = _f(
         "auto",
@@ -150,7 +166,6 @@ class StrategyConfig:
         "Discriminative learning rates: each layer group below the head gets lr x decay^depth.",
     )
     backbone_lr_scale: float = _f(0.1, "Backbone learning rate as a fraction of the head's.")
-    probe_epochs: int = _f(30, "Epochs of the torch linear head on cached embeddings.")
     head_c: float = _f(1.0, "Inverse regularisation strength C of a scikit-learn head.")
     bn_stats: str = _f(
         "frozen",
@@ -163,7 +178,7 @@ class StrategyConfig:
             raise ConfigError(
                 "layer_decay in (0, 1]", repr(self.layer_decay), "use a value such as 0.7"
             )
-        _positive(self, "backbone_lr_scale", "probe_epochs", "head_c")
+        _positive(self, "backbone_lr_scale", "head_c")
         _choice(self, "bn_stats", ("frozen", "update"))
 
 
@@ -329,9 +344,15 @@ SECTIONS: dict[str, type] = {
 }
 
 
+#: settings that older versions wrote and that no longer exist (dropped when reading):
+#: the torch linear probe's epochs (the probe is now fitted to convergence)
+RETIRED_KEYS = {"strategy": ("probe_epochs",)}
+
+
 def _build(cls: type[C], values: dict[str, Any], where: str) -> C:
     if not isinstance(values, dict):
         raise ConfigError(f"a mapping under {where!r}", type(values).__name__, "fix the YAML")
+    values = {k: v for k, v in values.items() if k not in RETIRED_KEYS.get(where, ())}
     known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(values) - known)
     if unknown:

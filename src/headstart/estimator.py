@@ -59,13 +59,15 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
 
     ``X``: an array of images (N, H, W), (N, H, W, C) or (N, C, H, W), uint8 or floats in
     [0, 1]; a list of image file paths; or a list of texts. ``y``: any labels (strings or
-    integers). ``backbone="auto"`` picks efficientnet_lite0 for images, minilm-l6 for texts.
+    integers). ``backbone="auto"`` picks efficientnet_lite0 for images, minilm-l6 for texts;
+    ``strategy="auto"`` chooses from the data as ``headstart fit`` does (a cross-validated
+    probe or class means with few labels per class, lp-ft from 50 per class).
     """
 
     def __init__(
         self,
         backbone: str = "auto",
-        strategy: str = "lp-ft",
+        strategy: str = "auto",
         head: str = "auto",
         epochs: int = 10,
         batch_size: int = 32,

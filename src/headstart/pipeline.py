@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,10 +16,10 @@ import numpy as np
 import torch
 from rich.console import Console
 from torch import nn
-from torch.utils.data import TensorDataset
 
 from headstart.adaptation.methods import AdaptationMethod, target_stream
 from headstart.backbones import Backbone, create_backbone
+from headstart.backbones.multilayer import ProbeFeaturesBackbone
 from headstart.backbones.vision import TimmBackbone
 from headstart.backbones.zoo import sha256_state
 from headstart.config import DataConfig, RunConfig
@@ -27,6 +29,7 @@ from headstart.data import (
     PreflightReport,
     TextSamples,
     data_fingerprint,
+    native_image_size,
     per_class_subsample,
     preflight,
     preflight_text,
@@ -36,7 +39,7 @@ from headstart.data import (
     stratified_split,
     up_to_per_class,
 )
-from headstart.errors import ConfigError, DataError, RunFolderError
+from headstart.errors import BackboneError, ConfigError, DataError, RunFolderError
 from headstart.evaluation import (
     calibration_summary,
     classification_metrics,
@@ -54,6 +57,7 @@ from headstart.features import (
 )
 from headstart.fewshot.contrastive import ContrastiveConfig, contrastive_finetune
 from headstart.heads import HEADS, fit_sklearn_head, prototype_head
+from headstart.heads.probe import ProbeFit, fit_probe
 from headstart.heads.prototypes import leave_one_out_predictions
 from headstart.runfolder import (
     TEXT_SUFFIXES,
@@ -63,6 +67,8 @@ from headstart.runfolder import (
     write_json,
 )
 from headstart.strategies import ParamGroup, Strategy, apply_freeze, build_strategy
+from headstart.strategies.auto import Choice, choose, is_auto
+from headstart.strategies.base import AUTO_HEAD
 from headstart.training import (
     HistoryWriter,
     ProgressBar,
@@ -83,6 +89,8 @@ class Splits:
     train: Samples
     val: Samples
     test: Samples | None
+    #: how the labelled data was used (the small-data validation policy), for metrics.json
+    policy: dict[str, Any] = field(default_factory=dict)
 
     @property
     def classes(self) -> list[str]:
@@ -142,6 +150,7 @@ def prepare_data(
     progress: bool = True,
     source: Samples | None = None,
     few_shot: bool = False,
+    small_data: bool = True,
 ) -> Splits:
     """Load, check and split the data as the config says.
 
@@ -164,6 +173,28 @@ def prepare_data(
             "example trains and none is held out; pass --val / --test data for held-out "
             "figures"
         )
+    policy: dict[str, Any] = {"validation": "given (--val)" if cfg.val else "held out"}
+    if small_data and not cfg.val and val_f:
+        per_class = min(cfg.per_class or smallest, smallest)
+        expected = (
+            per_class * val_f / max(1.0 - val_f - test_f, 1e-9)
+            if cfg.per_class
+            else (smallest * val_f)
+        )
+        if expected < MIN_VAL_PER_CLASS:
+            val_f = 0.0
+            policy["validation"] = (
+                f"none held out: it would have had about {expected:.1f} examples per class "
+                f"(fewer than {MIN_VAL_PER_CLASS}); every labelled example trains, training "
+                "runs its fixed number of epochs, the probe's regularisation is "
+                "cross-validated and calibration uses out-of-fold predictions"
+            )
+            console.print(
+                f"[bold]small data[/]: a validation split would hold about {expected:.1f} "
+                f"examples per class (fewer than {MIN_VAL_PER_CLASS}), too few to decide on; "
+                "none is held out: every labelled example trains, no early stopping, and "
+                "decisions use cross-validation on the training examples"
+            )
     tr, va, te = stratified_split(source.labels, val_f, test_f, seed=cfg.split_seed)
     train = source.subset(tr)
     val = _eval_source(cfg.val, source.classes, cfg, progress) if cfg.val else source.subset(va)
@@ -193,7 +224,7 @@ def prepare_data(
         f"[bold]split[/] train {len(train)}, validation {len(val)}, "
         f"test {len(test) if test is not None else 0}, classes {len(source.classes)}"
     )
-    return Splits(train, val, test)
+    return Splits(train, val, test, policy)
 
 
 def _log_truncation(console: Console, dataset: Any, backbone: Backbone) -> None:
@@ -230,8 +261,29 @@ class _Embedder:
         self.device, self.progress, self.console = device, progress, console
 
     def __call__(self, samples: Samples, what: str) -> torch.Tensor:
+        """The evaluation embeddings: the mean of the backbone's views."""
+        if len(self.backbone.views) > 1:
+            return torch.stack(self.views(samples, what)).mean(0)
         key = cache_key(self.backbone, data_fingerprint(samples))
         return self.cache.get_or_compute(key, lambda: self._compute(samples, what))
+
+    def views(self, samples: Samples, what: str) -> list[torch.Tensor]:
+        """The embeddings of each of the backbone's views (one: the plain embeddings)."""
+        if len(self.backbone.views) == 1:
+            return [self(samples, what)]
+        fingerprint = data_fingerprint(samples)
+
+        def compute(view: str) -> Callable[[], torch.Tensor]:
+            return lambda: self._embed(
+                self.backbone.make_dataset(samples), f"{what} ({view})", view
+            )
+
+        return [
+            self.cache.get_or_compute(
+                cache_key(self.backbone, fingerprint, layer=f"view={v}"), compute(v)
+            )
+            for v in self.backbone.views
+        ]
 
     def _compute(self, samples: Samples, what: str) -> torch.Tensor:
         dataset = self.backbone.make_dataset(samples)
@@ -240,10 +292,13 @@ class _Embedder:
 
     def uncached(self, samples: Samples, what: str) -> torch.Tensor:
         """Embeddings of the backbone as it is now (trained: its weights are not the ones
-        the cache key names)."""
-        return self._embed(self.backbone.make_dataset(samples), what)
+        the cache key names), views averaged."""
+        ds = self.backbone.make_dataset(samples)
+        if len(self.backbone.views) == 1:
+            return self._embed(ds, what)
+        return torch.stack([self._embed(ds, what, v) for v in self.backbone.views]).mean(0)
 
-    def _embed(self, dataset: Any, what: str) -> torch.Tensor:
+    def _embed(self, dataset: Any, what: str, view: str | None = None) -> torch.Tensor:
         return compute_embeddings(
             self.backbone,
             dataset,
@@ -252,6 +307,7 @@ class _Embedder:
             self.progress,
             f"embedding {what}",
             self.cfg.train.num_workers,
+            view,
         )
 
 
@@ -260,46 +316,164 @@ def _fit_head(
     backbone: Backbone,
     emb: _Embedder,
     data: Splits,
-    out: Path,
     console: Console,
     head_name: str,
-) -> list[dict[str, Any]]:
-    """Fit the head on embeddings of the frozen backbone and put it into the backbone."""
-    x_tr = emb(data.train, "train")
-    y_tr = torch.as_tensor(data.train.labels)
+    fitted: ProbeFit | None = None,
+) -> tuple[list[dict[str, Any]], ProbeFit | None]:
+    """Fit the head on embeddings of the frozen backbone and put it into the backbone. The
+    ``linear`` head is the probe of :func:`fit_probe` (``fitted``: one already fitted on
+    these embeddings by ``--strategy auto``); it is returned."""
+    y_tr = np.asarray(data.train.labels)
     k = len(data.classes)
     if head_name == PROTOTYPE_HEAD:
-        w, b = prototype_head(x_tr.numpy(), y_tr.numpy(), k)
+        x_tr = emb(data.train, "train")
+        w, b = prototype_head(x_tr.numpy(), y_tr, k)
         backbone.load_head(w, b)
         console.print(f"[bold]head[/] prototypes: class means of {len(x_tr)} embeddings")
-        return []
+        return [], None
     if HEADS.get(head_name) is not None:
-        w, b = fit_sklearn_head(head_name, x_tr.numpy(), y_tr.numpy(), k, cfg.strategy.head_c)
+        x_tr = emb(data.train, "train")
+        w, b = fit_sklearn_head(head_name, x_tr.numpy(), y_tr, k, cfg.strategy.head_c)
         backbone.load_head(w, b)
         console.print(f"[bold]head[/] {head_name} fitted on {len(x_tr)} cached embeddings")
-        return []
-    x_va, y_va = emb(data.val, "validation"), torch.as_tensor(data.val.labels)
-    head = nn.Linear(x_tr.shape[1], k)
-    train_cfg = dataclasses.replace(
-        cfg.train,
-        epochs=cfg.strategy.probe_epochs,
-        checkpoint=False,
-        grad_accum=1,
-        patience=max(cfg.train.patience, 5),
-        num_workers=0,
-    )
-    state = Trainer(train_cfg, [HistoryWriter(out / "history.jsonl", "probe")]).fit(
-        head,
-        [ParamGroup("head", list(head.parameters()), True)],
-        TensorDataset(x_tr, y_tr),
-        TensorDataset(x_va, y_va),
-    )
-    backbone.load_head(head.weight.detach().cpu(), head.bias.detach().cpu())
+        return [], None
+    if fitted is None:
+        fitted = fit_view_probe(backbone, emb, data, cfg.train.seed, console)
+    backbone.load_head(fitted.weight, fitted.bias)
     console.print(
-        f"[bold]head[/] linear, {len(state.history)} epochs on cached embeddings, "
-        f"best validation macro-F1 {state.best_score:.4f}"
+        f"[bold]head[/] logistic regression fitted to convergence on {len(y_tr)} embeddings"
+        + (f" x {fitted.views} views" if fitted.views > 1 else "")
+        + f", C={fitted.c:g} ({fitted.cv['policy']})"
     )
-    return [{"phase": "probe", **h} for h in state.history]
+    return [], fitted
+
+
+def fit_view_probe(
+    backbone: Backbone, emb: _Embedder, data: Splits, seed: int, console: Console
+) -> ProbeFit:
+    """The probe on the training embeddings of each of the backbone's views. Flipped views
+    are kept only where cross-validation does not speak against them: when the classes
+    differ by left and right (arrows, some letters), a mirrored view is another class, and
+    the probe without it is better by more than one standard error; then the backbone
+    drops the view (and records that in its spec)."""
+    y = np.asarray(data.train.labels)
+    k = len(data.classes)
+    views = [v.numpy() for v in emb.views(data.train, "train")]
+    probe = fit_probe(views, y, k, seed=seed)
+    if len(views) == 1 or probe.oof_logits is None:
+        return probe
+    plain = fit_probe(views[:1], y, k, seed=seed)
+    with_views, without = probe.cv["cv_accuracy_chosen"], plain.cv["cv_accuracy_chosen"]
+    se = float(np.sqrt(max(without * (1 - without), 1e-12) / len(y)))
+    if isinstance(backbone, ProbeFeaturesBackbone) and without > with_views + se:
+        backbone.set_tta("none")
+        console.print(
+            f"[bold]views[/] mirrored views dropped: cross-validated accuracy {without:.3f} "
+            f"without them, {with_views:.3f} with"
+        )
+        return plain
+    return probe
+
+
+def _probe_row(probe: ProbeFit) -> dict[str, Any]:
+    """The probe's line in history.jsonl: what it was fitted with (it has no epochs)."""
+    return {
+        "c": probe.c,
+        "views": probe.views,
+        "cv_accuracy": probe.cv.get("cv_accuracy_chosen"),
+        "policy": probe.cv["policy"],
+    }
+
+
+def _choose_strategy(
+    cfg: RunConfig,
+    backbone: Backbone,
+    emb: _Embedder,
+    data: Splits,
+    modality: str,
+    console: Console,
+) -> tuple[RunConfig, Strategy, Backbone, Choice, ProbeFit | None]:
+    """``--strategy auto``: the probe's cross-validated accuracy and the class means'
+    leave-one-out accuracy on the training examples decide (see strategies.auto)."""
+    y = np.asarray(data.train.labels)
+    k = len(data.classes)
+    counts = np.bincount(y, minlength=k)
+    per_class = int(counts.min())
+    probe: ProbeFit | None = fit_view_probe(backbone, emb, data, cfg.train.seed, console)
+    assert probe is not None
+    probe_cv = probe.cv.get("cv_accuracy_chosen")
+    proto_loo = None
+    if per_class >= 2:
+        pred = leave_one_out_predictions(emb(data.train, "train").numpy(), y)
+        proto_loo = float(np.mean(pred == y))
+    choice = choose(per_class, modality, backbone.trainable_body, probe_cv, proto_loo)
+    asked_head = cfg.strategy.head
+    if choice.strategy == "prototypes" and asked_head not in (AUTO_HEAD, PROTOTYPE_HEAD, "linear"):
+        choice.strategy = "linear-probe"  # the head asked for is kept
+        choice.reason += f"; linear-probe instead, to fit the --head {asked_head} asked for"
+    console.print(f"[bold]auto[/] chose {choice.strategy}: {choice.reason}")
+    head = asked_head if asked_head != "linear" or choice.strategy != "prototypes" else AUTO_HEAD
+    cfg = with_resolved_head(
+        dataclasses.replace(
+            cfg, strategy=dataclasses.replace(cfg.strategy, name=choice.strategy, head=head)
+        )
+    )
+    strategy = build_strategy(cfg.strategy)
+    if not strategy.frozen_backbone and isinstance(backbone, ProbeFeaturesBackbone):
+        backbone = backbone.inner  # fine-tuning trains the plain backbone
+        probe = None
+    if cfg.strategy.head != "linear":
+        probe = None
+    return cfg, strategy, backbone, choice, probe
+
+
+#: images whose shorter side is below this many pixels are small: the input size is
+#: taken from them instead of the backbone's (28 px digits need no 224 px input)
+SMALL_IMAGE = 112
+#: the smallest input size chosen for small images
+MIN_INPUT_SIZE = 64
+
+
+def _auto_image_size(cfg: RunConfig, data: Splits, modality: str, console: Console) -> RunConfig:
+    """With no --image-size and small images: twice their size, in steps of 32 px, at least
+    :data:`MIN_INPUT_SIZE` (8 px digits: 64 px matched 96 px and beat 224 px by 1-6 points
+    with a probe on EfficientNet-Lite0, at a twelfth of the cost)."""
+    if modality != "image" or cfg.data.image_size is not None:
+        return cfg
+    if Path(cfg.backbone.name).expanduser().is_dir():  # a run folder keeps its own size
+        return cfg
+    native = native_image_size(data.train)
+    if native is None or native >= SMALL_IMAGE:
+        return cfg
+    size = max(MIN_INPUT_SIZE, 32 * math.ceil(2 * native / 32))
+    console.print(
+        f"[bold]image size[/] {size} px: the images are about {native} px "
+        "(small images gain nothing from a 224 px input; --image-size to choose)"
+    )
+    return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, image_size=size))
+
+
+def _uses_probe_features(
+    cfg: RunConfig, strategy: Strategy, backbone: Backbone, modality: str
+) -> bool:
+    """Several layers (and, for images, mirrored views) for a frozen, pretrained backbone."""
+    asked = cfg.backbone.features
+    if asked == "final" or not strategy.frozen_backbone:
+        return False
+    if strategy.contrastive or not strategy.uses_pretrained:
+        return False
+    if asked == "auto" and backbone.spec.weights_sha256 is None:
+        return False
+    try:
+        return len(backbone.layer_modules()) >= 2
+    except BackboneError:
+        return False
+
+
+def _tta(cfg: RunConfig, modality: str) -> str:
+    if cfg.data.tta == "auto":
+        return "hflip" if modality == "image" else "none"
+    return cfg.data.tta
 
 
 def fit(
@@ -336,16 +510,36 @@ def fit(
         cfg = dataclasses.replace(
             cfg, backbone=dataclasses.replace(cfg.backbone, name=DEFAULT_BACKBONES[modality])
         )
+    cfg = _auto_image_size(cfg, data, modality, console)
     seed_everything(cfg.train)
     bcfg = dataclasses.replace(
         cfg.backbone, pretrained=cfg.backbone.pretrained and strategy.uses_pretrained
     )
     backbone = create_backbone(bcfg, k, cfg.data.image_size, cfg.data.max_length)
+    if _uses_probe_features(cfg, strategy, backbone, modality):
+        backbone = ProbeFeaturesBackbone(backbone, k, tta=_tta(cfg, modality))
+    cache = cache or EmbeddingCache()
+    hits0, misses0 = cache.hits, cache.misses
+    emb = _Embedder(backbone, cfg, cache, device, progress, console)
+    probe: ProbeFit | None = None
+    choice = None
+    if is_auto(strategy):
+        cfg, strategy, backbone, choice, probe = _choose_strategy(
+            cfg, backbone, emb, data, modality, console
+        )
+        emb = _Embedder(backbone, cfg, cache, device, progress, console)
+        head_name = cfg.strategy.head
     spec = backbone.spec
     _check_fit(backbone, modality, strategy)
     if isinstance(strategy, AdaptationMethod):
         _attach_target(strategy, backbone, target, cfg, data, k)
     console.print(f"[bold]backbone[/] {spec.name} ({spec.arch}), weights: {spec.weights}")
+    if isinstance(backbone, ProbeFeaturesBackbone):
+        console.print(
+            f"[bold]features[/] pooled after {', '.join(backbone.layers)} (unit-scaled, "
+            f"concatenated, {spec.feature_dim} wide); views averaged: "
+            f"{', '.join(backbone.views)}"
+        )
     save_config(out, cfg, spec, data.classes)
     backbone.save_assets(out)
     # resuming needs a training checkpoint; without one (e.g. a crash during the probe)
@@ -353,11 +547,10 @@ def fit(
     resume = resume and (out / "checkpoint" / "last.safetensors").is_file()
     if not resume:
         (out / "history.jsonl").write_text("")
-    cache = cache or EmbeddingCache()
-    hits0, misses0 = cache.hits, cache.misses
-    emb = _Embedder(backbone, cfg, cache, device, progress, console)
     history: list[dict[str, Any]] = []
     params: dict[str, Any] = {}
+    if choice is not None:
+        params["auto"] = choice.to_dict()
 
     source_before = _source_features(backbone, strategy, emb, data)
     t_train = time.perf_counter()
@@ -375,7 +568,14 @@ def fit(
                 console.print(f"[bold]BatchNorm[/] statistics of {n_bn} random layers set on train")
         apply_freeze(backbone, strategy_groups_probe(backbone))
         params["probe"] = _log_params(console, backbone, "linear probe")
-        history += _fit_head(cfg, backbone, emb, data, out, console, head_name)
+        rows, probe = _fit_head(cfg, backbone, emb, data, console, head_name, probe)
+        history += rows
+        if probe is not None:
+            params["probe"]["head"] = probe.summary()
+            line = {"phase": "probe", "epoch": 0, **_probe_row(probe)}
+            with (out / "history.jsonl").open("a") as f:
+                f.write(json_line(line) + "\n")
+            history.append(line)
     if not strategy.frozen_backbone:
         history += _train(cfg, strategy, backbone, data, out, resume, progress, console, params)
         if strategy.refit_head:
@@ -384,9 +584,16 @@ def fit(
         strategy.detach()
     train_seconds = time.perf_counter() - t_train
 
+    oof = probe.oof_logits if probe is not None and strategy.frozen_backbone else None
     metrics, outputs = _evaluate(
-        cfg, strategy, backbone, emb, data, device, console, progress, source_before
+        cfg, strategy, backbone, emb, data, device, console, progress, source_before, oof
     )
+    metrics["policy"] = {
+        **data.policy,
+        "early_stopping": "on validation macro-F1"
+        if len(data.val)
+        else "off: no validation data, the last epoch is kept (a fixed budget)",
+    }
     if head_name == PROTOTYPE_HEAD and strategy.frozen_backbone and not strategy.contrastive:
         metrics["leave_one_out"] = _leave_one_out(emb(data.train, "train"), data, console)
     metrics.update(
@@ -427,6 +634,12 @@ def save_results(
 DEFAULT_BACKBONES = {"image": "efficientnet_lite0", "text": "minilm-l6"}
 #: a few-shot strategy holds no labelled example out when a class has fewer than this
 FEW_SHOT_HOLDOUT = 10
+#: no validation split is held out when it would have fewer examples per class than this.
+#: With k classes and fewer than 10 per class, the standard error of a validation
+#: accuracy near 0.8 is above sqrt(0.16 / (10 k)) (0.04 for 10 classes, 0.09 for 2):
+#: larger than the differences between epochs, heads or temperatures it would decide
+#: (an early-stopped probe read "best validation macro-F1 1.0000" off 2 examples per class)
+MIN_VAL_PER_CLASS = 10
 PROTOTYPE_HEAD = "prototype"
 
 
@@ -540,6 +753,9 @@ def _source_features(
 ) -> torch.Tensor | None:
     """Embeddings of the shown split by the original pretrained backbone (cached), for the
     forgetting check; None when the backbone came without a source-task head."""
+    if isinstance(backbone, ProbeFeaturesBackbone):  # the source head reads the final layer
+        emb = _Embedder(backbone.inner, emb.cfg, emb.cache, emb.device, False, emb.console)
+        backbone = backbone.inner
     if not isinstance(backbone, TimmBackbone) or _source_head(backbone) is None:
         return None
     if not strategy.uses_pretrained:
@@ -671,6 +887,7 @@ def _evaluate(
     console: Console,
     progress: bool = False,
     source_before: torch.Tensor | None = None,
+    oof_logits: np.ndarray | None = None,
 ) -> tuple[dict[str, Any], EvalOutputs]:
     """Metrics of validation and test, temperature scaling fitted on validation (ECE
     before and after on both), and the forgetting check on the source task."""
@@ -687,20 +904,24 @@ def _evaluate(
         outputs[name] = (samples, e, logits)
         pred = logits.argmax(1).numpy()
         result[name] = classification_metrics(samples.labels, pred, data.classes)
-    temperature = (
-        fit_temperature(outputs["validation"][2], outputs["validation"][0].labels)
-        if "validation" in outputs
-        else 1.0
-    )
-    n_fit = len(outputs["validation"][0]) if "validation" in outputs else 0
-    result["calibration"] = {"temperature": temperature, "fitted_on": "validation", "n": n_fit}
+    temperature, fitted_on, n_fit = 1.0, "none", 0
+    if "validation" in outputs:
+        temperature = fit_temperature(outputs["validation"][2], outputs["validation"][0].labels)
+        fitted_on, n_fit = "validation", len(outputs["validation"][0])
+    elif oof_logits is not None:  # no validation split: the probe's out-of-fold predictions
+        temperature = fit_temperature(torch.as_tensor(oof_logits).float(), data.train.labels)
+        fitted_on, n_fit = "out-of-fold predictions of the cross-validated probe", len(oof_logits)
+    result["calibration"] = {"temperature": temperature, "fitted_on": fitted_on, "n": n_fit}
     for name, (samples, _, logits) in outputs.items():
         result["calibration"][name] = calibration_summary(logits, samples.labels, temperature)
     samples, e, logits = outputs[shown]
     agreement = None
     result["forgetting"] = {"applicable": False, "reason": _no_source_reason(backbone)}
-    if source_before is not None and isinstance(backbone, TimmBackbone):
-        agreement = _source_agreement(backbone, source_before, e)
+    source_backbone = backbone.inner if isinstance(backbone, ProbeFeaturesBackbone) else backbone
+    if source_before is not None and isinstance(source_backbone, TimmBackbone):
+        # a probe's body is frozen: its final-layer features are the ones it started with
+        after = source_before if source_backbone is not backbone else e
+        agreement = _source_agreement(source_backbone, source_before, after)
         result["forgetting"] = {
             "applicable": True,
             "split": shown,
@@ -715,8 +936,8 @@ def _evaluate(
     cal = result["calibration"][shown]
     if n_fit:
         console.print(
-            f"[bold]calibration[/] temperature {temperature:.3f} (fitted on {n_fit} validation "
-            f"examples): {shown} ECE {cal['ece_before']:.4f} -> {cal['ece_after']:.4f}"
+            f"[bold]calibration[/] temperature {temperature:.3f} (fitted on {n_fit} "
+            f"{fitted_on}): {shown} ECE {cal['ece_before']:.4f} -> {cal['ece_after']:.4f}"
         )
     else:
         console.print(

@@ -407,7 +407,8 @@ def test_an_image_run_folder_is_a_backbone_for_fit(tmp_path):
     assert spec.weights.startswith("file:") and "meta" in spec.weights
     # its body is the meta-trained one, not the toy it started from
     meta = load(tmp_path / "meta", device="cpu").backbone.state_dict()
-    got = result.backbone.state_dict()
+    # a frozen probe reads the backbone through its several-layer features wrapper
+    got = getattr(result.backbone, "inner", result.backbone).state_dict()
     body = [k for k in meta if "classifier" not in k and meta[k].dtype.is_floating_point]
     assert all(torch.equal(meta[k], got[k].cpu()) for k in body)
     toy = create_backbone(BackboneConfig(name="toy-efficientnet"), 3, 32).state_dict()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -22,11 +23,11 @@ from headstart.training import predict_logits
 runner = CliRunner()
 
 
-def _cfg(folder, strategy="finetune", head="linear", epochs=2):
+def _cfg(folder, strategy="finetune", head="linear", epochs=2, features="auto"):
     return RunConfig(
         data=DataConfig(source=str(folder)),
-        backbone=BackboneConfig(name="toy-efficientnet"),
-        strategy=StrategyConfig(name=strategy, head=head, probe_epochs=5),
+        backbone=BackboneConfig(name="toy-efficientnet", features=features),
+        strategy=StrategyConfig(name=strategy, head=head),
         train=TrainConfig(epochs=epochs, batch_size=8),
     )
 
@@ -54,7 +55,11 @@ def test_run_folder_round_trip_gives_identical_predictions(image_folder, tmp_pat
     assert metrics["params"]["train"]["trainable"] == metrics["params"]["train"]["total"]
     history = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
     assert [h["epoch"] for h in history] == [0, 1]
-    assert RunConfig.from_yaml(out / "config.yaml") == cfg
+    # the config written names what was resolved: the input size taken from the images
+    size = RunConfig.from_yaml(out / "config.yaml").data.image_size
+    assert size == 64 and RunConfig.from_yaml(out / "config.yaml") == dataclasses.replace(
+        cfg, data=dataclasses.replace(cfg.data, image_size=size)
+    )
 
     model = load(out, device="cpu")
     assert model.classes == ["circle", "square", "stripes"]
@@ -87,31 +92,32 @@ def test_linear_probe_reuses_cached_embeddings_with_another_head(image_folder, t
     cache = EmbeddingCache(tmp_path / "cache")
     quiet = Console(quiet=True)
     r1 = fit(
-        _cfg(image_folder, "linear-probe", "logistic"),
+        _cfg(image_folder, "linear-probe", "logistic", features="final"),
         tmp_path / "a",
         progress=False,
         cache=cache,
         console=quiet,
     )
-    # train, validation, test computed once (a scikit-learn head needs no validation
-    # embeddings to fit); test reused after the forgetting check
-    assert r1.metrics["cache"] == {"hits": 1, "misses": 3}
+    # train and test computed once (the folder is too small to hold a validation split
+    # out); test reused after the forgetting check
+    assert r1.metrics["policy"]["validation"].startswith("none held out")
+    assert r1.metrics["cache"] == {"hits": 1, "misses": 2}
     r2 = fit(
-        _cfg(image_folder, "linear-probe", "svm"),
+        _cfg(image_folder, "linear-probe", "svm", features="final"),
         tmp_path / "b",
         progress=False,
         cache=cache,
         console=quiet,
     )
-    assert r2.metrics["cache"] == {"hits": 4, "misses": 0}
+    assert r2.metrics["cache"] == {"hits": 3, "misses": 0}
     # the backbone body is untouched by a linear probe
     body = [k for k in r1.backbone.state_dict() if "classifier" not in k]
     assert all(torch.equal(r1.backbone.state_dict()[k], r2.backbone.state_dict()[k]) for k in body)
     # a different image size changes the content address
-    cfg = _cfg(image_folder, "linear-probe", "logistic")
+    cfg = _cfg(image_folder, "linear-probe", "logistic", features="final")
     cfg.data.image_size = 40
     r3 = fit(cfg, tmp_path / "c", progress=False, cache=cache, console=quiet)
-    assert r3.metrics["cache"] == {"hits": 1, "misses": 3}
+    assert r3.metrics["cache"] == {"hits": 1, "misses": 2}
 
 
 def test_sklearn_head_is_folded_into_the_linear_layer(image_folder, tmp_path):
@@ -345,7 +351,8 @@ def test_scratch_starts_from_random_weights(image_folder, tmp_path):
 def test_linear_probe_leaves_the_pretrained_backbone_untouched(image_folder, tmp_path):
     from headstart.backbones import create_backbone
 
-    result = fit(_cfg(image_folder, "linear-probe"), tmp_path / "r", progress=False)
+    cfg = _cfg(image_folder, "linear-probe", features="final")  # the head is the model's own
+    result = fit(cfg, tmp_path / "r", progress=False)
     pretrained = create_backbone(BackboneConfig(name="toy-efficientnet"), 3).state_dict()
     ours = result.backbone.state_dict()
     body = [k for k in ours if "classifier" not in k]

@@ -125,7 +125,7 @@ def _cfg(source, strategy="linear-probe", head="logistic", **data):
     return RunConfig(
         data=DataConfig(source=str(source), text_cols=["review"], label_col="sentiment", **data),
         backbone=BackboneConfig(name="toy-bert"),
-        strategy=StrategyConfig(name=strategy, head=head, probe_epochs=3),
+        strategy=StrategyConfig(name=strategy, head=head),
         train=TrainConfig(epochs=1, batch_size=8),
     )
 

@@ -66,6 +66,8 @@ class Backbone(nn.Module, ABC):
     spec: BackboneSpec
     #: the body can be fine-tuned (False: a frozen graph, e.g. ONNX; only the head trains)
     trainable_body: ClassVar[bool] = True
+    #: the views whose embeddings are averaged in evaluation (test-time augmentation)
+    views: tuple[str, ...] = ("identity",)
 
     @abstractmethod
     def forward(self, x: Any) -> torch.Tensor:
@@ -78,6 +80,13 @@ class Backbone(nn.Module, ABC):
     @abstractmethod
     def embed(self, x: Any) -> torch.Tensor:
         """Pooled features before the head, shape (N, feature_dim)."""
+
+    def embed_view(self, x: Any, view: str) -> torch.Tensor:
+        """The embedding of one view of the batch: ``identity`` or ``hflip`` (images
+        mirrored left to right)."""
+        if view == "hflip":
+            x = torch.flip(x, dims=[-1])
+        return self.embed(x)
 
     @abstractmethod
     def head(self) -> nn.Module:

@@ -41,6 +41,8 @@ from safetensors.torch import load_file
 
 from headstart.backbones.base import Backbone, BackboneSpec
 from headstart.backbones.cut import CutBackbone, inner_spec, split_cut
+from headstart.backbones.multilayer import ProbeFeaturesBackbone
+from headstart.backbones.multilayer import inner_spec as probe_inner_spec
 from headstart.backbones.text import (
     HFTextBackbone,
     OnnxTextBackbone,
@@ -783,6 +785,9 @@ def backbone_from_spec(
 ) -> Backbone:
     """Rebuild the architecture of a saved run (no pretrained weights are loaded; the run's
     state dict holds them). Text backbones read their tokenizer from ``run_dir/tokenizer``."""
+    if spec.extra.get("probe_features"):
+        inner = backbone_from_spec(probe_inner_spec(spec), num_classes, run_dir)
+        return ProbeFeaturesBackbone(inner, num_classes, spec=spec)
     if spec.extra.get("cut"):
         inner = backbone_from_spec(inner_spec(spec), num_classes, run_dir)
         return CutBackbone(inner, str(spec.extra["cut"]), num_classes, spec=spec)

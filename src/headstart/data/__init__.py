@@ -9,7 +9,7 @@ The flow is ``resolve_images`` / ``scan_image_folder`` / ``from_arrays`` /
 from headstart.data.bundled import BUNDLED_DATASETS, load_bundled
 from headstart.data.checks import PreflightReport, preflight
 from headstart.data.dataset import ImageDataset, data_fingerprint
-from headstart.data.images import DEFAULT_MAX_PIXELS, load_image
+from headstart.data.images import DEFAULT_MAX_PIXELS, load_image, native_image_size
 from headstart.data.samples import ImageSamples
 from headstart.data.sources import (
     from_arrays,
@@ -45,6 +45,7 @@ __all__ = [
     "load_bundled",
     "load_bundled_text",
     "load_image",
+    "native_image_size",
     "per_class_subsample",
     "preflight",
     "preflight_text",

@@ -169,3 +169,22 @@ def _scale_to_uint8(values: np.ndarray, mode: str) -> np.ndarray:
             low, high = lo, max(hi, lo + 1.0)
     scaled = (np.nan_to_num(data, nan=low) - low) * (255.0 / (high - low))
     return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+
+
+def native_image_size(samples: object, max_files: int = 64) -> int | None:
+    """The median shorter side, in pixels, of the images of ``samples`` (an array's own
+    size; for files, the headers of up to ``max_files`` of them); None for other data."""
+    arrays = getattr(samples, "arrays", None)
+    if arrays is not None:
+        return int(min(arrays.shape[1], arrays.shape[2]))
+    paths = getattr(samples, "paths", None)
+    if not paths:
+        return None
+    sides = []
+    for path in list(paths)[:: max(1, len(paths) // max_files)][:max_files]:
+        try:
+            with Image.open(path) as img:
+                sides.append(min(img.size))
+        except (OSError, UnidentifiedImageError):
+            continue  # the preflight has listed or skipped it
+    return int(np.median(sides)) if sides else None

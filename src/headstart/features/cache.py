@@ -62,10 +62,12 @@ def compute_embeddings(
     progress: bool = True,
     description: str = "embedding",
     num_workers: int = 0,
+    view: str | None = None,
 ) -> torch.Tensor:
-    """Pooled embeddings (N, D) of every item, in order, with the backbone in eval mode."""
+    """Pooled embeddings (N, D) of every item, in order, with the backbone in eval mode;
+    with ``view`` the embeddings of that one view (``Backbone.embed_view``)."""
     return compute_layer_embeddings(
-        backbone, dataset, None, batch_size, device, progress, description, num_workers
+        backbone, dataset, None, batch_size, device, progress, description, num_workers, view
     )[""]
 
 
@@ -79,6 +81,7 @@ def compute_layer_embeddings(
     progress: bool = True,
     description: str = "embedding",
     num_workers: int = 0,
+    view: str | None = None,
 ) -> dict[str, torch.Tensor]:
     """Pooled features (N, C) after each of ``layers`` (body layer groups) from one pass
     over the data; ``layers=None`` gives the final embedding under the key ``""``."""
@@ -98,7 +101,10 @@ def compute_layer_embeddings(
     parts: dict[str, list[torch.Tensor]] = {n: [] for n in names}
     for x, _ in it:
         x = to_device(x, device)
-        got = {"": backbone.embed(x)} if layers is None else backbone.embed_layers(x, names)
+        if layers is not None:
+            got = backbone.embed_layers(x, names)
+        else:
+            got = {"": backbone.embed(x) if view is None else backbone.embed_view(x, view)}
         for n in names:
             parts[n].append(got[n].float().cpu())
     backbone.train(was_training)

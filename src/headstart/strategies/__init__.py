@@ -1,6 +1,6 @@
 """Transfer strategies: what is frozen, the learning rate of each group, extra losses."""
 
-from headstart.strategies import builtin
+from headstart.strategies import auto, builtin
 from headstart.strategies.base import (
     STRATEGIES,
     ParamGroup,
@@ -9,4 +9,12 @@ from headstart.strategies.base import (
     build_strategy,
 )
 
-__all__ = ["STRATEGIES", "ParamGroup", "Strategy", "apply_freeze", "build_strategy", "builtin"]
+__all__ = [
+    "STRATEGIES",
+    "ParamGroup",
+    "Strategy",
+    "apply_freeze",
+    "auto",
+    "build_strategy",
+    "builtin",
+]
