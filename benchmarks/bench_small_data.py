@@ -295,6 +295,20 @@ def report(runs: Path, out: Path) -> None:
             if gap:
                 summary.setdefault(b, []).append(float(np.mean(gap)))
     lines += [
+        "## Seconds per run (mean over budgets and seeds; the anchors' include embedding "
+        "the labelled examples and, the first time, the test set)",
+        "",
+        "| dataset | " + " | ".join(methods) + " |",
+        "|---|" + "---|" * len(methods),
+    ]
+    for d in datasets:
+        cells = []
+        for m in methods:
+            sec = [r["seconds"] for r in rows if (r["dataset"], r["method"]) == (d, m)]
+            cells.append(f"{np.mean(sec):.1f}" if sec else "—")
+        lines.append(f"| {d} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
         "## Default minus the better anchor (points), averaged over datasets",
         "",
         "| budget | mean gain | per dataset |",

@@ -36,9 +36,17 @@ def as_samples(X: Any, y: Any = None, classes: list[str] | None = None) -> Any:
     if isinstance(X, str):
         X = [X]
     strings = isinstance(X, (list, tuple, np.ndarray)) and all(isinstance(x, str) for x in X)
-    if strings and len(X) and not all(Path(x).is_file() for x in X):
+    if strings and len(X) and not all(_is_file(x) for x in X):
         return from_texts(list(X), y, classes=classes)
     return from_arrays(X, y, classes=classes)
+
+
+def _is_file(text: str) -> bool:
+    """An existing file's path (a long text is no path: the OS refuses the name)."""
+    try:
+        return Path(text).is_file()
+    except (OSError, ValueError):
+        return False
 
 
 class NotFittedError(errors.NotFittedError, sklearn.exceptions.NotFittedError):

@@ -41,7 +41,9 @@ def test_compare_on_fashion_mnist_with_efficientnet_lite0(tmp_path):
     assert probe["forgetting"]["top1_agreement"] == 1.0
     assert tuned["forgetting"]["source_classes"] == 1000
     assert 0.0 < tuned["forgetting"]["top1_agreement"] < 1.0
-    # calibration fitted on validation and reported for both splits
+    # 8 per class would give a validation split of 2 per class: none is drawn, so no
+    # temperature is fitted on it (calibration is still reported on test)
     cal = tuned["calibration"]
-    assert cal["temperature"] > 0 and set(cal) >= {"validation", "test"}
+    assert tuned["policy"]["validation"].startswith("none")
+    assert cal["fitted_on"] == "none" and cal["temperature"] == 1.0 and "test" in cal
     assert (out / "report.html").stat().st_size > 50_000
