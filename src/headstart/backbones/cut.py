@@ -7,7 +7,6 @@ trainable with every strategy, like any other backbone."""
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,7 @@ import torch
 from torch import nn
 
 from headstart.backbones.base import Backbone, BackboneSpec, LayerGroup
+from headstart.backbones.wrapped import WrappedBackbone
 from headstart.errors import BackboneError
 
 CUT = "@"
@@ -28,7 +28,7 @@ def split_cut(name: str) -> tuple[str, str | None]:
     return base, layer
 
 
-class CutBackbone(Backbone):
+class CutBackbone(WrappedBackbone):
     """``inner`` cut after layer group ``layer``, with a new linear head on its pooled
     output. The state dict keeps the inner backbone whole (``inner.*``)."""
 
@@ -104,27 +104,8 @@ class CutBackbone(Backbone):
         modules = self.inner.layer_modules()
         return {g.name: modules[g.name] for g in self._kept}
 
-    def pool_layer(self, hidden: torch.Tensor, x: Any, module: nn.Module) -> torch.Tensor:
-        return self.inner.pool_layer(hidden, x, module)
-
-    def layer_outputs(self, x: Any, layers: list[str]) -> dict[str, torch.Tensor]:
-        return self.inner.layer_outputs(x, layers)
-
-    # -- preprocessing is the inner backbone's ---------------------------------------------
-    def make_dataset(self, samples: Any, train: bool = False, augment: str = "none") -> Any:
-        return self.inner.make_dataset(samples, train=train, augment=augment)
-
-    def collate_fn(self) -> Callable[[list[Any]], Any] | None:
-        return self.inner.collate_fn()
-
-    def batch_order(self, dataset: Any) -> list[int] | None:
-        return self.inner.batch_order(dataset)
-
     def preprocess_id(self) -> str:
         return f"{self.inner.preprocess_id()}:cut={self.layer}"
-
-    def save_assets(self, run_dir: Path) -> None:
-        self.inner.save_assets(run_dir)
 
 
 def inner_spec(spec: BackboneSpec) -> BackboneSpec:

@@ -22,14 +22,13 @@ its spec and rebuilds the same model.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
 from headstart.backbones.base import Backbone, BackboneSpec, LayerGroup
+from headstart.backbones.wrapped import WrappedBackbone
 
 #: how many of the last body layer groups feed the probe
 N_LAYERS = 3
@@ -37,11 +36,7 @@ N_LAYERS = 3
 TTA_VIEWS = {"none": ("identity",), "hflip": ("identity", "hflip")}
 
 
-def tta_options() -> tuple[str, ...]:
-    return tuple(TTA_VIEWS)
-
-
-class ProbeFeaturesBackbone(Backbone):
+class ProbeFeaturesBackbone(WrappedBackbone):
     """``inner``'s pooled features after ``layers``, unit-scaled and concatenated, with the
     views ``tta`` averaged in evaluation, feeding a new linear head."""
 
@@ -117,27 +112,8 @@ class ProbeFeaturesBackbone(Backbone):
     def layer_modules(self) -> dict[str, nn.Module]:
         return self.inner.layer_modules()
 
-    def pool_layer(self, hidden: torch.Tensor, x: Any, module: nn.Module) -> torch.Tensor:
-        return self.inner.pool_layer(hidden, x, module)
-
-    def layer_outputs(self, x: Any, layers: list[str]) -> dict[str, torch.Tensor]:
-        return self.inner.layer_outputs(x, layers)
-
-    # -- preprocessing is the inner backbone's ---------------------------------------------
-    def make_dataset(self, samples: Any, train: bool = False, augment: str = "none") -> Any:
-        return self.inner.make_dataset(samples, train=train, augment=augment)
-
-    def collate_fn(self) -> Callable[[list[Any]], Any] | None:
-        return self.inner.collate_fn()
-
-    def batch_order(self, dataset: Any) -> list[int] | None:
-        return self.inner.batch_order(dataset)
-
     def preprocess_id(self) -> str:
         return f"{self.inner.preprocess_id()}:probe-features={','.join(self.layers)}:unit"
-
-    def save_assets(self, run_dir: Path) -> None:
-        self.inner.save_assets(run_dir)
 
 
 def inner_spec(spec: BackboneSpec) -> BackboneSpec:

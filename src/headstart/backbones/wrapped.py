@@ -1,0 +1,37 @@
+"""A backbone built around another one (cut after a layer group, several layers' features):
+its preprocessing, batching and saved assets are the inner backbone's."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from headstart.backbones.base import Backbone
+
+
+class WrappedBackbone(Backbone):
+    """Delegates preprocessing and layer access to ``self.inner`` (set by the subclass)."""
+
+    inner: Backbone
+
+    def pool_layer(self, hidden: torch.Tensor, x: Any, module: nn.Module) -> torch.Tensor:
+        return self.inner.pool_layer(hidden, x, module)
+
+    def layer_outputs(self, x: Any, layers: list[str]) -> dict[str, torch.Tensor]:
+        return self.inner.layer_outputs(x, layers)
+
+    def make_dataset(self, samples: Any, train: bool = False, augment: str = "none") -> Any:
+        return self.inner.make_dataset(samples, train=train, augment=augment)
+
+    def collate_fn(self) -> Callable[[list[Any]], Any] | None:
+        return self.inner.collate_fn()
+
+    def batch_order(self, dataset: Any) -> list[int] | None:
+        return self.inner.batch_order(dataset)
+
+    def save_assets(self, run_dir: Path) -> None:
+        self.inner.save_assets(run_dir)
