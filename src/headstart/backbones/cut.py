@@ -90,13 +90,6 @@ class CutBackbone(WrappedBackbone):
     def embed(self, x: Any) -> torch.Tensor:
         return self.inner.embed_layers(x, [self.layer])[self.layer]
 
-    def head(self) -> nn.Module:
-        return self.classifier
-
-    def reset_head(self, num_classes: int) -> None:
-        device = self.classifier.weight.device
-        self.classifier = nn.Linear(self.spec.feature_dim, num_classes).to(device)
-
     def layer_groups(self) -> list[LayerGroup]:
         return [*self._kept, LayerGroup("head", list(self.classifier.parameters()))]
 

@@ -96,13 +96,6 @@ class ProbeFeaturesBackbone(WrappedBackbone):
     def forward_features(self, x: Any) -> torch.Tensor:
         return self.inner.forward_features(x)
 
-    def head(self) -> nn.Module:
-        return self.classifier
-
-    def reset_head(self, num_classes: int) -> None:
-        device = self.classifier.weight.device
-        self.classifier = nn.Linear(self.spec.feature_dim, num_classes).to(device)
-
     def layer_groups(self) -> list[LayerGroup]:
         return [
             *self.inner.layer_groups()[:-1],

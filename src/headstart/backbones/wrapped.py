@@ -14,9 +14,19 @@ from headstart.backbones.base import Backbone
 
 
 class WrappedBackbone(Backbone):
-    """Delegates preprocessing and layer access to ``self.inner`` (set by the subclass)."""
+    """Delegates preprocessing and layer access to ``self.inner``; its head is its own
+    linear layer ``self.classifier`` on ``spec.feature_dim`` features (both set by the
+    subclass)."""
 
     inner: Backbone
+    classifier: nn.Linear
+
+    def head(self) -> nn.Module:
+        return self.classifier
+
+    def reset_head(self, num_classes: int) -> None:
+        device = self.classifier.weight.device
+        self.classifier = nn.Linear(self.spec.feature_dim, num_classes).to(device)
 
     def pool_layer(self, hidden: torch.Tensor, x: Any, module: nn.Module) -> torch.Tensor:
         return self.inner.pool_layer(hidden, x, module)
