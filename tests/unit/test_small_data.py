@@ -103,23 +103,16 @@ def test_a_large_validation_split_is_still_held_out():
     assert len(data.val) == 3 * 12 and data.policy["validation"] == "held out"
 
 
+def _fit_auto(out, per_class: int):
+    data = prepare_data(_cfg().data, QUIET, False, _noise_images(per_class), few_shot=True)
+    return fit(_cfg(), out, progress=False, console=QUIET, data=data)
+
+
 def test_auto_picks_a_probe_at_one_per_class_and_fine_tunes_at_fifty(tmp_path):
-    one = fit(
-        _cfg(),
-        tmp_path / "one",
-        progress=False,
-        console=QUIET,
-        data=prepare_data(_cfg().data, QUIET, False, _noise_images(1), few_shot=True),
-    )
+    one = _fit_auto(tmp_path / "one", per_class=1)
     assert one.metrics["params"]["auto"]["strategy"] in ("linear-probe", "prototypes")
     assert one.metrics["strategy"] in ("linear-probe", "prototypes")
-    many = fit(
-        _cfg(),
-        tmp_path / "many",
-        progress=False,
-        console=QUIET,
-        data=prepare_data(_cfg().data, QUIET, False, _noise_images(50), few_shot=True),
-    )
+    many = _fit_auto(tmp_path / "many", per_class=50)
     auto = many.metrics["params"]["auto"]
     assert auto["strategy"] == "lp-ft" and auto["per_class"] >= 40
     assert "fine-tune" in auto["reason"] and many.metrics["strategy"] == "lp-ft"
