@@ -17,7 +17,6 @@ import torch
 from rich.console import Console
 from torch import nn
 
-from headstart.adaptation.methods import AdaptationMethod, target_stream
 from headstart.backbones import Backbone, create_backbone
 from headstart.backbones.multilayer import ProbeFeaturesBackbone
 from headstart.backbones.vision import TimmBackbone
@@ -55,7 +54,7 @@ from headstart.features import (
     calibrate_batchnorm,
     compute_embeddings,
 )
-from headstart.fewshot.contrastive import ContrastiveConfig, contrastive_finetune
+from headstart.fewshot.contrastive import ContrastiveConfig
 from headstart.heads import HEADS, fit_sklearn_head, prototype_head
 from headstart.heads.probe import ProbeFit, fit_probe
 from headstart.heads.prototypes import leave_one_out_predictions
@@ -66,7 +65,7 @@ from headstart.runfolder import (
     save_model,
     write_json,
 )
-from headstart.strategies import ParamGroup, Strategy, apply_freeze, build_strategy
+from headstart.strategies import ParamGroup, Strategy, StrategyContext, apply_freeze, build_strategy
 from headstart.strategies.auto import Choice, choose, is_auto
 from headstart.strategies.base import AUTO_HEAD
 from headstart.training import (
@@ -78,6 +77,7 @@ from headstart.training import (
 )
 from headstart.training.callbacks import json_line
 from headstart.training.checkpoint import write_safetensors
+from headstart.training.procedures import contrastive_finetune
 from headstart.training.trainer import seed_everything
 
 #: what a data source yields; both kinds share classes, labels, subset() and len()
@@ -419,7 +419,7 @@ def _choose_strategy(
         )
     )
     strategy = build_strategy(cfg.strategy)
-    if not strategy.frozen_backbone and isinstance(backbone, ProbeFeaturesBackbone):
+    if strategy.trains_body and isinstance(backbone, ProbeFeaturesBackbone):
         backbone = backbone.inner  # fine-tuning trains the plain backbone
         probe = None
     if cfg.strategy.head != "linear":
@@ -458,9 +458,7 @@ def _uses_probe_features(
 ) -> bool:
     """Several layers (and, for images, mirrored views) for a frozen, pretrained backbone."""
     asked = cfg.backbone.features
-    if asked == "final" or not strategy.frozen_backbone:
-        return False
-    if strategy.contrastive or not strategy.uses_pretrained:
+    if asked == "final" or not strategy.frozen_features or not strategy.uses_pretrained:
         return False
     if asked == "auto" and backbone.spec.weights_sha256 is None:
         return False
@@ -497,8 +495,7 @@ def fit(
     _check_out(out, resume, overwrite)
     # every check that needs no data first: a typo must not cost a preflight
     strategy = build_strategy(cfg.strategy)
-    if isinstance(strategy, AdaptationMethod) and target is None:
-        _attach_target(strategy, None, None, cfg, None, 0)  # the clear error, before any data
+    strategy.check_inputs(target)  # the clear error, before any data
     cfg = with_resolved_head(cfg)  # the config written says which head was fitted
     head_name = cfg.strategy.head
     HEADS.get(head_name)
@@ -531,8 +528,6 @@ def fit(
         head_name = cfg.strategy.head
     spec = backbone.spec
     _check_fit(backbone, modality, strategy)
-    if isinstance(strategy, AdaptationMethod):
-        _attach_target(strategy, backbone, target, cfg, data, k)
     console.print(f"[bold]backbone[/] {spec.name} ({spec.arch}), weights: {spec.weights}")
     if isinstance(backbone, ProbeFeaturesBackbone):
         console.print(
@@ -554,37 +549,19 @@ def fit(
 
     source_before = _source_features(backbone, strategy, emb, data)
     t_train = time.perf_counter()
-    if strategy.contrastive:
-        params["contrastive"] = _contrastive(cfg, backbone, data, device, progress, console)
-        save_config(out, cfg, spec, data.classes)  # the spec now names the tuned weights
-    if resume and strategy.probe_first:
-        console.print("[bold]resume[/]: the probe finished before the checkpoint; skipping it")
-    elif strategy.frozen_backbone or strategy.probe_first:
-        if not bcfg.pretrained:  # random running statistics would skew the probe's features
-            n_bn = calibrate_batchnorm(
-                backbone, backbone.make_dataset(data.train), cfg.eval.batch_size, device, progress
-            )
-            if n_bn:
-                console.print(f"[bold]BatchNorm[/] statistics of {n_bn} random layers set on train")
-        apply_freeze(backbone, strategy_groups_probe(backbone))
-        params["probe"] = _log_params(console, backbone, "linear probe")
-        rows, probe = _fit_head(cfg, backbone, emb, data, console, head_name, probe)
-        history += rows
-        if probe is not None:
-            params["probe"]["head"] = probe.summary()
-            line = {"phase": "probe", "epoch": 0, **_probe_row(probe)}
-            with (out / "history.jsonl").open("a") as f:
-                f.write(json_line(line) + "\n")
-            history.append(line)
-    if not strategy.frozen_backbone:
-        history += _train(cfg, strategy, backbone, data, out, resume, progress, console, params)
-        if strategy.refit_head:
-            _refit_prototypes(backbone, emb, data, console)
-    if isinstance(strategy, AdaptationMethod):
-        strategy.detach()
+    run = RunState(
+        cfg, strategy, backbone, data, emb, out, resume, progress, console, params, target
+    )
+    for n, phase in enumerate(strategy.phases):
+        if resume and phase == "probe" and "train" in strategy.phases[n:]:
+            console.print("[bold]resume[/]: the probe finished before the checkpoint; skipping it")
+            continue
+        PHASE_RUNNERS[phase](run, probe)
+        probe = run.probe
+    history += run.history
     train_seconds = time.perf_counter() - t_train
 
-    oof = probe.oof_logits if probe is not None and strategy.frozen_backbone else None
+    oof = probe.oof_logits if probe is not None and not strategy.loop_trains else None
     metrics, outputs = _evaluate(
         cfg, strategy, backbone, emb, data, device, console, progress, source_before, oof
     )
@@ -594,7 +571,7 @@ def fit(
         if len(data.val)
         else "off: no validation data, the last epoch is kept (a fixed budget)",
     }
-    if head_name == PROTOTYPE_HEAD and strategy.frozen_backbone and not strategy.contrastive:
+    if head_name == PROTOTYPE_HEAD and strategy.frozen_features:
         metrics["leave_one_out"] = _leave_one_out(emb(data.train, "train"), data, console)
     metrics.update(
         strategy=strategy.describe(),
@@ -652,40 +629,6 @@ def with_resolved_head(cfg: RunConfig) -> RunConfig:
     return dataclasses.replace(cfg, strategy=dataclasses.replace(cfg.strategy, head=head))
 
 
-def _contrastive(
-    cfg: RunConfig,
-    backbone: Backbone,
-    data: Splits,
-    device: str,
-    progress: bool,
-    console: Console,
-) -> dict[str, Any]:
-    """SetFit's first phase: the body trained on sampled pairs of the training texts. The
-    spec's weight digest then names the tuned weights, so cached embeddings of the
-    pretrained body are never served for them."""
-    ccfg = ContrastiveConfig(seed=cfg.train.seed)
-    dataset = backbone.make_dataset(data.train)
-    _log_truncation(console, dataset, backbone)
-    done = contrastive_finetune(backbone, dataset, ccfg, device, progress, console)
-    backbone.spec.weights_sha256 = sha256_state(backbone.state_dict())
-    backbone.spec.weights += f" + contrastive pairs ({done['pairs']} pairs, seed {ccfg.seed})"
-    console.print(
-        f"[bold]contrastive[/] {done['pairs']} sampled pairs ({done['positive_pairs']} of one "
-        f"class) in {done['steps']} steps: loss {done['first_loss']:.4f} -> "
-        f"{done['last_loss']:.4f}"
-    )
-    return done
-
-
-def _refit_prototypes(backbone: Backbone, emb: _Embedder, data: Splits, console: Console) -> None:
-    """The prototypes taken again from the fine-tuned backbone's embeddings."""
-    x = emb.uncached(data.train, "train")
-    w, b = prototype_head(x.numpy(), np.asarray(data.train.labels), len(data.classes))
-    device = next(backbone.head().parameters()).device
-    backbone.load_head(w.to(device), b.to(device))
-    console.print("[bold]head[/] prototypes taken again from the fine-tuned embeddings")
-
-
 def _leave_one_out(x: torch.Tensor, data: Splits, console: Console) -> dict[str, Any]:
     """Nearest-prototype accuracy of each training example against prototypes made without
     it: an honest estimate when nothing was held out. Examples alone in their class cannot
@@ -713,29 +656,6 @@ def _leave_one_out(x: torch.Tensor, data: Splits, console: Console) -> dict[str,
 
 #: below this many validation examples the fitted temperature is flagged as unreliable
 FEW_FOR_CALIBRATION = 50
-
-
-def _attach_target(
-    method: AdaptationMethod,
-    backbone: Backbone | None,
-    target: Samples | None,
-    cfg: RunConfig,
-    data: Splits | None,
-    num_classes: int,
-) -> None:
-    if target is None or not len(target) or backbone is None or data is None:
-        raise ConfigError(
-            f"unlabelled target-domain data for the adaptation strategy {method.name!r}",
-            "none",
-            "run it with `headstart adapt --source DATA --target DATA --method "
-            f"{method.name}`, or pass target= to fit()",
-        )
-    stream = target_stream(
-        method, backbone, target, cfg.train.batch_size, cfg.data.augment, cfg.train.seed
-    )
-    n_train, bs = len(data.train), cfg.train.batch_size
-    per_epoch = n_train // bs if n_train > bs else 1
-    method.attach(backbone, stream, per_epoch * cfg.train.epochs, num_classes, cfg.train.epochs)
 
 
 def _shown_split(data: Splits) -> tuple[str, Samples]:
@@ -773,19 +693,7 @@ def _check_fit(backbone: Backbone, modality: str, strategy: Strategy) -> None:
             f"pass --backbone {DEFAULT_BACKBONES[modality]} (or another {modality} backbone; "
             "`headstart backbones` lists them)",
         )
-    if strategy.contrastive and (modality != "text" or not backbone.trainable_body):
-        raise ConfigError(
-            f"a trainable text encoder and text data for {strategy.describe()}",
-            f"{backbone.spec.name} ({backbone.spec.modality}"
-            f"{'' if backbone.trainable_body else ', inference only'}) on {modality} data",
-            "use --backbone minilm-l6 on texts, or --strategy prototypes",
-        )
-    if not backbone.trainable_body and not strategy.frozen_backbone:
-        raise ConfigError(
-            "a backbone whose weights can be trained, for " + strategy.describe(),
-            f"{backbone.spec.name}, an inference-only (ONNX) encoder",
-            "use --strategy linear-probe with it, or a PyTorch backbone such as minilm-l6",
-        )
+    strategy.check_backbone(backbone, modality)
 
 
 def strategy_groups_probe(backbone: Backbone) -> list[ParamGroup]:
@@ -794,20 +702,94 @@ def strategy_groups_probe(backbone: Backbone) -> list[ParamGroup]:
     return [ParamGroup(g.name, g.params, i == len(groups) - 1) for i, g in enumerate(groups)]
 
 
-def _train(
-    cfg: RunConfig,
-    strategy: Strategy,
-    backbone: Backbone,
-    data: Splits,
-    out: Path,
-    resume: bool,
-    progress: bool,
-    console: Console,
-    params: dict[str, Any],
-) -> list[dict[str, Any]]:
+@dataclass
+class RunState:
+    """What the phases of one run share: the settings, the model and the data, and what
+    the phases leave for evaluation (the probe, history lines, parameters)."""
+
+    cfg: RunConfig
+    strategy: Strategy
+    backbone: Backbone
+    data: Splits
+    emb: _Embedder
+    out: Path
+    resume: bool
+    progress: bool
+    console: Console
+    params: dict[str, Any]
+    target: Samples | None = None
+    probe: ProbeFit | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _contrastive_phase(run: RunState, probe: ProbeFit | None) -> None:
+    """SetFit's first phase: the body trained on sampled pairs of the training texts. The
+    spec's weight digest then names the tuned weights, so cached embeddings of the
+    pretrained body are never served for them."""
+    cfg, backbone, console = run.cfg, run.backbone, run.console
+    ccfg = ContrastiveConfig(seed=cfg.train.seed)
+    dataset = backbone.make_dataset(run.data.train)
+    _log_truncation(console, dataset, backbone)
+    done = contrastive_finetune(backbone, dataset, ccfg, run.emb.device, run.progress, console)
+    backbone.spec.weights_sha256 = sha256_state(backbone.state_dict())
+    backbone.spec.weights += f" + contrastive pairs ({done['pairs']} pairs, seed {ccfg.seed})"
+    console.print(
+        f"[bold]contrastive[/] {done['pairs']} sampled pairs ({done['positive_pairs']} of one "
+        f"class) in {done['steps']} steps: loss {done['first_loss']:.4f} -> "
+        f"{done['last_loss']:.4f}"
+    )
+    run.params["contrastive"] = done
+    save_config(run.out, cfg, backbone.spec, run.data.classes)  # names the tuned weights
+
+
+def _probe_phase(run: RunState, probe: ProbeFit | None) -> None:
+    """The head fitted on embeddings of the frozen backbone (``probe``: one already
+    fitted by ``--strategy auto``)."""
+    cfg, backbone, console, data = run.cfg, run.backbone, run.console, run.data
+    if backbone.spec.weights_sha256 is None:  # random running statistics would skew it
+        n_bn = calibrate_batchnorm(
+            backbone,
+            backbone.make_dataset(data.train),
+            cfg.eval.batch_size,
+            run.emb.device,
+            run.progress,
+        )
+        if n_bn:
+            console.print(f"[bold]BatchNorm[/] statistics of {n_bn} random layers set on train")
+    apply_freeze(backbone, strategy_groups_probe(backbone))
+    run.params["probe"] = _log_params(console, backbone, "linear probe")
+    rows, run.probe = _fit_head(cfg, backbone, run.emb, data, console, cfg.strategy.head, probe)
+    run.history += rows
+    if run.probe is not None:
+        run.params["probe"]["head"] = run.probe.summary()
+        line = {"phase": "probe", "epoch": 0, **_probe_row(run.probe)}
+        with (run.out / "history.jsonl").open("a") as f:
+            f.write(json_line(line) + "\n")
+        run.history.append(line)
+
+
+def _refit_phase(run: RunState, probe: ProbeFit | None) -> None:
+    """The prototypes taken again from the trained backbone's embeddings."""
+    x = run.emb.uncached(run.data.train, "train")
+    data = run.data
+    w, b = prototype_head(x.numpy(), np.asarray(data.train.labels), len(data.classes))
+    device = next(run.backbone.head().parameters()).device
+    run.backbone.load_head(w.to(device), b.to(device))
+    run.console.print("[bold]head[/] prototypes taken again from the fine-tuned embeddings")
+
+
+def _train_phase(run: RunState, probe: ProbeFit | None) -> None:
+    """The training loop with the strategy's parameter groups and hooks."""
+    cfg, strategy, backbone, console, out = (
+        run.cfg,
+        run.strategy,
+        run.backbone,
+        run.console,
+        run.out,
+    )
     groups = strategy.param_groups(backbone)
     apply_freeze(backbone, groups)
-    params["train"] = _log_params(console, backbone, f"{strategy.describe()}")
+    run.params["train"] = _log_params(console, backbone, f"{strategy.describe()}")
     if len(groups) > 1:
         console.print(
             "  layer groups: "
@@ -816,23 +798,44 @@ def _train(
             )
         )
     callbacks: list[Any] = [HistoryWriter(out / "history.jsonl", "train")]
-    if progress:
+    if run.progress:
         callbacks.append(ProgressBar(strategy.describe(), console))
     trainer = Trainer(cfg.train, callbacks, out / "checkpoint", cfg.eval.batch_size)
-    train_ds = backbone.make_dataset(data.train, train=True, augment=cfg.data.augment)
+    train_ds = backbone.make_dataset(run.data.train, train=True, augment=cfg.data.augment)
     _log_truncation(console, train_ds, backbone)
+    ctx = StrategyContext(
+        backbone,
+        train_ds,
+        num_classes=len(run.data.classes),
+        epochs=cfg.train.epochs,
+        batch_size=cfg.train.batch_size,
+        augment=cfg.data.augment,
+        seed=cfg.train.seed,
+        device=run.emb.device,
+        target=run.target,
+    )
     state = trainer.fit(
         backbone,
         groups,
         train_ds,
-        backbone.make_dataset(data.val),
+        backbone.make_dataset(run.data.val),
         strategy,
-        resume=resume,
+        resume=run.resume,
+        ctx=ctx,
     )
-    params["best_epoch"] = state.best_epoch
+    run.params["best_epoch"] = state.best_epoch
     rows = [{"phase": "train", **h} for h in state.history]
     _rewrite_history(out / "history.jsonl", "train", rows)
-    return rows
+    run.history += rows
+
+
+#: what each phase a strategy lists does (strategies.base.PHASES)
+PHASE_RUNNERS: dict[str, Callable[[RunState, ProbeFit | None], None]] = {
+    "contrastive": _contrastive_phase,
+    "probe": _probe_phase,
+    "train": _train_phase,
+    "refit": _refit_phase,
+}
 
 
 def _rewrite_history(path: Path, phase: str, rows: list[dict[str, Any]]) -> None:
@@ -869,7 +872,7 @@ def _split_outputs(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Embeddings and logits of a split: cached when the backbone is frozen, else computed
     from the trained backbone (one pass; the logits are the head applied to them)."""
-    e = emb(samples, name) if strategy.frozen_backbone else emb.uncached(samples, name)
+    e = emb.uncached(samples, name) if strategy.loop_trains else emb(samples, name)
     head = backbone.head()
     device_of_head = next(head.parameters()).device
     with torch.no_grad():  # any head module (a linear layer, timm's NormLinear, ...)

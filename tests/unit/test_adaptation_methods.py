@@ -116,7 +116,7 @@ def test_dann_warm_up_follows_the_steps_and_its_discriminator_trains():
     assert groups[-1].name == "domain-discriminator" and groups[-1].trainable
     xs, _ = _moons(16, 0)
     before = [p.detach().clone() for p in groups[-1].params]
-    loss = dann.extra_loss((xs, None), model(xs))
+    loss = dann.loss_term(None, (xs, None), model(xs))
     assert dann.progress() == pytest.approx(0.1)
     loss.backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in groups[-1].params[:1])
@@ -150,7 +150,7 @@ def test_a_method_without_target_data_is_a_clear_error():
     model = PointNet()
     coral = METHODS.get("coral")(StrategyConfig())
     with pytest.raises(ConfigError, match="target-domain data"):
-        coral.extra_loss((torch.randn(4, 2), None), model(torch.randn(4, 2)))
+        coral.loss_term(None, (torch.randn(4, 2), None), model(torch.randn(4, 2)))
 
 
 def test_self_training_pseudo_labels_in_balanced_rounds_without_target_labels(tmp_path):
@@ -205,7 +205,7 @@ def test_fixmatch_learns_strong_views_from_confident_weak_ones(image_folder):
     fm.THRESHOLD = 0.0  # every weak prediction counts, so the loss cannot be zero
     fm.attach(bb, TargetStream(views, 4, seed=0), total_steps=5, num_classes=3)
     x = torch.stack([bb.make_dataset(samples)[i][0] for i in range(4)])
-    loss = fm.extra_loss((x, None), bb(x))
+    loss = fm.loss_term(None, (x, None), bb(x))
     assert loss is not None and float(loss.detach()) > 0 and fm.mask_rate == 1.0
     loss.backward()
     assert bb.head().weight.grad is not None

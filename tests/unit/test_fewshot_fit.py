@@ -21,9 +21,11 @@ from headstart.cli import app
 from headstart.config import BackboneConfig, DataConfig, RunConfig, StrategyConfig, TrainConfig
 from headstart.errors import ConfigError, DataError, RunFolderError
 from headstart.features import compute_embeddings
-from headstart.fewshot.contrastive import ContrastiveConfig, contrastive_finetune, sample_pairs
+from headstart.fewshot.contrastive import ContrastiveConfig, sample_pairs
+from headstart.training.procedures import contrastive_finetune
 from headstart.fewshot.evaluate import FewShotConfig, run_fewshot
-from headstart.fewshot.meta import MetaConfig, parse_classes, protonet_logits, run_meta_train
+from headstart.fewshot.meta import MetaConfig, parse_classes, run_meta_train
+from headstart.fewshot.protonet import protonet_logits
 from headstart.heads import class_means
 from headstart.pipeline import fit
 from tests.conftest import make_image_folder
@@ -257,7 +259,7 @@ def test_meta_train_writes_a_backbone_that_fewshot_uses(tmp_path):
     mcfg = _toy_meta(shots=2, queries=3, episodes=6, val_episodes=10)
     m = run_meta_train("digits", mcfg, tmp_path / "meta", console=QUIET, progress=False)
     assert m["classes"] == ["0", "1", "2"]
-    assert not (tmp_path / "meta" / "checkpoint" / "meta.safetensors").exists()
+    assert not (tmp_path / "meta" / "checkpoint" / "last.safetensors").exists()
     assert 0 <= m["source_val_after"]["mean"] <= 1 and m["source_val_after"]["n"] == 10
     fcfg = FewShotConfig(
         backbones=["toy-efficientnet", str(tmp_path / "meta")],
@@ -297,7 +299,7 @@ def test_meta_train_resumes_from_its_checkpoint(tmp_path, monkeypatch):
     monkeypatch.setattr(meta, "protonet_logits", crash_on_third)
     with pytest.raises(KeyboardInterrupt):
         run_meta_train("digits", mcfg, tmp_path / "meta", console=QUIET, progress=False)
-    assert (tmp_path / "meta" / "checkpoint" / "meta.safetensors").is_file()
+    assert (tmp_path / "meta" / "checkpoint" / "last.safetensors").is_file()
     calls["n"] = 10  # no more crashes
     console = Console(record=True, width=200)
     m = run_meta_train("digits", mcfg, tmp_path / "meta", console=console, progress=False)
@@ -434,7 +436,7 @@ def test_auto_head_is_each_strategy_s_own():
 
 
 def test_setfit_steps_hold_distinct_texts():
-    from headstart.fewshot.contrastive import _step_texts
+    from headstart.fewshot.contrastive import step_texts as _step_texts
 
     labels = np.repeat(np.arange(4), 25)
     steps = _step_texts(labels, 10, 30, seed=0)

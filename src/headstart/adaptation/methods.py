@@ -1,7 +1,7 @@
 """Domain adaptation methods as strategies of the one training loop.
 
 Each method is a fine-tuning strategy plus an unsupervised term on the target domain,
-added through ``Strategy.extra_loss``: for every labelled source batch the loop trains on,
+added through ``Strategy.loss_term``: for every labelled source batch the loop trains on,
 the method draws a batch of unlabelled target inputs, runs the backbone on it, and
 returns its adaptation loss. The features both domains produce are caught by a forward
 pre-hook on the backbone's head (the pooled embedding the head sees), so no method needs
@@ -37,7 +37,7 @@ from headstart.backbones.base import to_device
 from headstart.config import StrategyConfig
 from headstart.errors import ConfigError
 from headstart.registry import Registry
-from headstart.strategies import STRATEGIES, ParamGroup
+from headstart.strategies import STRATEGIES, StrategyContext
 from headstart.strategies.builtin import Finetune
 
 
@@ -95,13 +95,14 @@ class TargetStream:
 
 
 class AdaptationMethod(Finetune):
-    """Fine-tuning plus ``weight`` x an unsupervised source-target term. Call
-    :meth:`attach` before training."""
+    """Fine-tuning plus ``weight`` x an unsupervised source-target term. ``setup`` takes
+    the unlabelled target samples from the context (or call :meth:`attach` with a
+    stream before training)."""
 
     name = "adaptation"
     #: start from a source-trained head (as lp-ft), then adapt: measured better than from a
     #: fresh head on mnist-5k -> digits (DANN 0.175 -> 0.378, source-only 0.308 -> 0.338)
-    probe_first = True
+    phases = ("probe", "train")
     #: the weight of the adaptation term
     weight: float = 1.0
 
@@ -114,6 +115,31 @@ class AdaptationMethod(Finetune):
         self.step = 0
         self._caught: list[torch.Tensor] = []
         self._hook: Any = None
+
+    def check_inputs(self, target: Any) -> None:
+        if target is None:
+            raise ConfigError(
+                f"unlabelled target-domain data for the adaptation strategy {self.name!r}",
+                "none",
+                "run it with `headstart adapt --source DATA --target DATA --method "
+                f"{self.name}`, or pass target= to fit()",
+            )
+
+    def setup(self, ctx: StrategyContext) -> None:
+        """The target stream from ``ctx.target`` (its labels removed), unless a stream
+        was attached by hand."""
+        if self.target is not None and ctx.target is None:
+            return
+        if ctx.target is None or not len(ctx.target):
+            self.check_inputs(None)
+        stream = target_stream(
+            self, ctx.model, ctx.target, ctx.batch_size, ctx.augment, ctx.seed
+        )
+        total = ctx.steps_per_epoch * ctx.epochs
+        self.attach(ctx.model, stream, total, ctx.num_classes, ctx.epochs)
+
+    def teardown(self, ctx: StrategyContext) -> None:
+        self.detach()
 
     def attach(
         self,
@@ -146,17 +172,15 @@ class AdaptationMethod(Finetune):
     def own_modules(self) -> list[nn.Module]:
         return []
 
-    def param_groups(self, backbone: Backbone) -> list[ParamGroup]:
-        groups = super().param_groups(backbone)
-        own = [p for m in self.own_modules() for p in m.parameters()]
-        if own:
-            groups.append(ParamGroup("domain-discriminator", own, True, 1.0))
-        return groups
-
     def progress(self) -> float:
         return min(1.0, self.step / self.total_steps)
 
-    def extra_loss(self, batch: Any, outputs: torch.Tensor) -> torch.Tensor | None:
+    def loss_term(
+        self, ctx: StrategyContext | None, batch: Any, outputs: torch.Tensor
+    ) -> torch.Tensor | None:
+        """The adaptation term of a source batch: a target batch through the model, and
+        the method's loss between the two (``ctx`` is not needed: the stream is
+        attached)."""
         if self.backbone is None or self.target is None:
             raise ConfigError(
                 f"target-domain data attached to the {self.name} method",
@@ -434,10 +458,12 @@ class SelfTraining(AdaptationMethod):
         if state.get("picked") is not None and self.target is not None:
             self._use(np.asarray(state["picked"]), np.asarray(state["pseudo_labels"]))
 
-    def extra_loss(self, batch: Any, outputs: torch.Tensor) -> torch.Tensor | None:
+    def loss_term(
+        self, ctx: StrategyContext | None, batch: Any, outputs: torch.Tensor
+    ) -> torch.Tensor | None:
         self._caught.clear()
         if self.backbone is None or self.target is None:
-            return super().extra_loss(batch, outputs)  # the clear error
+            return super().loss_term(ctx, batch, outputs)  # the clear error
         self.step += 1
         if self.pseudo is None:
             return None
@@ -521,10 +547,12 @@ class FixMatch(AdaptationMethod):
         super().load_state_dict(state)
         self.mean_probs = state.get("mean_probs")
 
-    def extra_loss(self, batch: Any, outputs: torch.Tensor) -> torch.Tensor | None:
+    def loss_term(
+        self, ctx: StrategyContext | None, batch: Any, outputs: torch.Tensor
+    ) -> torch.Tensor | None:
         self._caught.clear()
         if self.backbone is None or self.target is None:
-            return super().extra_loss(batch, outputs)  # the clear error
+            return super().loss_term(ctx, batch, outputs)  # the clear error
         views = self.target.next(outputs.device)
         if not isinstance(views, (tuple, list)) or len(views) != 2:
             raise ConfigError(
@@ -549,7 +577,7 @@ class FixMatch(AdaptationMethod):
     def loss(
         self, f_s: torch.Tensor, f_t: torch.Tensor, logits_s: torch.Tensor, logits_t: torch.Tensor
     ) -> torch.Tensor:
-        raise NotImplementedError("fixmatch's loss is the consistency term of extra_loss")
+        raise NotImplementedError("fixmatch's loss is the consistency term of loss_term")
 
 
 METHODS: Registry[type[AdaptationMethod]] = Registry("adaptation method")

@@ -21,18 +21,10 @@ How this differs from the reference implementation, on purpose:
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
-import torch
-from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-from torch import nn
 
-from headstart.backbones import Backbone
-from headstart.backbones.base import to_device
 from headstart.errors import ConfigError, DataError
 
 
@@ -90,85 +82,7 @@ def n_pairs_for(n_examples: int, cfg: ContrastiveConfig) -> int:
     return max(1, min(cfg.pairs_per_example * n_examples, cfg.max_pairs))
 
 
-def contrastive_finetune(
-    backbone: Backbone,
-    dataset: Any,
-    cfg: ContrastiveConfig,
-    device: str,
-    progress: bool = True,
-    console: Console | None = None,
-) -> dict[str, Any]:
-    """Train the backbone's body on sampled pairs of ``dataset`` (items ``(inputs, label)``,
-    the backbone's own tokenised dataset). Returns what it did, for metrics.json."""
-    if not backbone.trainable_body or backbone.spec.modality != "text":
-        raise ConfigError(
-            "a trainable text encoder for contrastive (setfit) fine-tuning",
-            f"{backbone.spec.name} ({backbone.spec.modality}"
-            f"{'' if backbone.trainable_body else ', inference only'})",
-            "use a PyTorch text backbone such as minilm-l6, or --strategy prototypes",
-        )
-    labels = np.asarray([dataset[i][1] for i in range(len(dataset))])
-    n_pairs = n_pairs_for(len(labels), cfg)
-    sample_pairs(labels, 1)  # the clear error when there are fewer than 2 classes
-    steps = math.ceil(n_pairs / cfg.pairs_per_step)
-    batches = _step_texts(labels, steps, cfg.texts_per_step, cfg.seed)
-    collate = backbone.collate_fn()
-    assert collate is not None  # text backbones pad their batches
-    head_ids = {id(p) for p in backbone.head().parameters()}
-    body = [p for p in backbone.parameters() if id(p) not in head_ids]
-    for p in backbone.parameters():
-        p.requires_grad_(id(p) not in head_ids)
-    optimiser = torch.optim.AdamW(body, lr=cfg.lr, weight_decay=0.0)
-    warmup = max(1, int(cfg.warmup_fraction * steps))
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimiser,
-        lambda s: (
-            (s + 1) / warmup if s < warmup else max(0.0, (steps - s) / max(1, steps - warmup))
-        ),
-    )
-    backbone.to(device).train()
-    encoded, n_positive, losses = 0, 0, []
-    bar = Progress(
-        TextColumn("contrastive pairs"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total} steps, loss {task.fields[loss]:.4f}"),
-        TimeRemainingColumn(),
-        console=console,
-        disable=not progress,
-        transient=True,
-    )
-    with bar:
-        task = bar.add_task("pairs", total=steps, loss=float("nan"))
-        for step in range(steps):
-            texts = batches[step]
-            n = min(cfg.pairs_per_step, n_pairs - step * cfg.pairs_per_step)
-            where, target = sample_pairs(labels[texts], n, cfg.seed + 1 + step)
-            batch, _ = collate([dataset[int(i)] for i in texts])
-            emb = nn.functional.normalize(backbone.embed(to_device(batch, device)).float(), dim=1)
-            cos = (emb[where[:, 0]] * emb[where[:, 1]]).sum(1)
-            loss = nn.functional.mse_loss(cos, torch.as_tensor(target, device=cos.device))
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            optimiser.step()
-            schedule.step()
-            encoded += len(texts)
-            n_positive += int(target.sum())
-            losses.append(loss.item())
-            bar.update(task, advance=1, loss=float(np.mean(losses[-5:])))
-    backbone.eval()
-    for p in backbone.parameters():
-        p.requires_grad_(False)
-    return {
-        "pairs": n_pairs,
-        "positive_pairs": n_positive,
-        "steps": steps,
-        "texts_encoded": encoded,
-        "first_loss": losses[0],
-        "last_loss": float(np.mean(losses[-5:])),
-    }
-
-
-def _step_texts(labels: np.ndarray, steps: int, per_step: int, seed: int) -> list[np.ndarray]:
+def step_texts(labels: np.ndarray, steps: int, per_step: int, seed: int) -> list[np.ndarray]:
     """The texts of each step: all of them when they fit in a step, else ``per_step``
     distinct ones from a shuffled pass through the data (a new pass when one runs out),
     with at least two classes in every step."""

@@ -32,20 +32,21 @@ import torch
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
-from torch.utils.data import default_collate
 
 from headstart.backbones import Backbone, create_backbone
-from headstart.backbones.base import to_device
-from headstart.config import BackboneConfig, DataConfig
+from headstart.config import BackboneConfig, DataConfig, TrainConfig
 from headstart.data import TextSamples, up_to_per_class
 from headstart.errors import ConfigError
 from headstart.features import EmbeddingCache, embed_samples
-from headstart.fewshot.contrastive import ContrastiveConfig, contrastive_finetune
+from headstart.fewshot.contrastive import ContrastiveConfig
 from headstart.fewshot.episodes import Episode, episode_accuracy, mean_ci, sample_episodes
 from headstart.fewshot.zeroshot import DEFAULT_TEXT_TEMPLATES, embed_texts, label_directions, unit
 from headstart.heads import class_means, fit_sklearn_head, nearest_prototype, prototype_head
 from headstart.runfolder import write_json
-from headstart.training import resolve_device
+from headstart.strategies import ParamGroup
+from headstart.strategies.steps import SupervisedStep
+from headstart.training import Trainer, resolve_device
+from headstart.training.procedures import contrastive_finetune
 
 FEWSHOT_STRATEGIES = ("prototypes", "logistic", "prototypes-ft", "zeroshot", "setfit")
 #: prototypes-ft in an episode: full-batch steps on the support, and their learning rate
@@ -326,19 +327,26 @@ def _prototypes_ft(backbone: Backbone, samples: Any, ep: Episode, device: str, s
     tuned.reset_head(ways)
     w, b = prototype_head(_embed(tuned, support, device), y, ways)
     tuned.load_head(w, b)
-    tuned.to(device).eval()  # eval: dropout off, BatchNorm statistics as pretrained
-    for p in tuned.parameters():
-        p.requires_grad_(True)
-    optimiser = torch.optim.AdamW(tuned.parameters(), lr=FT_LR, weight_decay=0.0)
     train = tuned.make_dataset(support, train=True, augment="light")
-    collate = tuned.collate_fn() or default_collate
-    target = torch.as_tensor(y, device=device)
-    for _ in range(FT_STEPS):
-        x, _ = collate([train[i] for i in range(len(train))])
-        loss = torch.nn.functional.cross_entropy(tuned(to_device(x, device)), target)
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        optimiser.step()
+    # full-batch steps in eval mode: dropout off, BatchNorm statistics as pretrained
+    step = SupervisedStep(
+        train, len(train), tuned.collate_fn(), eval_mode=True, schedule="constant"
+    )
+    tcfg = TrainConfig(
+        epochs=FT_STEPS,
+        batch_size=len(train),
+        lr=FT_LR,
+        weight_decay=0.0,
+        warmup_fraction=0.0,
+        label_smoothing=0.0,
+        patience=FT_STEPS + 1,
+        seed=seed,
+        device=device.split(":")[0],
+        checkpoint=False,
+    )
+    everything = [ParamGroup("all", list(tuned.parameters()), True)]
+    Trainer(tcfg).fit(tuned, everything, None, None, step=step)
+    tuned.eval()
     for p in tuned.parameters():
         p.requires_grad_(False)
     prototypes = class_means(_embed(tuned, support, device), y, ways)

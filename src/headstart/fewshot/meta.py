@@ -12,17 +12,14 @@ classes needs. The result is a run folder whose backbone ``headstart fewshot`` a
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-from torch import nn
-from torch.utils.data import default_collate
 
 from headstart.backbones import Backbone, create_backbone
 from headstart.backbones.zoo import sha256_state
@@ -39,16 +36,9 @@ from headstart.runfolder import (
     save_model,
     write_json,
 )
-from headstart.strategies import ParamGroup, apply_freeze
-from headstart.training import resolve_device
-from headstart.training.checkpoint import (
-    load_nested,
-    load_optimizer_state,
-    optimizer_state,
-    rng_state,
-    save_nested,
-    set_rng_state,
-)
+from headstart.strategies import ParamGroup
+from headstart.strategies.steps import ProtonetStep
+from headstart.training import ProgressBar, Trainer, resolve_device
 from headstart.training.trainer import seed_everything
 
 METHODS = ("protonet",)
@@ -126,19 +116,6 @@ def parse_classes(spec: str, classes: list[str]) -> list[int]:
     return out
 
 
-def protonet_logits(
-    embeddings: torch.Tensor, ways: int, shots: int, scale: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Logits (scaled cosine to each prototype) of the queries and their targets; the first
-    ``ways * shots`` rows are the support, class-major, the rest the queries, class-major."""
-    e = nn.functional.normalize(embeddings.float(), dim=1)
-    support, query = e[: ways * shots], e[ways * shots :]
-    protos = nn.functional.normalize(support.view(ways, shots, -1).mean(1), dim=1)
-    logits = scale * query @ protos.T
-    target = torch.arange(ways, device=e.device).repeat_interleave(len(query) // ways)
-    return logits, target
-
-
 def run_meta_train(
     source: str,
     mcfg: MetaConfig,
@@ -153,7 +130,7 @@ def run_meta_train(
     t0 = time.perf_counter()
     console = console or Console()
     out = Path(out)
-    ckpt = out / "checkpoint" / "meta.safetensors"
+    ckpt_dir = out / "checkpoint"
     _check_out(out, overwrite)
     dcfg = DataConfig(source=source, image_size=mcfg.image_size, augment=mcfg.augment)
     samples, _ = check_samples(load_source(source, dcfg), dcfg, progress)
@@ -182,8 +159,6 @@ def run_meta_train(
         mcfg.seed,
         mcfg.classes,
     )
-    scale = nn.Parameter(torch.tensor(10.0, device=device))
-    backbone.to(device)
     groups = backbone.layer_groups()
     # the head is not used (queries go to the support means); the first ``freeze`` groups
     # keep their pretrained weights
@@ -191,84 +166,49 @@ def run_meta_train(
         ParamGroup(g.name, g.params, mcfg.freeze <= i < len(groups) - 1)
         for i, g in enumerate(groups)
     ]
-    body = [p for g in layout if g.trainable for p in g.params]
-    if not body:
+    if not any(g.trainable for g in layout):
         raise ConfigError(
             f"--freeze below {len(groups) - 1} (the backbone's groups before its head)",
             f"--freeze {mcfg.freeze}, which leaves nothing to train",
             "pass a smaller --freeze (`headstart backbones NAME` lists the groups)",
         )
-    optimiser = torch.optim.AdamW([*body, scale], lr=mcfg.lr, weight_decay=0.01)
-    start, losses, accs = 0, [], []
-    before: dict[str, float] | None = None
-    if ckpt.is_file():
-        state = load_nested(ckpt)
-        if state.get("config") != _jsonable(mcfg):
-            raise RunFolderError(
-                f"a checkpoint of the same meta-training settings in {out}",
-                f"one made with {state.get('config')}",
-                "pass the same settings to resume, or --overwrite to start again",
-            )
-        backbone.load_state_dict(state["model"])
-        load_optimizer_state(optimiser, state["optimizer"])
-        with torch.no_grad():
-            scale.copy_(state["scale"])
-        set_rng_state(state["rng"])
-        start, losses, accs = int(state["episode"]), list(state["losses"]), list(state["accs"])
-        before = state.get("before") or None
-        console.print(f"[bold]resume[/] meta-training from episode {start}")
+    step = ProtonetStep(
+        train_ds,
+        episodes,
+        mcfg.ways,
+        mcfg.shots,
+        mcfg.checkpoint_every,
+        mcfg.bn_stats == "frozen",
+        layout,
+        _jsonable(mcfg),
+    )
+    tcfg = TrainConfig(
+        epochs=step.epochs(),
+        lr=mcfg.lr,
+        weight_decay=0.01,
+        warmup_fraction=0.0,
+        label_smoothing=0.0,
+        patience=step.epochs() + 1,
+        seed=mcfg.seed,
+        device=device.split(":")[0],
+    )
+    trainer = Trainer(
+        tcfg,
+        [ProgressBar("meta-training", console)] if progress else [],
+        checkpoint_dir=ckpt_dir,
+    )
     save_config(
         out, _run_config(source, mcfg), backbone.spec, [samples.classes[c] for c in mcfg.classes]
     )
     backbone.save_assets(out)
-    if start == 0:
-        before = _val(backbone, samples.subset(held_out), mcfg, device, progress)
-
-    bar = Progress(
-        TextColumn("meta-training"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total} episodes, loss {task.fields[loss]:.3f}"),
-        TimeRemainingColumn(),
-        console=console,
-        disable=not progress,
-        transient=True,
-    )
-    backbone.train()
-    # requires_grad per group; BatchNorm statistics kept as pretrained (as fit does): the
-    # source classes' statistics are not those of the classes the backbone will meet
-    apply_freeze(backbone, layout, all_bn_stats=mcfg.bn_stats == "frozen")
-    with bar:
-        task = bar.add_task("meta", total=mcfg.episodes, completed=start, loss=float("nan"))
-        for i in range(start, mcfg.episodes):
-            ep = episodes[i]
-            idx = np.concatenate([ep.support.reshape(-1), ep.query.reshape(-1)])
-            x, _ = default_collate([train_ds[int(j)] for j in idx])
-            logits, target = protonet_logits(
-                backbone.embed(x.to(device)), mcfg.ways, mcfg.shots, scale
-            )
-            loss = nn.functional.cross_entropy(logits, target)
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            optimiser.step()
-            losses.append(loss.item())
-            accs.append(float((logits.argmax(1) == target).float().mean()))
-            bar.update(task, advance=1, loss=float(np.mean(losses[-20:])))
-            if (i + 1) % mcfg.checkpoint_every == 0 and i + 1 < mcfg.episodes:
-                ckpt.parent.mkdir(parents=True, exist_ok=True)
-                save_nested(
-                    {
-                        "model": backbone.state_dict(),
-                        "optimizer": optimizer_state(optimiser),
-                        "scale": scale.detach().cpu(),
-                        "rng": rng_state(),
-                        "episode": i + 1,
-                        "config": _jsonable(mcfg),
-                        "before": before or {},
-                        "losses": losses,
-                        "accs": accs,
-                    },
-                    ckpt,
-                )
+    resuming = (ckpt_dir / "last.safetensors").is_file()
+    backbone.to(device)
+    if not resuming:
+        step.before = _val(backbone, samples.subset(held_out), mcfg, device, progress)
+    trainer.fit(backbone, layout, None, None, resume=resuming, step=step)
+    if step.resumed_at is not None:
+        console.print(f"[bold]resume[/] meta-training from episode {step.resumed_at}")
+    before, losses, accs = step.before, step.losses, step.accs
     backbone.eval()
     after = _val(backbone, samples.subset(held_out), mcfg, device, progress)
     # the run folder is also a classifier of the source classes: their prototypes
@@ -298,8 +238,8 @@ def run_meta_train(
         "weights": backbone.spec.weights,
     }
     write_json(out / "metrics.json", metrics)
-    if ckpt.is_file():
-        ckpt.unlink()
+    if ckpt_dir.is_dir():
+        shutil.rmtree(ckpt_dir)
     if after is not None:
         msg = f"{mcfg.ways}-way {mcfg.shots}-shot on held-out images of the source classes: "
         if before is not None:
@@ -328,7 +268,7 @@ def _jsonable(mcfg: MetaConfig) -> dict[str, Any]:
 def _check_out(out: Path, overwrite: bool) -> None:
     """A finished run (of any command) is refused, or with ``overwrite`` cleared; an
     unfinished meta-training run (its checkpoint) is resumed."""
-    if (out / "checkpoint" / "meta.safetensors").is_file() and not overwrite:
+    if (out / "checkpoint" / "last.safetensors").is_file() and not overwrite:
         return
     earlier = earlier_outputs(out)
     if earlier and not overwrite:

@@ -38,8 +38,8 @@ class Auto(Strategy):
     """A placeholder resolved by the pipeline into a concrete strategy before training."""
 
     name = "auto"
-    frozen_backbone = True  # every candidate starts from the frozen backbone's features
-    few_shot = True  # one labelled example per class is enough
+    phases = ("probe",)  # every candidate starts from the frozen backbone's features
+    min_per_class = 1  # one labelled example per class is enough
 
 
 @dataclass

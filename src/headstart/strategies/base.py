@@ -6,11 +6,12 @@ add a loss term or change the groups at the start of an epoch. It never runs a l
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
+from torch.utils.data import DataLoader
 
 from headstart.backbones import Backbone
 from headstart.config import StrategyConfig
@@ -33,31 +34,70 @@ class ParamGroup:
         return sum(p.numel() for p in self.params)
 
 
+#: the phases a strategy may list, run in its order by the fit workflow:
+#: ``contrastive`` trains the body on pairs of the labelled texts (SetFit), ``probe`` fits
+#: the head on embeddings of the frozen backbone, ``train`` runs the training loop with
+#: the strategy's parameter groups and hooks, ``refit`` takes the prototypes again
+PHASES = ("contrastive", "probe", "train", "refit")
+#: phases that change the backbone's body weights
+BODY_PHASES = ("contrastive", "train")
+
+
+@dataclass
+class StrategyContext:
+    """What a strategy can read in its hooks, handed to it by the loop (never a global).
+
+    ``initial_weights()`` is a frozen copy of the model's weights as they were when it was
+    first asked for (ask in :meth:`Strategy.setup`, before training: the pretrained
+    weights, as L2-SP needs); ``train_loader()`` iterates the labelled training data in a
+    fixed order without augmentation-dependent shuffling (a Fisher estimate, a memory of
+    exemplars); ``target`` holds unlabelled target-domain samples when there are any."""
+
+    model: Backbone
+    train_data: Any
+    num_classes: int
+    epochs: int = 1
+    steps_per_epoch: int = 1
+    batch_size: int = 32
+    augment: str = "none"
+    seed: int = 0
+    device: str | torch.device = "cpu"
+    target: Any = None
+    _initial: dict[str, torch.Tensor] | None = field(default=None, repr=False)
+
+    def initial_weights(self) -> dict[str, torch.Tensor]:
+        """Detached copies of the model's parameters, by name, taken on the first call."""
+        if self._initial is None:
+            self._initial = {n: p.detach().clone() for n, p in self.model.named_parameters()}
+        return self._initial
+
+    def train_loader(self, batch_size: int | None = None) -> DataLoader[Any]:
+        """The training data in order, in batches (the model's own collation)."""
+        return DataLoader(
+            self.train_data,
+            batch_size=batch_size or self.batch_size,
+            shuffle=False,
+            collate_fn=self.model.collate_fn(),
+        )
+
+
 class Strategy:
-    """Base class; subclasses set the class flags and override ``trainable_groups``."""
+    """Base class. A strategy says what trains at which learning rate (``param_groups``,
+    ``on_epoch_start``), which phases a run goes through (``phases``) and may hook into
+    training through a :class:`StrategyContext`: ``setup`` before the loop,
+    ``loss_term`` on every batch, ``teardown`` after it. The orchestration reads no
+    strategy type and no flag beyond these."""
 
     name: ClassVar[str] = ""
+    #: the phases of a run, in order (see :data:`PHASES`)
+    phases: ClassVar[tuple[str, ...]] = ("train",)
     #: the backbone starts from pretrained weights (False: random init, the baseline)
     uses_pretrained: ClassVar[bool] = True
-    #: only the head is fitted, on cached embeddings of the frozen backbone
-    frozen_backbone: ClassVar[bool] = False
-    #: fit the head on cached embeddings first, then train with ``param_groups``
-    probe_first: ClassVar[bool] = False
-    #: the backbone's learning rate equals the head's (no pretrained features to protect)
-    full_backbone_lr: ClassVar[bool] = False
+    #: the fewest labelled examples a class may have (1: a few-shot strategy; with fewer
+    #: than ``FEW_SHOT_HOLDOUT`` in a class nothing is held out of the labelled data)
+    min_per_class: ClassVar[int] = 2
     #: takes an argument after a colon, as ``freeze:3``
     takes_arg: ClassVar[bool] = False
-    #: works from one labelled example per class; with fewer than
-    #: ``FEW_SHOT_HOLDOUT`` examples in a class nothing is held out of the labelled data
-    few_shot: ClassVar[bool] = False
-    #: the head this strategy always fits (None: the config's ``head``)
-    fixed_head: ClassVar[str | None] = None
-    #: the head it fits when the config says auto (None: a torch linear layer)
-    preferred_head: ClassVar[str | None] = None
-    #: the body is first trained on sampled pairs (SetFit), then frozen for the head
-    contrastive: ClassVar[bool] = False
-    #: after fine-tuning, the head is fitted again on the new embeddings (prototypes)
-    refit_head: ClassVar[bool] = False
 
     def __init__(self, cfg: StrategyConfig, arg: str | None = None) -> None:
         if arg is not None and not self.takes_arg:
@@ -69,6 +109,41 @@ class Strategy:
         self.cfg = cfg
         self.arg = arg
         self.epoch = 0
+
+    # -- what a run does ----------------------------------------------------------------
+    @property
+    def trains_body(self) -> bool:
+        """Some phase changes the backbone's body weights."""
+        return any(p in BODY_PHASES for p in self.phases)
+
+    @property
+    def frozen_features(self) -> bool:
+        """The run reads features of the backbone as loaded: only a probe is fitted."""
+        return not self.trains_body
+
+    @property
+    def loop_trains(self) -> bool:
+        """The training loop changes weights (a ``train`` phase): after the run the
+        embeddings are the trained model's, not the cached ones of the weights the spec
+        names. (SetFit's pair training renames its weights, so its cache stays valid.)"""
+        return "train" in self.phases
+
+    @property
+    def few_shot(self) -> bool:
+        return self.min_per_class < 2
+
+    def check_backbone(self, backbone: Backbone, modality: str) -> None:
+        """Raise a ConfigError when ``backbone`` cannot run this strategy on the data."""
+        if not backbone.trainable_body and self.trains_body:
+            raise ConfigError(
+                "a backbone whose weights can be trained, for " + self.describe(),
+                f"{backbone.spec.name}, an inference-only (ONNX) encoder",
+                "use --strategy linear-probe with it, or a PyTorch backbone such as minilm-l6",
+            )
+
+    def check_inputs(self, target: Any) -> None:
+        """Raise before any data is read when the run lacks an input the strategy needs
+        (``target``: unlabelled target-domain samples, or None)."""
 
     # -- what trains ------------------------------------------------------------------
     def trainable_groups(self, n_groups: int, epoch: int) -> list[bool]:
@@ -91,7 +166,7 @@ class Strategy:
 
     def lr_scales(self, n_groups: int) -> list[float]:
         """Head at 1; body groups at ``backbone_lr_scale`` x ``layer_decay``^depth."""
-        base = 1.0 if self.full_backbone_lr else self.cfg.backbone_lr_scale
+        base = 1.0 if not self.uses_pretrained else self.cfg.backbone_lr_scale
         decay = self.cfg.layer_decay or 1.0
         return [base * decay ** (n_groups - 1 - i) for i in range(n_groups - 1)] + [1.0]
 
@@ -106,14 +181,24 @@ class Strategy:
         frozen_stats = pretrained and self.cfg.bn_stats == "frozen"
         apply_freeze(backbone, self.param_groups(backbone), all_bn_stats=frozen_stats)
 
+    def setup(self, ctx: StrategyContext) -> None:
+        """Before the training loop (after any probe): read what the strategy needs
+        from the context (the starting weights, the training data, a target stream)."""
+
     def own_modules(self) -> list[nn.Module]:
         """Modules the strategy trains beside the model (a domain discriminator): the
         trainer puts them on the model's device before it builds the optimiser."""
         return []
 
-    def extra_loss(self, batch: Any, outputs: torch.Tensor) -> torch.Tensor | None:
-        """An extra loss term added to the cross-entropy (none by default)."""
+    def loss_term(
+        self, ctx: StrategyContext, batch: Any, outputs: torch.Tensor
+    ) -> torch.Tensor | None:
+        """A term added to the loss of every batch (none by default); ``ctx.model`` is
+        the model being trained."""
         return None
+
+    def teardown(self, ctx: StrategyContext) -> None:
+        """After the training loop: undo what ``setup`` attached (hooks)."""
 
     def state_dict(self) -> dict[str, Any]:
         return {"name": self.name, "arg": self.arg, "epoch": self.epoch}
@@ -129,19 +214,12 @@ class Strategy:
 
     def head_name(self) -> str:
         """The head fitted on embeddings: the config's, or with ``auto`` the strategy's
-        own (its fixed or preferred head, else a torch linear layer)."""
+        own (``linear``: the probe fitted to convergence). Strategies with a head of their
+        own override this."""
         asked = self.cfg.head
-        if self.fixed_head is not None:
-            if asked not in (AUTO_HEAD, self.fixed_head):
-                raise ConfigError(
-                    f"no other head than {self.fixed_head!r} with strategy {self.name!r}",
-                    f"--head {asked}",
-                    f"drop --head, or use --strategy linear-probe --head {asked}",
-                )
-            return self.fixed_head
         if asked == AUTO_HEAD:
-            return self.preferred_head or "linear"
-        if asked == "prototype" and not (self.frozen_backbone or self.probe_first):
+            return "linear"
+        if asked == "prototype" and "probe" not in self.phases:
             raise ConfigError(
                 "a strategy that fits a head on embeddings for --head prototype "
                 "(linear-probe, lp-ft, prototypes, prototypes-ft, setfit)",
@@ -180,6 +258,18 @@ def apply_freeze(backbone: Backbone, groups: list[ParamGroup], all_bn_stats: boo
 STRATEGIES: Registry[type[Strategy]] = Registry("strategy")
 #: the head setting that lets each strategy pick its own
 AUTO_HEAD = "auto"
+
+
+def fixed_head(strategy: Strategy, head: str) -> str:
+    """``head``, the one head ``strategy`` fits; any other asked for is a ConfigError."""
+    asked = strategy.cfg.head
+    if asked not in (AUTO_HEAD, head):
+        raise ConfigError(
+            f"no other head than {head!r} with strategy {strategy.name!r}",
+            f"--head {asked}",
+            f"drop --head, or use --strategy linear-probe --head {asked}",
+        )
+    return head
 
 
 def build_strategy(cfg: StrategyConfig) -> Strategy:

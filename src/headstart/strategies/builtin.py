@@ -5,13 +5,13 @@ from __future__ import annotations
 from headstart.backbones import Backbone
 from headstart.config import StrategyConfig
 from headstart.errors import ConfigError
-from headstart.strategies.base import STRATEGIES, ParamGroup, Strategy
+from headstart.strategies.base import STRATEGIES, ParamGroup, Strategy, fixed_head
 
 
 @STRATEGIES.register("linear-probe", help="Frozen backbone; a head fitted on cached embeddings.")
 class LinearProbe(Strategy):
     name = "linear-probe"
-    frozen_backbone = True
+    phases = ("probe",)
 
     def trainable_groups(self, n_groups: int, epoch: int) -> list[bool]:
         return [False] * (n_groups - 1) + [True]
@@ -27,14 +27,13 @@ class Finetune(Strategy):
 )
 class LinearProbeThenFinetune(Finetune):
     name = "lp-ft"
-    probe_first = True
+    phases = ("probe", "train")
 
 
 @STRATEGIES.register("scratch", help="Same architecture, random initialisation: the baseline.")
 class Scratch(Finetune):
     name = "scratch"
-    uses_pretrained = False
-    full_backbone_lr = True
+    uses_pretrained = False  # and so the body trains at the head's learning rate
 
 
 @STRATEGIES.register(
@@ -85,8 +84,10 @@ class GradualUnfreeze(Strategy):
 )
 class Prototypes(LinearProbe):
     name = "prototypes"
-    few_shot = True
-    fixed_head = "prototype"
+    min_per_class = 1
+
+    def head_name(self) -> str:
+        return fixed_head(self, "prototype")
 
 
 @STRATEGIES.register(
@@ -96,20 +97,8 @@ class Prototypes(LinearProbe):
 )
 class PrototypesFinetune(Finetune):
     name = "prototypes-ft"
-    few_shot = True
-    probe_first = True
-    fixed_head = "prototype"
-    refit_head = True
+    min_per_class = 1
+    phases = ("probe", "train", "refit")
 
-
-@STRATEGIES.register(
-    "setfit",
-    help="Few-shot texts: the encoder fine-tuned contrastively on sampled pairs of the "
-    "labelled texts (SetFit), then a head on its embeddings (prototypes; --head logistic "
-    "for SetFit's own).",
-)
-class SetFit(LinearProbe):
-    name = "setfit"
-    few_shot = True
-    contrastive = True
-    preferred_head = "prototype"
+    def head_name(self) -> str:
+        return fixed_head(self, "prototype")

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import torch
-from transformers import get_cosine_schedule_with_warmup
+from transformers import (
+    get_constant_schedule,
+    get_cosine_schedule_with_warmup,
+    get_linear_schedule_with_warmup,
+)
 
 from headstart.config import TrainConfig
 from headstart.strategies import ParamGroup
@@ -32,7 +36,14 @@ def build_optimizer(groups: list[ParamGroup], cfg: TrainConfig) -> torch.optim.A
 
 
 def build_scheduler(
-    optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int
+    optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int, kind: str = "cosine"
 ) -> torch.optim.lr_scheduler.LambdaLR:
+    """``cosine`` or ``linear`` decay after a warmup of ``cfg.warmup_fraction`` of the
+    steps, or a ``constant`` rate."""
     total = max(1, cfg.epochs * steps_per_epoch)
-    return get_cosine_schedule_with_warmup(optimizer, int(cfg.warmup_fraction * total), total)
+    warmup = int(cfg.warmup_fraction * total)
+    if kind == "constant":
+        return get_constant_schedule(optimizer)
+    if kind == "linear":
+        return get_linear_schedule_with_warmup(optimizer, warmup, total)
+    return get_cosine_schedule_with_warmup(optimizer, warmup, total)

@@ -17,13 +17,14 @@ from accelerate.utils import set_seed
 from safetensors.torch import load_file
 from sklearn.metrics import accuracy_score, f1_score
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, RandomSampler
+from torch.utils.data import DataLoader, Dataset
 
 from headstart.backbones import Backbone
 from headstart.backbones.base import to_device
 from headstart.config import TrainConfig
 from headstart.errors import ConfigError
-from headstart.strategies import ParamGroup, Strategy
+from headstart.strategies import ParamGroup, Strategy, StrategyContext
+from headstart.strategies.steps import Step, SupervisedStep
 from headstart.training.callbacks import Callback, EarlyStopping, TrainState
 from headstart.training.checkpoint import (
     load_nested,
@@ -114,12 +115,16 @@ def predict_logits(
 
 
 class Trainer:
-    """Trains ``model`` on ``(input, label)`` datasets with AdamW + warmup/cosine.
+    """The one loop: every gradient step in headstart is taken here.
 
-    One loop for every strategy: a strategy's :class:`ParamGroup` list sets the optimiser
-    layout, ``strategy.on_epoch_start`` applies its freezing each epoch and
-    ``strategy.extra_loss`` adds to the loss. With ``checkpoint_dir`` a checkpoint is
-    written after every epoch and ``resume=True`` continues from it.
+    A :class:`~headstart.strategies.steps.Step` says what a batch is and what it costs
+    (by default: cross-entropy on ``(input, label)`` pairs plus the strategy's loss term);
+    the loop owns the rest: AdamW over the strategy's :class:`ParamGroup` layout, the
+    step's schedule, Accelerate (device, mixed precision, gradient accumulation, several
+    processes), ``strategy.on_epoch_start`` (freezing), validation, early stopping,
+    callbacks (progress, history) and, with ``checkpoint_dir``, a checkpoint after every
+    epoch that ``resume=True`` continues from (model, optimiser, schedule, strategy, step,
+    random state).
     """
 
     def __init__(
@@ -139,63 +144,115 @@ class Trainer:
         self,
         model: nn.Module,
         groups: list[ParamGroup],
-        train_ds: Dataset[Any],
+        train_ds: Dataset[Any] | None,
         val_ds: Dataset[Any] | None,
         strategy: Strategy | None = None,
         resume: bool = False,
+        step: Step | None = None,
+        ctx: StrategyContext | None = None,
     ) -> TrainState:
+        """Train ``model``. ``train_ds``: ``(input, label)`` pairs for the default
+        supervised step (None when ``step`` brings its own batches). With a strategy,
+        its ``setup(ctx)`` runs before the first epoch and ``teardown(ctx)`` after the
+        last (``ctx`` is built from the training data when not given)."""
         cfg = self.cfg
         seed_everything(cfg)
         acc = make_accelerator(cfg)
         generator = torch.Generator()
-        loader = DataLoader(
-            train_ds,
-            batch_size=cfg.batch_size,
-            sampler=RandomSampler(train_ds, generator=generator),  # type: ignore[arg-type]
-            num_workers=cfg.num_workers,
-            drop_last=len(train_ds) > cfg.batch_size,  # type: ignore[arg-type]
-            collate_fn=_collate(model),
-        )
-        for module in strategy.own_modules() if strategy is not None else []:
+        if step is None:
+            if train_ds is None:
+                raise ConfigError(
+                    "training data or a step that brings its own batches",
+                    "neither",
+                    "pass train_ds, or a Step",
+                )
+            if strategy is not None and ctx is None and isinstance(model, Backbone):
+                ctx = StrategyContext(
+                    model,
+                    train_ds,
+                    num_classes=0,
+                    epochs=cfg.epochs,
+                    batch_size=cfg.batch_size,
+                    seed=cfg.seed,
+                    device=acc.device,
+                )
+            step = SupervisedStep(
+                train_ds,
+                cfg.batch_size,
+                _collate(model),
+                cfg.num_workers,
+                cfg.label_smoothing,
+                strategy,
+                ctx,
+            )
+        if strategy is not None and ctx is not None:
+            ctx.steps_per_epoch = step.steps_per_epoch()
+            strategy.setup(ctx)
+        try:
+            return self._run(acc, model, groups, val_ds, strategy, resume, step, generator)
+        finally:
+            if strategy is not None and ctx is not None:
+                strategy.teardown(ctx)
+
+    def _run(
+        self,
+        acc: Accelerator,
+        model: nn.Module,
+        groups: list[ParamGroup],
+        val_ds: Dataset[Any] | None,
+        strategy: Strategy | None,
+        resume: bool,
+        step: Step,
+        generator: torch.Generator,
+    ) -> TrainState:
+        cfg = self.cfg
+        own = [*(strategy.own_modules() if strategy is not None else []), *step.modules()]
+        for module in own:
             module.to(acc.device)  # before the optimiser, so resumed state lands beside it
+        for name, modules in (
+            ("strategy", strategy.own_modules() if strategy is not None else []),
+            ("step", step.modules()),
+        ):
+            params = [p for m in modules for p in m.parameters()]
+            if params:  # trained beside the model, at the head's learning rate
+                groups = [*groups, ParamGroup(name, params, True, 1.0)]
         optimizer = build_optimizer(groups, cfg)
-        steps_per_epoch = math.ceil(len(loader) / cfg.grad_accum)
-        scheduler = build_scheduler(optimizer, cfg, steps_per_epoch)
-        model, optimizer, loader = acc.prepare(model, optimizer, loader)
-        loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+        steps_per_epoch = math.ceil(step.steps_per_epoch() / cfg.grad_accum)
+        scheduler = build_scheduler(optimizer, cfg, steps_per_epoch, step.schedule)
+        model, optimizer = acc.prepare(model, optimizer)
+        prepared: dict[int, Any] = {}
         state = TrainState()
         best_state: dict[str, torch.Tensor] | None = None
         if resume and self._has_checkpoint():
             state, best_state = self._load(
-                acc.unwrap_model(model), optimizer, scheduler, strategy, acc.scaler
+                acc.unwrap_model(model), optimizer, scheduler, strategy, step, acc.scaler
             )
         if state.finished:  # nothing left to train: hand back the best weights
             return self._finish(acc, model, best_state, state)
 
         for cb in self.callbacks:
-            cb.on_train_begin(state, cfg.epochs, len(loader))
+            cb.on_train_begin(state, cfg.epochs, step.steps_per_epoch())
         base = acc.unwrap_model(model)
         for epoch in range(state.epoch + 1, cfg.epochs):
             t0 = time.perf_counter()
             generator.manual_seed(cfg.seed * 100_003 + epoch)
+            raw = step.loader(epoch, generator)
+            if id(raw) not in prepared:
+                prepared = {id(raw): acc.prepare(raw)}
+            loader = prepared[id(raw)]
             model.train()
             if strategy is not None and isinstance(base, Backbone):
                 strategy.on_epoch_start(epoch, base)
             elif strategy is None:
-                apply_freeze_all(base)
+                apply_groups(groups)
             trainable, total = count_params(base)
             loss_sum, n_batches = 0.0, 0
-            for x, y in loader:
+            for batch in loader:
                 with acc.accumulate(model):
-                    out = model(x)
-                    loss = loss_fn(out.float(), y)
-                    if strategy is not None:
-                        extra = strategy.extra_loss((x, y), out)
-                        if extra is not None:
-                            loss = loss + extra
+                    loss = step.loss(model, batch)
                     acc.backward(loss)
                     if acc.sync_gradients:
-                        optimizer.step()
+                        optimizer.step()  # the only optimiser step in headstart
                         scheduler.step()
                         optimizer.zero_grad(set_to_none=True)
                         state.step += 1
@@ -223,7 +280,7 @@ class Trainer:
                 state.stop = True
             if state.stop:
                 state.finished = True
-            self._save(base, optimizer, scheduler, strategy, state, best_state, acc.scaler)
+            self._save(base, optimizer, scheduler, strategy, step, state, best_state, acc.scaler)
             if state.stop:
                 break
         for cb in self.callbacks:
@@ -274,6 +331,7 @@ class Trainer:
         optimizer: torch.optim.Optimizer,
         scheduler: Any,
         strategy: Strategy | None,
+        step: Step,
         state: TrainState,
         best_state: dict[str, torch.Tensor] | None,
         scaler: Any = None,
@@ -289,6 +347,8 @@ class Trainer:
                 "optimizer": optimizer_state(optimizer),
                 "scheduler": scheduler.state_dict(),
                 "strategy": strategy.state_dict() if strategy is not None else None,
+                "step": step.state_dict(),
+                "step_modules": [m.state_dict() for m in step.modules()],
                 "state": copy.deepcopy(vars(state)),
                 "rng": rng_state(),
                 "scaler": scaler.state_dict() if scaler is not None else None,
@@ -302,15 +362,19 @@ class Trainer:
         optimizer: torch.optim.Optimizer,
         scheduler: Any,
         strategy: Strategy | None,
+        step: Step,
         scaler: Any = None,
     ) -> tuple[TrainState, dict[str, torch.Tensor] | None]:
         assert self.checkpoint_dir is not None
         ck = load_nested(self.checkpoint_dir / "last.safetensors")
         model.load_state_dict(ck["model"])
+        for module, weights in zip(step.modules(), ck.get("step_modules") or [], strict=False):
+            module.load_state_dict(weights)  # before the optimiser state that refers to them
         load_optimizer_state(optimizer, ck["optimizer"])
         scheduler.load_state_dict(ck["scheduler"])
         if strategy is not None and ck["strategy"] is not None:
             strategy.load_state_dict(ck["strategy"])
+        step.load_state_dict(ck.get("step") or {})
         state = TrainState(**ck["state"])
         set_rng_state(ck["rng"])
         if scaler is not None and ck.get("scaler"):
@@ -320,6 +384,8 @@ class Trainer:
         return state, best
 
 
-def apply_freeze_all(model: nn.Module) -> None:
-    for p in model.parameters():
-        p.requires_grad_(True)
+def apply_groups(groups: list[ParamGroup]) -> None:
+    """Without a strategy: each group's parameters train as the group says."""
+    for g in groups:
+        for p in g.params:
+            p.requires_grad_(g.trainable)
