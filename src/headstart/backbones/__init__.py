@@ -1,28 +1,48 @@
-"""Backbones: the contract, timm vision backbones, Hugging Face / ONNX text backbones,
-offline weight resolution, toy models."""
+"""Backbones: the contract, the catalog of named backbones, and the backbone families
+(timm vision models, Hugging Face and ONNX text encoders, cut networks, several layers'
+probe features, a run folder as a backbone), each registered in ``FAMILIES`` with a
+factory that creates and rebuilds its backbones; offline weight resolution; toy models.
 
+timm, transformers and onnxruntime are imported when a backbone of theirs is built.
+"""
+
+# the family modules register themselves in FAMILIES when imported
+from headstart.backbones import (  # noqa: F401
+    cut,
+    hf_text,
+    multilayer,
+    onnx_text,
+    run_folder,
+    vision,
+)
 from headstart.backbones.base import Backbone, BackboneSpec, LayerGroup
+from headstart.backbones.catalog import BACKBONES, BackboneEntry, describe_backbones
 from headstart.backbones.cut import CutBackbone
-from headstart.backbones.text import HFTextBackbone, OnnxTextBackbone, TextBackbone, TextDataset
-from headstart.backbones.vision import TimmBackbone
-from headstart.backbones.zoo import (
-    BACKBONES,
-    BackboneEntry,
+from headstart.backbones.families import (
+    FAMILIES,
+    BackboneFamily,
     backbone_from_spec,
     create_backbone,
-    describe_backbones,
-    load_weights_file,
 )
+from headstart.backbones.hf_text import HFTextBackbone
+from headstart.backbones.multilayer import ProbeFeaturesBackbone
+from headstart.backbones.onnx_text import OnnxTextBackbone
+from headstart.backbones.text import TextBackbone, TextDataset
+from headstart.backbones.vision import TimmBackbone
+from headstart.backbones.weights import load_weights_file
 
 __all__ = [
     "BACKBONES",
+    "FAMILIES",
     "Backbone",
     "BackboneEntry",
+    "BackboneFamily",
     "BackboneSpec",
     "CutBackbone",
     "HFTextBackbone",
     "LayerGroup",
     "OnnxTextBackbone",
+    "ProbeFeaturesBackbone",
     "TextBackbone",
     "TextDataset",
     "TimmBackbone",

@@ -122,6 +122,20 @@ class Backbone(nn.Module, ABC):
     def save_assets(self, run_dir: Path) -> None:
         """Write what rebuilding the architecture needs besides the weights (JSON only)."""
 
+    # -- the source task (e.g. ImageNet), for forgetting checks and source-head scores ---------
+    def source_head(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The original source task's linear classifier as ``(weight, bias)``, float32 CPU
+        tensors of shapes (S, D) and (S,), applied to :meth:`source_backbone`'s ``embed``
+        features; None when the backbone was loaded without one (random or headless
+        weights, text encoders, a cut network)."""
+        return None
+
+    def source_backbone(self) -> Backbone:
+        """The backbone whose ``embed`` features :meth:`source_head` reads: this one, or
+        for a wrapper whose features differ from the source network's (several layers'
+        probe features), the network inside."""
+        return self
+
     def load_head(self, weight: torch.Tensor, bias: torch.Tensor) -> None:
         """Set the head's linear weights (from a probe fitted on embeddings)."""
         head = self.head()

@@ -7,6 +7,7 @@ trainable with every strategy, like any other backbone."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,14 @@ import torch
 from torch import nn
 
 from headstart.backbones.base import Backbone, BackboneSpec, LayerGroup
+from headstart.backbones.families import (
+    FAMILIES,
+    BackboneFamily,
+    backbone_from_spec,
+    create_backbone,
+)
 from headstart.backbones.wrapped import WrappedBackbone
+from headstart.config import BackboneConfig
 from headstart.errors import BackboneError
 
 CUT = "@"
@@ -100,6 +108,10 @@ class CutBackbone(WrappedBackbone):
     def preprocess_id(self) -> str:
         return f"{self.inner.preprocess_id()}:cut={self.layer}"
 
+    def source_head(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """None: the source head reads the final layer, which a cut network does not reach."""
+        return None
+
 
 def inner_spec(spec: BackboneSpec) -> BackboneSpec:
     """The spec of the whole backbone a cut one was made from (to rebuild a saved run)."""
@@ -108,3 +120,37 @@ def inner_spec(spec: BackboneSpec) -> BackboneSpec:
     inner.feature_dim = int(inner.extra.pop("inner_feature_dim", spec.feature_dim))
     inner.extra.pop("cut", None)
     return inner
+
+
+class CutFamily(BackboneFamily):
+    """``NAME@GROUP``: backbone NAME (of any family) cut after its layer group GROUP."""
+
+    order = 20
+
+    def claims_name(self, name: str) -> bool:
+        return split_cut(name)[1] is not None
+
+    def claims_spec(self, spec: BackboneSpec) -> bool:
+        return bool(spec.extra.get("cut"))
+
+    def create(
+        self,
+        cfg: BackboneConfig,
+        num_classes: int,
+        image_size: int | None = None,
+        max_length: int | None = None,
+    ) -> Backbone:
+        base, cut = split_cut(cfg.name)
+        inner = create_backbone(
+            dataclasses.replace(cfg, name=base), num_classes, image_size, max_length
+        )
+        return CutBackbone(inner, str(cut), num_classes, cfg.drop_rate)
+
+    def rebuild(
+        self, spec: BackboneSpec, num_classes: int, run_dir: Path | None = None
+    ) -> Backbone:
+        inner = backbone_from_spec(inner_spec(spec), num_classes, run_dir)
+        return CutBackbone(inner, str(spec.extra["cut"]), num_classes, spec=spec)
+
+
+FAMILIES.add("cut", CutFamily(), help="a backbone cut after one of its layer groups (NAME@GROUP)")

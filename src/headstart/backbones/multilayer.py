@@ -22,12 +22,14 @@ its spec and rebuilds the same model.
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
 from headstart.backbones.base import Backbone, BackboneSpec, LayerGroup
+from headstart.backbones.families import FAMILIES, BackboneFamily, backbone_from_spec
 from headstart.backbones.wrapped import WrappedBackbone
 
 #: how many of the last body layer groups feed the probe
@@ -108,6 +110,13 @@ class ProbeFeaturesBackbone(WrappedBackbone):
     def preprocess_id(self) -> str:
         return f"{self.inner.preprocess_id()}:probe-features={','.join(self.layers)}:unit"
 
+    def source_head(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The inner backbone's: the source head reads its final features."""
+        return self.inner.source_head()
+
+    def source_backbone(self) -> Backbone:
+        return self.inner.source_backbone()
+
 
 def inner_spec(spec: BackboneSpec) -> BackboneSpec:
     """The spec of the backbone a probe-features one wraps (to rebuild a saved run)."""
@@ -115,3 +124,24 @@ def inner_spec(spec: BackboneSpec) -> BackboneSpec:
     inner.feature_dim = int(inner.extra.pop("probe_inner_feature_dim", spec.feature_dim))
     inner.extra.pop("probe_features", None)
     return inner
+
+
+class ProbeFeaturesFamily(BackboneFamily):
+    """Rebuilds saved runs whose spec records probe features (``extra["probe_features"]``);
+    the wrapper itself is made around a built backbone, not from a name."""
+
+    order = 10
+
+    def claims_spec(self, spec: BackboneSpec) -> bool:
+        return bool(spec.extra.get("probe_features"))
+
+    def rebuild(
+        self, spec: BackboneSpec, num_classes: int, run_dir: Path | None = None
+    ) -> Backbone:
+        inner = backbone_from_spec(inner_spec(spec), num_classes, run_dir)
+        return ProbeFeaturesBackbone(inner, num_classes, spec=spec)
+
+
+FAMILIES.add(
+    "probe-features", ProbeFeaturesFamily(), help="several layers' features of a frozen backbone"
+)

@@ -84,7 +84,7 @@ def preflight(
             keep = [i for i, p in enumerate(samples.paths) if str(p) not in bad_paths]
             samples = samples.subset(np.asarray(keep, dtype=np.int64))
         samples = replace(samples, max_pixels=max_pixels)
-    counts = _check_classes(samples, min_per_class)
+    counts = check_classes(samples, min_per_class)
     report = PreflightReport(
         n_checked=len(samples) + len(bad),
         n_skipped=len(bad),
@@ -123,7 +123,7 @@ def _preflight_error(bad: list[tuple[str, str]]) -> PreflightError:
     )
 
 
-def _check_classes(samples: ImageSamples, min_per_class: int) -> dict[str, int]:
+def check_classes(samples: ImageSamples, min_per_class: int) -> dict[str, int]:
     """Images per class; raise if the labels do not make a usable classification task."""
     labels, classes = samples.labels, samples.classes
     out_of_range = np.unique(labels[(labels < -1) | (labels >= len(classes))])
