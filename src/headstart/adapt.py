@@ -11,23 +11,24 @@ prediction minus the mean entropy: confident and spread over the classes, so a m
 collapses onto one class does not win). The proxy A-distance between source and target
 features, before (the pretrained backbone) and after adaptation, measures the domain gap.
 
+The runs are one :mod:`headstart.sweep`: ``OUT/adapt.yaml`` binds the folder to the
+settings every run shares and to the content of the source, target and target-eval data.
 Run again with the same ``--out``, finished runs are read back instead of trained again
-and a run stopped mid-training resumes from its last epoch checkpoint; runs made with other
-settings are refused (``--overwrite`` trains everything again).
+and a run stopped mid-training resumes from its last epoch checkpoint; other settings or
+other data are refused (``--overwrite`` trains everything again).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import yaml
 from rich.console import Console
 from rich.table import Table
 
@@ -36,7 +37,7 @@ from headstart.backbones import Backbone, create_backbone
 from headstart.config import ADAPT_METHODS, AdaptConfig, DataConfig, RunConfig
 from headstart.data import ImageSamples, list_image_files, resolve_texts
 from headstart.data.dataset import data_fingerprint
-from headstart.errors import ConfigError, DataError, RunFolderError
+from headstart.errors import ConfigError, DataError
 from headstart.features import compute_embeddings
 from headstart.pipeline import (
     DEFAULT_BACKBONES,
@@ -47,9 +48,9 @@ from headstart.pipeline import (
     is_text_source,
     load_source,
     prepare_data,
-    with_resolved_head,
 )
 from headstart.runfolder import Predictor, write_json
+from headstart.sweep import REUSED, Sweep, SweepCell
 from headstart.training import resolve_device
 
 SOURCE_ONLY = "source-only"
@@ -154,46 +155,32 @@ def methods_for(modality: str, methods: list[str], console: Console) -> list[str
     )
 
 
-#: settings a finished run may be read back under although they differ: they do not
-#: change what was trained
-_HARMLESS = {("train", "device"), ("train", "num_workers"), ("backbone", "allow_download"),
-             ("eval", "batch_size")}  # fmt: skip
-DATA_FILE = "adapt-data.json"
+#: settings recorded with an adaptation that may change between runs of it: they do not
+#: change what is trained
+MAY_CHANGE = ("train.device", "train.num_workers", "backbone.allow_download", "eval.batch_size")
+SETTINGS_FILE = "adapt.yaml"
+RESULTS_FILE = "adapt.json"
 
 
-def _check_same_settings(run_dir: Path, cfg: RunConfig) -> None:
-    """A run folder reused by a repeated ``adapt`` must have been made with its settings."""
-    saved = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
-    cfg = with_resolved_head(cfg)  # as fit writes it
-    differ = [
-        f"{section}.{key}: {(saved.get(section) or {}).get(key)!r} -> {value!r}"
-        for section, values in cfg.to_dict().items()
-        for key, value in values.items()
-        if (section, key) not in _HARMLESS and (saved.get(section) or {}).get(key) != value
-    ]
-    if differ:
-        raise RunFolderError(
-            f"the run in {run_dir} made with this adaptation's settings",
-            f"one made with other settings ({'; '.join(differ)})",
-            "pass --overwrite to train every run again, or another --out",
-        )
+def run_config(base: RunConfig, method: str, seed: int) -> RunConfig:
+    """The run of ``method`` (or source-only) with ``seed``: the same training budget for
+    every method (``patience = epochs``: no early stopping)."""
+    return dataclasses.replace(
+        base,
+        strategy=dataclasses.replace(
+            base.strategy, name="lp-ft" if method == SOURCE_ONLY else method
+        ),
+        train=dataclasses.replace(base.train, seed=seed, patience=base.train.epochs),
+    )
 
 
-def _check_same_data(out: Path, data: dict[str, str | None], overwrite: bool) -> None:
-    """The source, target and target-eval data of an ``--out`` folder stay the same; a
-    repeated ``adapt`` on other data is refused rather than mixed with the earlier runs."""
-    path = out / DATA_FILE
-    if path.is_file() and not overwrite:
-        saved = json.loads(path.read_text())
-        differ = [k for k in data if saved.get(k) != data[k]]
-        if differ:
-            raise RunFolderError(
-                f"the same {', '.join(differ)} data as the runs already in {out}",
-                f"other {', '.join(differ)} data (its content differs)",
-                "pass --overwrite to train every run again, or another --out",
-            )
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(path, data)
+def _settings(base: RunConfig) -> dict[str, Any]:
+    """What every run of an adaptation shares: its run config but the strategy and seed
+    (a cell's), and nothing of the adaptation's own options (the methods and seeds name
+    the cells; the target is bound by its content, not its path)."""
+    doc = run_config(base, SOURCE_ONLY, base.train.seed).to_dict()
+    del doc["strategy"]["name"], doc["train"]["seed"]
+    return doc
 
 
 def run_adapt(
@@ -221,19 +208,56 @@ def run_adapt(
             "adapt texts to texts and images to images",
         )
     spec = dataclasses.replace(spec, methods=methods_for(modality, spec.methods, console))
-    _check_same_data(
-        out,
-        {
-            "source": data_fingerprint(source.train) + data_fingerprint(source.val),
-            "target": data_fingerprint(without_labels(target)),
-            "target-eval": data_fingerprint(evaluation) if evaluation is not None else None,
-        },
-        overwrite,
-    )
     if base.backbone.name == "auto":
         base = dataclasses.replace(
             base, backbone=dataclasses.replace(base.backbone, name=DEFAULT_BACKBONES[modality])
         )
+    runs_base = dataclasses.replace(base, data=data_cfg)
+    quiet = Console(quiet=True)
+    data = Splits(source.train, source.val, evaluation)
+    trained: dict[str, Backbone] = {}  # a run's model, from its training to its scores
+    resumed: set[str] = set()
+
+    def train(name: str, method: str, seed: int, run_dir: Path) -> dict[str, Any]:
+        # a run stopped mid-training resumes from its last epoch checkpoint; one stopped
+        # before its first has nothing to lose and starts over
+        resume = (run_dir / "checkpoint" / "last.safetensors").is_file()
+        result = fit(
+            run_config(runs_base, method, seed),
+            run_dir,
+            resume=resume,
+            overwrite=not resume,
+            progress=progress,
+            console=quiet,
+            data=data,
+            target=None if method == SOURCE_ONLY else target,
+        )
+        trained[name] = result.backbone
+        if resume:
+            resumed.add(name)
+        return result.metrics
+
+    cells_of = {
+        f"{seed}/{method}": (method, seed)
+        for seed in range(base.train.seed, base.train.seed + spec.seeds)
+        for method in (SOURCE_ONLY, *spec.methods)
+    }
+    sweep = Sweep.bind(
+        out,
+        [SweepCell(name, partial(train, name, m, s)) for name, (m, s) in cells_of.items()],
+        _settings(runs_base),
+        data={
+            "source": data_fingerprint(source.train) + data_fingerprint(source.val),
+            "target": data_fingerprint(without_labels(target)),
+            "target-eval": data_fingerprint(evaluation) if evaluation is not None else None,
+        },
+        overwrite=overwrite,
+        settings_file=SETTINGS_FILE,
+        result_file="metrics.json",
+        may_change=MAY_CHANGE,
+        owned=(RESULTS_FILE,),
+        kind="adaptation",
+    )
     bs = base.eval.batch_size
     pretrained = create_backbone(
         base.backbone, len(source.classes), base.data.image_size, base.data.max_length
@@ -247,71 +271,46 @@ def run_adapt(
         f"[bold]domain gap[/] proxy A-distance with the pretrained backbone: {gap_before:.3f}"
     )
     runs: list[dict[str, Any]] = []
-    quiet = Console(quiet=True)
-    data = Splits(source.train, source.val, evaluation)
-    for seed in range(base.train.seed, base.train.seed + spec.seeds):
-        for method in (SOURCE_ONLY, *spec.methods):
-            strategy = "lp-ft" if method == SOURCE_ONLY else method
-            cfg = dataclasses.replace(
-                base,
-                data=data_cfg,
-                strategy=dataclasses.replace(base.strategy, name=strategy),
-                train=dataclasses.replace(base.train, seed=seed, patience=base.train.epochs),
-            )
-            run_dir = out / str(seed) / method
-            t0 = time.perf_counter()
-            if not overwrite and (run_dir / "metrics.json").is_file():
-                _check_same_settings(run_dir, cfg)
-                bb = Predictor.load(run_dir, device).backbone
-                metrics = json.loads((run_dir / "metrics.json").read_text())
-                state = "already finished"
-            else:
-                resume = not overwrite and (run_dir / "checkpoint" / "last.safetensors").is_file()
-                if resume:
-                    _check_same_settings(run_dir, cfg)
-                result = fit(
-                    cfg,
-                    run_dir,
-                    resume=resume,
-                    overwrite=not resume,  # an unfinished run without a checkpoint: no loss
-                    progress=progress,
-                    console=quiet,
-                    data=data,
-                    target=None if method == SOURCE_ONLY else target,
-                )
-                bb, metrics = result.backbone, result.metrics
-                state = "resumed and finished" if resume else "finished"
-            bb.eval()
-            target_features = _features(bb, without_labels(target), bs, device)
-            probs = _head_probs(bb, target_features)  # one pass over the target, not two
-            row: dict[str, Any] = {
-                "seed": seed,
-                "method": method,
-                "seconds": float(metrics.get("seconds", time.perf_counter() - t0)),
-                "source_val_accuracy": metrics["validation"]["accuracy"],
-                "target_entropy": float(entropy(probs).mean()),
-                "target_diversity": float(entropy(probs.mean(0, keepdim=True))[0]),
-                "a_distance": proxy_a_distance(
-                    _features(bb, source.val if len(source.val) else source.train, bs, device),
-                    target_features,
-                ),
-            }
-            if evaluation is not None:
-                row["target_accuracy"] = metrics["test"]["accuracy"]
-                row["target_macro_f1"] = metrics["test"]["macro_f1"]
-            runs.append(row)
-            shown = (
-                f"target accuracy {row['target_accuracy']:.3f}, " if evaluation is not None else ""
-            )
-            console.print(
-                f"  seed {seed} {method}: {shown}{state} ({row['seconds']:.0f} s)", highlight=False
-            )
+    t0 = time.perf_counter()
+    for outcome in sweep.run():
+        method, seed = cells_of[outcome.name]
+        metrics = outcome.result or {}
+        if outcome.state == REUSED:
+            bb = Predictor.load(outcome.folder, device).backbone
+            state = "already finished"
+        else:
+            bb = trained.pop(outcome.name)
+            state = "resumed and finished" if outcome.name in resumed else "finished"
+        bb.eval()
+        target_features = _features(bb, without_labels(target), bs, device)
+        probs = _head_probs(bb, target_features)  # one pass over the target, not two
+        row: dict[str, Any] = {
+            "seed": seed,
+            "method": method,
+            "seconds": float(metrics.get("seconds", time.perf_counter() - t0)),
+            "source_val_accuracy": metrics["validation"]["accuracy"],
+            "target_entropy": float(entropy(probs).mean()),
+            "target_diversity": float(entropy(probs.mean(0, keepdim=True))[0]),
+            "a_distance": proxy_a_distance(
+                _features(bb, source.val if len(source.val) else source.train, bs, device),
+                target_features,
+            ),
+        }
+        if evaluation is not None:
+            row["target_accuracy"] = metrics["test"]["accuracy"]
+            row["target_macro_f1"] = metrics["test"]["macro_f1"]
+        runs.append(row)
+        shown = f"target accuracy {row['target_accuracy']:.3f}, " if evaluation is not None else ""
+        console.print(
+            f"  seed {seed} {method}: {shown}{state} ({row['seconds']:.0f} s)", highlight=False
+        )
+        t0 = time.perf_counter()
     summary = summarise(runs, gap_before, evaluation is not None)
     summary["seconds"] = time.perf_counter() - start
     summary["source"], summary["target"] = base.data.source, spec.target
     summary["target_eval"] = spec.target_eval or (spec.target if evaluation is not None else None)
     out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "adapt.json", {"summary": summary, "runs": runs})
+    write_json(out / RESULTS_FILE, {"summary": summary, "runs": runs})
     return AdaptResult(summary, runs)
 
 

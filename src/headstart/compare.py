@@ -12,9 +12,9 @@ Layout of a comparison folder::
     report.html                verdicts, table, label-budget curves, forgetting, and the
                                figures of the best model at the largest budget
 
-A cell whose ``metrics.json`` exists is finished and is never trained again, so a killed
-comparison run again goes on where it stopped (a cell killed mid-training resumes from
-its last epoch checkpoint).
+The cells are one :mod:`headstart.sweep`: a cell whose ``metrics.json`` exists is finished
+and is never trained again, so a killed comparison run again goes on where it stopped (a
+cell killed mid-training resumes from its last epoch checkpoint).
 """
 
 from __future__ import annotations
@@ -22,14 +22,13 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
-import shutil
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -47,8 +46,11 @@ from headstart.features import EmbeddingCache
 from headstart.pipeline import MIN_VAL_PER_CLASS, Splits, fit, prepare_data
 from headstart.runfolder import write_json
 from headstart.strategies import build_strategy
+from headstart.sweep import REUSED, SKIPPED, Sweep, SweepCell
 
 SETTINGS_FILE = "compare.yaml"
+#: what a comparison writes beside its settings (deleted by ``overwrite``)
+OUTPUTS = ("cells", "comparison.json", "comparison.csv", "report.html")
 
 
 @dataclass
@@ -102,19 +104,23 @@ def cell_config(base: RunConfig, strategy: str, budget: int, seed: int) -> RunCo
     )
 
 
+def cell_name(strategy: str, budget: int, seed: int) -> str:
+    """A cell as the comparison names it in its messages."""
+    return f"{strategy}, {budget} per class, seed {seed}"
+
+
 def seeds_of(base: RunConfig, spec: CompareConfig) -> list[int]:
     """``spec.seeds`` seeds counted from the run's own seed."""
     return [base.train.seed + i for i in range(spec.seeds)]
 
 
-def _settings(base: RunConfig, spec: CompareConfig, data: Splits) -> dict[str, Any]:
-    """What a comparison folder is bound to: the options and the data's content."""
-    dataset = {
+def _data_fingerprint(data: Splits) -> dict[str, str | None]:
+    """The content of the data a comparison folder is bound to."""
+    return {
         "train": data_fingerprint(data.train),
         "validation": data_fingerprint(data.val),
         "test": data_fingerprint(data.test) if data.test is not None else None,
     }
-    return {"compare": dataclasses.asdict(spec), **base.to_dict(), "dataset": dataset}
 
 
 def _check_budgets(data: Splits, spec: CompareConfig) -> None:
@@ -127,39 +133,6 @@ def _check_budgets(data: Splits, spec: CompareConfig) -> None:
             f"smallest class, {name!r})",
             f"--budgets {','.join(map(str, spec.budgets))}",
             f"pass budgets up to {smallest}, or add data to the small classes",
-        )
-
-
-def _check_settings(out: Path, doc: dict[str, Any], overwrite: bool) -> None:
-    """A folder holds one comparison: the same settings continue it, others are refused."""
-    path = out / SETTINGS_FILE
-    if overwrite and out.exists():
-        for name in ("cells", SETTINGS_FILE, "comparison.json", "comparison.csv", "report.html"):
-            p = out / name
-            if p.is_dir():
-                shutil.rmtree(p)
-            elif p.exists():
-                p.unlink()
-    if path.is_file():
-        old = yaml.safe_load(path.read_text()) or {}
-        # the time budget may change between runs: it limits a run, not the results
-        for d in (old, doc):
-            d.get("compare", {}).pop("time_budget", None)
-        keys: set[str] = set()
-        for section in set(old) | set(doc):
-            a, b = old.get(section, {}), doc.get(section, {})
-            keys |= {f"{section}.{k}" for k in set(a) | set(b) if a.get(k) != b.get(k)}
-        if keys:
-            raise RunFolderError(
-                f"the settings of the comparison already in {out}",
-                f"different settings: {', '.join(sorted(keys))}",
-                "run with the same options to continue it, or pass --overwrite or another --out",
-            )
-    elif (out / "cells").exists():
-        raise RunFolderError(
-            f"{SETTINGS_FILE} beside the cells in {out}",
-            "cells without settings",
-            "pass --overwrite or another --out",
         )
 
 
@@ -225,20 +198,14 @@ def run_compare(
             "pass --test DIR or a test fraction above 0",
         )
     _check_budgets(data, spec)
-    doc = _settings(base, spec, data)
-    _check_settings(out, json.loads(json.dumps(doc)), overwrite)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / SETTINGS_FILE).write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
+    cells_of = {
+        cell_name(name, budget, seed): (name, budget, seed)
+        for budget in spec.budgets
+        for seed in seeds_of(base, spec)
+        for name in spec.strategies
+    }
     cache = cache or EmbeddingCache()
     quiet = Console(quiet=True)
-    todo = [
-        (b, s, name) for b in spec.budgets for s in seeds_of(base, spec) for name in spec.strategies
-    ]
-    cells: list[Cell] = []
-    metrics_of: dict[tuple[str, int, int], dict[str, Any]] = {}
-    not_run: list[dict[str, Any]] = []
-    started = time.perf_counter()
-    trained = 0
     bar = Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -248,49 +215,75 @@ def run_compare(
         disable=not progress,
         transient=True,
     )
+    task = bar.add_task("comparison", total=len(cells_of))
+    split_cache: dict[tuple[int, int], Splits] = {}
+    resumed: set[str] = set()
+
+    def train(label: str, name: str, budget: int, seed: int, run_dir: Path) -> dict[str, Any]:
+        bar.update(task, description=label)
+        if (budget, seed) not in split_cache:
+            split_cache.clear()
+            split_cache[(budget, seed)] = budget_splits(data, budget, seed, base)
+        resume = (run_dir / "checkpoint" / "last.safetensors").is_file() and (
+            run_dir / "config.yaml"
+        ).is_file()
+        if resume:
+            resumed.add(label)
+        return fit(
+            cell_config(base, name, budget, seed),
+            run_dir,
+            resume=resume,
+            overwrite=not resume,
+            progress=False,
+            console=quiet,
+            data=split_cache[(budget, seed)],
+            cache=cache,
+        ).metrics
+
+    grid = [
+        SweepCell(
+            label,
+            partial(train, label, name, budget, seed),
+            folder=cell_dir(Path(), name, budget, seed).as_posix(),
+        )
+        for label, (name, budget, seed) in cells_of.items()
+    ]
+    sweep = Sweep.bind(
+        out,
+        grid,
+        {"compare": dataclasses.asdict(spec), **base.to_dict()},
+        data=_data_fingerprint(data),
+        overwrite=overwrite,
+        settings_file=SETTINGS_FILE,
+        result_file="metrics.json",
+        # the time budget may change between runs: it limits a run, not the results
+        may_change=("compare.time_budget",),
+        owned=OUTPUTS,
+        kind="comparison",
+    )
+    cells: list[Cell] = []
+    metrics_of: dict[tuple[str, int, int], dict[str, Any]] = {}
+    not_run: list[dict[str, Any]] = []
+    budget_s = None if spec.time_budget is None else 60 * spec.time_budget
     with bar:
-        task = bar.add_task("comparison", total=len(todo))
-        split_cache: dict[tuple[int, int], Splits] = {}
-        for budget, seed, name in todo:
-            run_dir = cell_dir(out, name, budget, seed)
-            label = f"{name}, {budget} per class, seed {seed}"
-            if not (run_dir / "metrics.json").is_file():
-                minutes = (time.perf_counter() - started) / 60
-                # every run trains at least one cell, so running it again always progresses
-                over = spec.time_budget is not None and minutes >= spec.time_budget
-                if over and trained:
-                    not_run.append({"strategy": name, "budget": budget, "seed": seed})
-                    bar.advance(task)
-                    continue
-                bar.update(task, description=label)
-                if (budget, seed) not in split_cache:
-                    split_cache = {(budget, seed): budget_splits(data, budget, seed, base)}
-                resume = (run_dir / "checkpoint" / "last.safetensors").is_file() and (
-                    run_dir / "config.yaml"
-                ).is_file()
-                fit(
-                    cell_config(base, name, budget, seed),
-                    run_dir,
-                    resume=resume,
-                    overwrite=not resume,
-                    progress=False,
-                    console=quiet,
-                    data=split_cache[(budget, seed)],
-                    cache=cache,
-                )
-                trained += 1
-                state = "resumed and finished" if resume else "finished"
-            else:
+        for outcome in sweep.run(budget_s=budget_s):
+            name, budget, seed = cells_of[outcome.name]
+            bar.advance(task)
+            if outcome.state == SKIPPED:
+                not_run.append({"strategy": name, "budget": budget, "seed": seed})
+                continue
+            if outcome.state == REUSED:
                 state = "already finished"
-            cell, metrics = _read_cell(run_dir, name, budget, seed, data.test.labels)
+            else:
+                state = "resumed and finished" if outcome.name in resumed else "finished"
+            cell, metrics = _read_cell(outcome.folder, name, budget, seed, data.test.labels)
             cells.append(cell)
             metrics_of[(name, budget, seed)] = metrics
             console.print(
-                f"  {label}: accuracy {cell.accuracy:.4f}, macro-F1 {cell.macro_f1:.4f} "
+                f"  {outcome.name}: accuracy {cell.accuracy:.4f}, macro-F1 {cell.macro_f1:.4f} "
                 f"({state}, {cell.seconds:.0f} s)",
                 highlight=False,
             )
-            bar.advance(task)
     if not_run:
         console.print(
             f"[yellow]time budget[/] of {spec.time_budget} min reached: {len(not_run)} cells "
