@@ -25,8 +25,8 @@ from typing import Any
 
 from rich.console import Console
 
-from headstart.adapt import print_adaptation, run_adapt
 from headstart.config import AdaptConfig, BackboneConfig, DataConfig, RunConfig, TrainConfig
+from headstart.workflows.adapt import print_adaptation, run_adapt
 
 ALL = ["dann", "cdan", "coral", "mmd", "self-training", "fixmatch"]
 TEXT = [m for m in ALL if m != "fixmatch"]

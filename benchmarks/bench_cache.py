@@ -17,7 +17,7 @@ from rich.console import Console
 
 from headstart.config import BackboneConfig, DataConfig, RunConfig, StrategyConfig
 from headstart.features import EmbeddingCache
-from headstart.pipeline import fit
+from headstart.workflows.fit import fit
 
 
 def main() -> None:

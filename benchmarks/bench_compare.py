@@ -18,7 +18,6 @@ from pathlib import Path
 
 from rich.console import Console
 
-from headstart.compare import run_compare
 from headstart.config import (
     BackboneConfig,
     CompareConfig,
@@ -27,6 +26,7 @@ from headstart.config import (
     StrategyConfig,
     TrainConfig,
 )
+from headstart.workflows.compare import run_compare
 
 STRATEGIES = ["scratch", "linear-probe", "finetune", "lp-ft", "gradual"]
 

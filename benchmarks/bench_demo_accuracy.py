@@ -12,7 +12,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from headstart.demo import DEMO_STRATEGIES, run_demo
+from headstart.workflows.demo import DEMO_STRATEGIES, run_demo
 
 
 def sd(values: list[float]) -> float:

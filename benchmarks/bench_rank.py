@@ -44,9 +44,10 @@ from headstart.config import (
     TrainConfig,
 )
 from headstart.data import from_texts, load_bundled, load_bundled_text, stratified_split
+from headstart.data.loading import Splits
 from headstart.features import EmbeddingCache
-from headstart.pipeline import Splits, _up_to_per_class, fit
-from headstart.rank import run_rank
+from headstart.workflows.fit import _up_to_per_class, fit
+from headstart.workflows.rank import run_rank
 
 IMAGE_POOL = [
     "efficientnet_lite0",

@@ -100,7 +100,8 @@ def run_fit(strategy: str | None, train: Any, test: Any, seed: int) -> dict[str,
     from rich.console import Console
 
     from headstart.config import DataConfig, RunConfig, StrategyConfig, TrainConfig
-    from headstart.pipeline import fit, prepare_data
+    from headstart.data.loading import prepare_data
+    from headstart.workflows.fit import fit
 
     cfg = RunConfig(data=DataConfig(source="arrays", test_fraction=0.0, split_seed=seed))
     if strategy is not None:

@@ -23,8 +23,8 @@ from rich.console import Console
 from headstart.backbones import create_backbone
 from headstart.config import BackboneConfig
 from headstart.data import load_bundled_text
-from headstart.demo import run_text_demo
 from headstart.features import compute_embeddings
+from headstart.workflows.demo import run_text_demo
 
 
 def sd(values: list[float]) -> float:

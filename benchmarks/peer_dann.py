@@ -33,8 +33,9 @@ from rich.console import Console
 from torch import nn
 from torch.utils.data import DataLoader
 
-from headstart.adaptation.methods import _discriminator
-from headstart.pipeline import Splits, check_samples, fit, load_source, prepare_data
+from headstart.data.loading import Splits, check_samples, load_source, prepare_data
+from headstart.strategies.adaptation import discriminator
+from headstart.workflows.fit import fit
 
 OUT = Path(__file__).parent / "peer_dann_results.json"
 
@@ -86,7 +87,7 @@ def run_seed(pair: str, seed: int, work: Path) -> float:
     g, c = Trunk(start), start.head()
     for p in start.parameters():  # the probe left the trunk frozen
         p.requires_grad_(True)
-    d = nn.Sequential(_discriminator(start.spec.feature_dim), nn.Flatten(0))
+    d = nn.Sequential(discriminator(start.spec.feature_dim), nn.Flatten(0))
     head = {id(p) for p in c.parameters()}
     trunk = [p for p in g.parameters() if id(p) not in head]  # the head is C's alone
     opts = [

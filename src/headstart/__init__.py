@@ -4,7 +4,6 @@ Pick a pretrained backbone, transfer it with the strategy that fits, and prove w
 the transfer helped.
 """
 
-from headstart.compare import run_compare
 from headstart.config import (
     BackboneConfig,
     CompareConfig,
@@ -17,9 +16,10 @@ from headstart.config import (
 )
 from headstart.errors import HeadstartError
 from headstart.estimator import PretrainedEmbedder, TransferClassifier
-from headstart.pipeline import fit
-from headstart.rank import run_rank
 from headstart.runfolder import Predictor, load
+from headstart.workflows.compare import run_compare
+from headstart.workflows.fit import fit
+from headstart.workflows.rank import run_rank
 
 __version__ = "0.1.0"
 

@@ -28,10 +28,10 @@ from headstart.config import (
     help_for,
 )
 from headstart.errors import ConfigError, HeadstartError
-from headstart.fewshot.meta import MetaConfig
 from headstart.fewshot.zeroshot import REFINE_ROUNDS
 from headstart.heads import HEADS
 from headstart.strategies import STRATEGIES
+from headstart.workflows.meta_train import MetaConfig
 
 app = typer.Typer(
     name="headstart",
@@ -177,7 +177,7 @@ def fit(
 ) -> None:
     """Transfer a pretrained backbone to a labelled image folder or bundled dataset."""
     options = dict(locals())  # the options, named like the config fields
-    from headstart.pipeline import fit as run_fit
+    from headstart.workflows.fit import fit as run_fit
 
     if resume:
         cfg = RunConfig.from_yaml(out / "config.yaml") if (out / "config.yaml").is_file() else None
@@ -213,8 +213,8 @@ def evaluate(
     device: Annotated[str, typer.Option("--device")] = "auto",
 ) -> None:
     """Evaluate a trained run on labelled images or texts: accuracy, macro-F1, per class."""
+    from headstart.data.loading import eval_source
     from headstart.evaluation import calibration_summary, classification_metrics, print_metrics
-    from headstart.pipeline import _eval_source
     from headstart.runfolder import load, write_json
 
     model = load(run, device)
@@ -223,7 +223,7 @@ def evaluate(
         text_cols=text_col or model.cfg.data.text_cols,
         label_col=label_col or model.cfg.data.label_col,
     )
-    samples = _eval_source(source, model.classes, data_cfg, progress=True)
+    samples = eval_source(source, model.classes, data_cfg, progress=True)
     logits = model.logits(samples, batch_size)
     metrics = classification_metrics(samples.labels, logits.argmax(1).numpy(), model.classes)
     metrics["calibration"] = {
@@ -425,7 +425,7 @@ def compare(
     validation epoch is kept). Run the same command again to continue a stopped comparison.
     """
     options = dict(locals())  # the options, named like the config fields
-    from headstart.compare import run_compare
+    from headstart.workflows.compare import run_compare
 
     spec = CompareConfig(
         strategies=_csv_list(strategies, "strategies"),
@@ -483,8 +483,8 @@ def rank(
     training: transferability scores from cached features, with the seconds each took,
     and the recommended candidate."""
     from headstart.features import EmbeddingCache
-    from headstart.rank import print_ranking, run_rank
     from headstart.selection import SCORES
+    from headstart.workflows.rank import print_ranking, run_rank
 
     names = _csv_list(backbones, "backbones") if backbones else []
     if backbone:
@@ -555,7 +555,7 @@ def adapt(
     """Adapt a model trained on a labelled source domain to an unlabelled target domain:
     source-only and each method over seeds, target accuracy (when target labels exist),
     the proxy A-distance, and which method label-free criteria would pick."""
-    from headstart.adapt import print_adaptation, run_adapt
+    from headstart.workflows.adapt import print_adaptation, run_adapt
 
     spec = AdaptConfig(
         target=target,
@@ -651,7 +651,8 @@ def zeroshot(
     """Classify without labelled examples, from the label names: texts by similarity to
     the labels under templates (a run folder `predict` can use), images through CLIP or
     an ImageNet classifier. Scored when the data has those labels."""
-    from headstart.fewshot.zeroshot import ZeroShotConfig, run_zeroshot
+    from headstart.fewshot.zeroshot import ZeroShotConfig
+    from headstart.workflows.zeroshot import run_zeroshot
 
     descriptions = {}
     for item in describe or []:
@@ -726,9 +727,9 @@ def fewshot(
 ) -> None:
     """N-way K-shot evaluation: each backbone and strategy over episodes drawn from the
     data, mean accuracy and its 95% confidence interval."""
-    from headstart.fewshot.evaluate import FewShotConfig, data_config, run_fewshot
-    from headstart.fewshot.meta import parse_classes
-    from headstart.pipeline import load_source
+    from headstart.data.loading import load_source
+    from headstart.workflows.fewshot import FewShotConfig, data_config, run_fewshot
+    from headstart.workflows.meta_train import parse_classes
 
     fcfg = FewShotConfig(
         backbones=_csv_list(backbone, "backbone"),
@@ -784,8 +785,8 @@ def meta_train(
 ) -> None:
     """Episodic meta-training (prototypical networks) of a backbone on source classes, so
     that it does few-shot on classes it has not seen; resumes after a crash."""
-    from headstart.fewshot.meta import MetaConfig, parse_classes, run_meta_train
-    from headstart.pipeline import load_source
+    from headstart.data.loading import load_source
+    from headstart.workflows.meta_train import MetaConfig, parse_classes, run_meta_train
 
     names = load_source(source, DataConfig(source=source)).classes
     mcfg = MetaConfig(
@@ -865,7 +866,7 @@ def demo(
 ) -> None:
     """The embedded default: EfficientNet-Lite0 on Fashion-MNIST (scratch vs linear-probe
     vs lp-ft), or with --text MiniLM-L6 on BBC News (linear-probe vs finetune vs TF-IDF)."""
-    from headstart.demo import print_demo_table, run_demo, run_text_demo
+    from headstart.workflows.demo import print_demo_table, run_demo, run_text_demo
 
     if text:
         rows = run_text_demo(

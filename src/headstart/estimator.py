@@ -19,15 +19,16 @@ from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin
 
 from headstart import errors
 from headstart.backbones import create_backbone
+from headstart.backbones.catalog import DEFAULT_BACKBONES
 from headstart.config import BackboneConfig, DataConfig, RunConfig, StrategyConfig, TrainConfig
 from headstart.data import TextSamples, from_arrays, from_texts
+from headstart.data.loading import prepare_data
+from headstart.device import resolve_device
 from headstart.features import compute_embeddings
-from headstart.pipeline import DEFAULT_BACKBONES, prepare_data
-from headstart.pipeline import fit as fit_run
 from headstart.runfolder import Predictor, save_config, save_model, write_json
 from headstart.strategies import build_strategy
-from headstart.training import resolve_device
 from headstart.training.callbacks import json_line
+from headstart.workflows.fit import fit as fit_run
 
 
 def as_samples(X: Any, y: Any = None, classes: list[str] | None = None) -> Any:

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 import yaml
 from PIL import Image
+from rich.console import Console
 from safetensors.torch import load_file
 
 from headstart.backbones import Backbone, BackboneSpec, backbone_from_spec
@@ -33,12 +34,19 @@ from headstart.data import (
     preflight_text,
     read_text_table,
 )
+from headstart.data.loading import (
+    TEXT_SUFFIXES,
+)
+from headstart.device import resolve_device
 from headstart.errors import DataError, RunFolderError
-from headstart.training import predict_logits, resolve_device
+from headstart.evaluation.report import embedding_map, read_history, write_fit_report
+from headstart.evaluation.run import (
+    EvalOutputs,
+)
+from headstart.training import predict_logits
 from headstart.training.checkpoint import write_safetensors
 
 FORMAT_VERSION = 1
-TEXT_SUFFIXES = (".csv", ".tsv", ".jsonl", ".ndjson", ".parquet")
 
 
 def _strict(obj: Any) -> Any:
@@ -323,3 +331,61 @@ def _input_names(samples: ImageSamples | TextSamples) -> list[str]:
 def load(run_dir: str | Path, device: str = "auto") -> Predictor:
     """Load a run folder for prediction: ``headstart.load("runs/x").predict(files)``."""
     return Predictor.load(run_dir, device)
+
+
+def save_results(
+    out: Path,
+    cfg: RunConfig,
+    backbone: Backbone,
+    metrics: dict[str, Any],
+    outputs: EvalOutputs,
+    console: Console,
+) -> None:
+    """The model, calibration, predictions and report of a run; metrics.json last."""
+    write_json(out / "calibration.json", {"temperature": outputs.temperature})
+    save_model(out, backbone)
+    save_predictions(out, outputs)
+    try:
+        write_fit_report(
+            out, cfg.to_dict(), metrics, read_history(out / "history.jsonl"), outputs.samples
+        )
+    except Exception as e:  # a figure must never cost a trained model
+        console.print(f"[yellow]warning[/] report.html not written ({type(e).__name__}: {e})")
+    write_json(out / "metrics.json", metrics)  # last: its presence marks a finished run
+    console.print(f"[bold green]run folder[/] {out} ({metrics['seconds']:.1f} s)")
+
+
+def save_predictions(out: Path, ev: EvalOutputs) -> None:
+    """The shown split's logits, labels, embeddings map input and source agreement, so a
+    report can be drawn again without the model (safetensors, not pickle)."""
+    tensors = {
+        "logits": ev.logits.float().contiguous(),
+        "labels": torch.as_tensor(np.asarray(ev.samples.labels), dtype=torch.long),
+        "map": embedding_map(ev.embeddings.numpy()).astype(np.float32),
+    }
+    if ev.source_agreement is not None:
+        tensors["source_agreement"] = torch.as_tensor(ev.source_agreement.astype(np.uint8))
+    write_safetensors(
+        {k: torch.as_tensor(v).contiguous() for k, v in tensors.items()},
+        out / "predictions.safetensors",
+        {"split": ev.split, "temperature": repr(ev.temperature)},
+    )
+
+
+def check_out(out: Path, resume: bool, overwrite: bool) -> None:
+    if resume:
+        if not (out / "config.yaml").is_file():
+            raise RunFolderError(
+                "a run folder to resume",
+                f"no config.yaml in {out}",
+                "drop --resume to start a new run, or pass the folder of an earlier run",
+            )
+        return
+    if (out / "config.yaml").is_file():
+        if not overwrite:
+            raise RunFolderError(
+                "a new or empty --out folder",
+                f"an earlier run in {out}",
+                "pass --resume to continue it, --overwrite to replace it, or another --out",
+            )
+        clear_outputs(out)

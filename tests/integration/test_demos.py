@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from rich.console import Console
 
-from headstart.demo import run_demo, run_text_demo
+from headstart.workflows.demo import run_demo, run_text_demo
 
 pytestmark = pytest.mark.slow
 

@@ -11,7 +11,7 @@ from headstart import load
 from headstart.backbones import create_backbone
 from headstart.config import BackboneConfig, DataConfig, RunConfig, StrategyConfig, TrainConfig
 from headstart.data import build_transform
-from headstart.pipeline import fit
+from headstart.workflows.fit import fit
 
 pytestmark = pytest.mark.slow
 

@@ -7,7 +7,6 @@ import json
 
 import pytest
 
-from headstart.compare import cell_dir, run_compare
 from headstart.config import (
     BackboneConfig,
     CompareConfig,
@@ -16,6 +15,7 @@ from headstart.config import (
     StrategyConfig,
     TrainConfig,
 )
+from headstart.workflows.compare import cell_dir, run_compare
 
 pytestmark = pytest.mark.slow
 

@@ -7,9 +7,10 @@ from rich.console import Console
 
 from headstart import load
 from headstart.config import BackboneConfig, DataConfig, RunConfig, StrategyConfig, TrainConfig
-from headstart.fewshot.evaluate import FewShotConfig, run_fewshot
-from headstart.fewshot.zeroshot import ZeroShotConfig, run_zeroshot
-from headstart.pipeline import fit
+from headstart.fewshot.zeroshot import ZeroShotConfig
+from headstart.workflows.fewshot import FewShotConfig, run_fewshot
+from headstart.workflows.fit import fit
+from headstart.workflows.zeroshot import run_zeroshot
 
 pytestmark = pytest.mark.slow
 QUIET = Console(quiet=True)

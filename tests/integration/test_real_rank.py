@@ -9,7 +9,7 @@ from rich.console import Console
 
 from headstart.config import DataConfig, RankConfig
 from headstart.data import load_bundled_text
-from headstart.rank import order_rows, run_rank
+from headstart.workflows.rank import order_rows, run_rank
 
 pytestmark = pytest.mark.slow
 QUIET = Console(quiet=True)

@@ -7,7 +7,7 @@ import pytest
 from headstart import load
 from headstart.config import BackboneConfig, DataConfig, RunConfig, StrategyConfig, TrainConfig
 from headstart.errors import ConfigError
-from headstart.pipeline import fit
+from headstart.workflows.fit import fit
 
 pytestmark = pytest.mark.slow
 

@@ -11,7 +11,6 @@ from PIL import Image
 from rich.console import Console
 from typer.testing import CliRunner
 
-from headstart.adapt import SOURCE_ONLY, run_adapt, summarise
 from headstart.cli import app
 from headstart.config import (
     ADAPT_METHODS,
@@ -23,7 +22,8 @@ from headstart.config import (
     TrainConfig,
 )
 from headstart.errors import ConfigError, DataError, RunFolderError
-from headstart.pipeline import fit
+from headstart.workflows.adapt import SOURCE_ONLY, run_adapt, summarise
+from headstart.workflows.fit import fit
 
 runner = CliRunner()
 
@@ -133,7 +133,7 @@ def _flat_copy(folder, out):
 
 
 def test_a_target_may_be_a_flat_image_folder_or_a_table_without_labels(image_folder, tmp_path):
-    from headstart.adapt import load_target
+    from headstart.workflows.adapt import load_target
 
     flat = _flat_copy(image_folder, tmp_path / "phone_unlabelled")
     target = load_target(str(flat), DataConfig())
@@ -210,7 +210,7 @@ def test_a_repeated_adapt_reads_finished_runs_back_and_refuses_other_settings(
 
 
 def test_text_leaves_out_the_image_only_methods_from_all_and_refuses_them_by_name():
-    from headstart.adapt import methods_for
+    from headstart.workflows.adapt import methods_for
 
     console = Console(record=True, width=200)
     every = list(ADAPT_METHODS)
@@ -226,7 +226,7 @@ def test_text_leaves_out_the_image_only_methods_from_all_and_refuses_them_by_nam
 def test_a_target_with_other_folders_is_unlabelled_and_one_with_some_classes_is_scored(
     image_folder, tmp_path
 ):
-    from headstart.adapt import _target_data
+    from headstart.workflows.adapt import _target_data
 
     classes = sorted(d.name for d in image_folder.iterdir() if d.is_dir())
     (tmp_path / "phone").mkdir()

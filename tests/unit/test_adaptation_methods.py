@@ -10,11 +10,11 @@ from sklearn.datasets import make_moons
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from headstart.adaptation.methods import METHODS, TargetStream, without_labels
 from headstart.backbones.base import Backbone, BackboneSpec, LayerGroup
 from headstart.config import BackboneConfig, StrategyConfig, TrainConfig
 from headstart.data import from_arrays
 from headstart.errors import ConfigError
+from headstart.strategies.adaptation import METHODS, TargetStream, without_labels
 from headstart.strategies.builtin import Finetune
 from headstart.training import Trainer
 
@@ -105,7 +105,7 @@ def test_discrepancy_methods_add_their_term_every_step(method):
     assert strategy.step == strategy.total_steps == 3 * (300 // BATCH)
 
 
-def test_dann_warm_up_follows_the_steps_and_its_discriminator_trains():
+def test_dann_warm_up_follows_the_steps_and_itsdiscriminator_trains():
     model = PointNet()
     dann = METHODS.get("dann")(StrategyConfig())
     xt, _ = _moons(64, 1, 35.0)
@@ -192,9 +192,9 @@ def test_self_training_pseudo_labels_in_balanced_rounds_without_target_labels(tm
 
 
 def test_fixmatch_learns_strong_views_from_confident_weak_ones(image_folder):
-    from headstart.adaptation.methods import two_views
     from headstart.backbones import create_backbone
     from headstart.data import scan_image_folder
+    from headstart.strategies.adaptation import two_views
 
     samples = scan_image_folder(image_folder)
     bb = create_backbone(BackboneConfig(name="toy-efficientnet"), 3, image_size=32)
@@ -229,7 +229,7 @@ def test_fixmatch_distribution_alignment_evens_out_the_predicted_classes():
     assert again[:, 0].mean() < 1 / 3 < again[:, 2].mean()
 
 
-def test_a_resumed_adaptation_run_gets_its_discriminator_back(tmp_path):
+def test_a_resumed_adaptation_run_gets_itsdiscriminator_back(tmp_path):
     from headstart.training.checkpoint import load_nested, save_nested
 
     xt, _ = _moons(40, 1)
@@ -258,9 +258,9 @@ def test_a_resumed_adaptation_run_gets_its_discriminator_back(tmp_path):
 
 
 def test_self_training_reads_its_labels_from_unaugmented_target_images(image_folder):
-    from headstart.adaptation.methods import target_stream
     from headstart.backbones import create_backbone
     from headstart.data import scan_image_folder
+    from headstart.strategies.adaptation import target_stream
 
     samples = scan_image_folder(image_folder)
     bb = create_backbone(BackboneConfig(name="toy-efficientnet"), 3, image_size=32)

@@ -160,8 +160,8 @@ def test_package_weights_with_a_wrong_digest_are_refused(monkeypatch):
 
 
 def test_missing_gpu_is_a_clear_error():
+    from headstart.device import resolve_device
     from headstart.errors import ConfigError
-    from headstart.training import resolve_device
 
     if torch.cuda.is_available():
         pytest.skip("a GPU is present")

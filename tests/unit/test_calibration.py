@@ -68,7 +68,7 @@ def test_temperature_without_data_is_one():
 def test_predictions_use_the_fitted_temperature(image_folder, tmp_path):
     from headstart import load
     from headstart.config import BackboneConfig, DataConfig, RunConfig, StrategyConfig, TrainConfig
-    from headstart.pipeline import fit
+    from headstart.workflows.fit import fit
 
     cfg = RunConfig(
         data=DataConfig(source=str(image_folder), image_size=32),

@@ -18,7 +18,6 @@ from typer.testing import CliRunner
 
 from headstart.backbones import create_backbone
 from headstart.cli import app
-from headstart.compare import budget_splits, cell_dir, run_compare
 from headstart.config import (
     BackboneConfig,
     CompareConfig,
@@ -27,10 +26,11 @@ from headstart.config import (
     StrategyConfig,
     TrainConfig,
 )
+from headstart.data.loading import prepare_data
 from headstart.errors import RunFolderError
 from headstart.evaluation import read_predictions
 from headstart.evaluation.stats import HELPS, NEGATIVE, NO_DIFFERENCE
-from headstart.pipeline import prepare_data
+from headstart.workflows.compare import budget_splits, cell_dir, run_compare
 
 ARGS = [
     "--backbone", "toy-efficientnet", "--image-size", "32", "--epochs", "2",
@@ -153,7 +153,7 @@ def test_cli_compare_rejects_bad_lists(folder, tmp_path):
 
 # -- forgetting of the source task ------------------------------------------------------------
 def _fit(folder: Path, tmp_path: Path, strategy: str, **train):
-    from headstart.pipeline import fit
+    from headstart.workflows.fit import fit
 
     cfg = RunConfig(
         data=DataConfig(source=str(folder), image_size=32),
@@ -218,7 +218,7 @@ def test_changed_data_under_a_comparison_is_refused(folder, tmp_path):
 def test_a_cell_config_reproduces_its_labelled_examples(folder):
     from rich.console import Console
 
-    from headstart.compare import cell_config
+    from headstart.workflows.compare import cell_config
 
     quiet = Console(quiet=True)
     base = _base(folder)

@@ -22,12 +22,12 @@ from headstart.config import BackboneConfig, DataConfig, RunConfig, StrategyConf
 from headstart.errors import ConfigError, DataError, RunFolderError
 from headstart.features import compute_embeddings
 from headstart.fewshot.contrastive import ContrastiveConfig, sample_pairs
-from headstart.training.procedures import contrastive_finetune
-from headstart.fewshot.evaluate import FewShotConfig, run_fewshot
-from headstart.fewshot.meta import MetaConfig, parse_classes, run_meta_train
 from headstart.fewshot.protonet import protonet_logits
 from headstart.heads import class_means
-from headstart.pipeline import fit
+from headstart.training.procedures import contrastive_finetune
+from headstart.workflows.fewshot import FewShotConfig, run_fewshot
+from headstart.workflows.fit import fit
+from headstart.workflows.meta_train import MetaConfig, parse_classes, run_meta_train
 from tests.conftest import make_image_folder
 
 runner = CliRunner()
@@ -284,7 +284,7 @@ def test_meta_train_writes_a_backbone_that_fewshot_uses(tmp_path):
 
 
 def test_meta_train_resumes_from_its_checkpoint(tmp_path, monkeypatch):
-    import headstart.fewshot.meta as meta
+    import headstart.workflows.meta_train as meta
 
     mcfg = _toy_meta(shots=1, queries=2, episodes=4, val_episodes=5)
     calls = {"n": 0}
@@ -351,7 +351,7 @@ def test_fewshot_and_meta_train_commands(tmp_path):
 
 
 def test_fewshot_runs_every_strategy_on_texts_and_maps_episode_classes(tmp_path, monkeypatch):
-    import headstart.fewshot.evaluate as evaluate
+    import headstart.workflows.fewshot as evaluate
 
     words = ["alpha", "beta", "gamma", "delta"]
 

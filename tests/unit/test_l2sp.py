@@ -12,7 +12,6 @@ from torch.utils.data import TensorDataset
 
 from headstart import TransferClassifier
 from headstart.backbones import create_backbone
-from headstart.compare import run_compare
 from headstart.config import (
     BackboneConfig,
     CompareConfig,
@@ -22,9 +21,10 @@ from headstart.config import (
     TrainConfig,
 )
 from headstart.errors import ConfigError
-from headstart.pipeline import fit
 from headstart.strategies import StrategyContext, build_strategy
 from headstart.training import Trainer
+from headstart.workflows.compare import run_compare
+from headstart.workflows.fit import fit
 from tests.conftest import make_image_folder, toy_arrays
 
 
@@ -79,9 +79,7 @@ def _distance_after_training(name: str) -> float:
     cfg = TrainConfig(epochs=3, lr=0.05, batch_size=8, checkpoint=False, weight_decay=0.0)
     Trainer(cfg).fit(bb, s.param_groups(bb), _data(), None, s)
     return sum(
-        float(((p - start[n]) ** 2).sum())
-        for n, p in bb.named_parameters()
-        if id(p) not in head
+        float(((p - start[n]) ** 2).sum()) for n, p in bb.named_parameters() if id(p) not in head
     )
 
 

@@ -26,8 +26,8 @@ from headstart.config import (
 from headstart.data import from_texts
 from headstart.errors import ConfigError, HeadstartError
 from headstart.features import EmbeddingCache, calibrate_batchnorm
-from headstart.pipeline import fit
-from headstart.rank import RankRow, _score_row, order_rows, run_rank
+from headstart.workflows.fit import fit
+from headstart.workflows.rank import RankRow, _score_row, order_rows, run_rank
 
 QUIET = Console(quiet=True)
 runner = CliRunner()
@@ -274,7 +274,7 @@ def test_cached_layer_features_equal_fresh_ones(image_folder, tmp_path):
 
 
 def test_every_candidate_is_checked_before_any_features(image_folder, monkeypatch):
-    import headstart.rank as rank_mod
+    import headstart.workflows.rank as rank_mod
 
     computed = []
     monkeypatch.setattr(rank_mod, "_features", lambda *a, **k: computed.append(a) or ({}, False))

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from headstart.compare import run_compare
 from headstart.config import (
     BackboneConfig,
     CompareConfig,
@@ -19,7 +18,8 @@ from headstart.config import (
     TrainConfig,
 )
 from headstart.evaluation.report import BUDGET_FIGURES, FIT_FIGURES
-from headstart.pipeline import fit
+from headstart.workflows.compare import run_compare
+from headstart.workflows.fit import fit
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -150,7 +150,7 @@ def test_class_names_with_dollar_signs_are_text_not_math():
 
 def test_rank_report_renders_its_figure(browser, image_folder, tmp_path):
     from headstart.config import RankConfig
-    from headstart.rank import run_rank
+    from headstart.workflows.rank import run_rank
 
     out = tmp_path / "rank"
     res = run_rank(

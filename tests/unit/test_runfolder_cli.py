@@ -16,9 +16,10 @@ from typer.testing import CliRunner
 from headstart import load
 from headstart.cli import app
 from headstart.config import BackboneConfig, DataConfig, RunConfig, StrategyConfig, TrainConfig
+from headstart.data.loading import prepare_data
 from headstart.features import EmbeddingCache
-from headstart.pipeline import fit, prepare_data
 from headstart.training import predict_logits
+from headstart.workflows.fit import fit
 
 runner = CliRunner()
 

@@ -13,9 +13,10 @@ from headstart.backbones import backbone_from_spec, create_backbone
 from headstart.backbones.multilayer import ProbeFeaturesBackbone
 from headstart.config import BackboneConfig, DataConfig, RunConfig, StrategyConfig, TrainConfig
 from headstart.data import from_arrays
+from headstart.data.loading import prepare_data
 from headstart.heads.probe import fit_probe, probe_gradient
-from headstart.pipeline import fit, prepare_data
 from headstart.strategies.auto import FINETUNE_MIN_PER_CLASS, choose
+from headstart.workflows.fit import fit
 
 QUIET = Console(quiet=True)
 

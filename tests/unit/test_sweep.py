@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from headstart.errors import ConfigError, RunFolderError
-from headstart.sweep import RAN, REUSED, SKIPPED, Sweep, SweepCell, skipped
+from headstart.workflows.sweep import RAN, REUSED, SKIPPED, Sweep, SweepCell, skipped
 
 
 class Grid:

@@ -12,7 +12,7 @@ from headstart import PretrainedEmbedder, TransferClassifier, load
 from headstart.cli import app
 from headstart.config import BackboneConfig, DataConfig, RunConfig, StrategyConfig, TrainConfig
 from headstart.errors import ConfigError, DataError
-from headstart.pipeline import fit
+from headstart.workflows.fit import fit
 
 runner = CliRunner()
 

@@ -23,9 +23,9 @@ from headstart.fewshot.zeroshot import (
     is_clip_folder,
     label_directions,
     refine_directions,
-    run_zeroshot,
     unit,
 )
+from headstart.workflows.zeroshot import run_zeroshot
 from tests.conftest import make_image_folder
 
 QUIET = Console(quiet=True)

@@ -1,4 +1,5 @@
-"""Domain adaptation from unlabelled target data: losses, schedules and the domain gap."""
+"""Domain adaptation from unlabelled target data: losses, schedules and the domain gap (the
+methods, as strategies of the training loop, are in :mod:`headstart.strategies.adaptation`)."""
 
 from headstart.adaptation.losses import (
     cdan_features,
@@ -9,12 +10,8 @@ from headstart.adaptation.losses import (
     mmd_loss,
     proxy_a_distance,
 )
-from headstart.adaptation.methods import METHODS, AdaptationMethod, TargetStream, without_labels
 
 __all__ = [
-    "METHODS",
-    "AdaptationMethod",
-    "TargetStream",
     "cdan_features",
     "coral_loss",
     "dann_coefficient",
@@ -22,5 +19,4 @@ __all__ = [
     "grad_reverse",
     "mmd_loss",
     "proxy_a_distance",
-    "without_labels",
 ]

@@ -270,3 +270,6 @@ def describe_backbones() -> list[dict[str, str]]:
             }
         )
     return rows
+
+
+DEFAULT_BACKBONES = {"image": "efficientnet_lite0", "text": "minilm-l6"}

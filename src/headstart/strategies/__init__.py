@@ -1,7 +1,10 @@
-"""Transfer strategies: what is frozen, the learning rate of each group, extra losses."""
+"""Transfer strategies: what is frozen, the learning rate of each group, the phases of a
+run, and hooks into training (a loss term, setup and teardown) through a context.
 
-# the registry: one import per strategy module
-from headstart.strategies import auto, builtin, l2sp, setfit
+Each strategy module registers its strategies in :data:`STRATEGIES` when imported; the
+import list below is the registry's one place to add a module."""
+
+from headstart.strategies import adaptation, auto, builtin, l2sp, setfit
 from headstart.strategies.base import (
     PHASES,
     STRATEGIES,
@@ -18,6 +21,7 @@ __all__ = [
     "ParamGroup",
     "Strategy",
     "StrategyContext",
+    "adaptation",
     "apply_freeze",
     "auto",
     "build_strategy",

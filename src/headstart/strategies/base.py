@@ -6,6 +6,7 @@ add a loss term or change the groups at the start of an epoch. It never runs a l
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -14,7 +15,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from headstart.backbones import Backbone
-from headstart.config import StrategyConfig
+from headstart.config import RunConfig, StrategyConfig
 from headstart.errors import ConfigError
 from headstart.registry import Registry
 
@@ -277,3 +278,12 @@ def build_strategy(cfg: StrategyConfig) -> Strategy:
     name, _, arg = cfg.name.partition(":")
     cls = STRATEGIES.get(name)
     return cls(cfg, arg or None)
+
+
+def with_resolved_head(cfg: RunConfig) -> RunConfig:
+    """``cfg`` with its head named as fitted: ``auto`` (or a strategy's own head) resolved
+    by the strategy; a conflicting head is a ConfigError."""
+    head = build_strategy(cfg.strategy).head_name()
+    if head == cfg.strategy.head:
+        return cfg
+    return dataclasses.replace(cfg, strategy=dataclasses.replace(cfg.strategy, head=head))

@@ -1,5 +1,6 @@
 """The training loop, its callbacks, optimiser and checkpoints."""
 
+from headstart.device import resolve_device
 from headstart.training.callbacks import (
     Callback,
     EarlyStopping,
@@ -7,7 +8,7 @@ from headstart.training.callbacks import (
     ProgressBar,
     TrainState,
 )
-from headstart.training.trainer import Trainer, count_params, predict_logits, resolve_device
+from headstart.training.trainer import Trainer, count_params, predict_logits
 
 __all__ = [
     "Callback",

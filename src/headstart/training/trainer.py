@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import math
-import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -12,8 +11,6 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator
-from accelerate.state import AcceleratorState
-from accelerate.utils import set_seed
 from safetensors.torch import load_file
 from sklearn.metrics import accuracy_score, f1_score
 from torch import nn
@@ -22,6 +19,7 @@ from torch.utils.data import DataLoader, Dataset
 from headstart.backbones import Backbone
 from headstart.backbones.base import to_device
 from headstart.config import TrainConfig
+from headstart.device import make_accelerator, seed_everything
 from headstart.errors import ConfigError
 from headstart.strategies import ParamGroup, Strategy, StrategyContext
 from headstart.strategies.steps import Step, SupervisedStep
@@ -36,47 +34,6 @@ from headstart.training.checkpoint import (
     write_safetensors,
 )
 from headstart.training.optim import build_optimizer, build_scheduler
-
-
-def resolve_device(device: str) -> str:
-    """``auto`` -> ``cuda`` when a GPU is present, else ``cpu``; a missing GPU is an error."""
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    kind = device.split(":")[0]
-    if kind not in ("cpu", "cuda"):
-        raise ConfigError("device auto, cpu, cuda or cuda:N", repr(device), "pass --device auto")
-    if kind == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(
-            "a CUDA GPU for --device cuda",
-            "none (torch.cuda.is_available() is False)",
-            "pass --device cpu or --device auto, or install a CUDA build of torch",
-        )
-    return device
-
-
-def make_accelerator(cfg: TrainConfig) -> Accelerator:
-    device = resolve_device(cfg.device)
-    mp = cfg.mixed_precision
-    if mp == "auto":
-        mp = "no"
-        if device.startswith("cuda"):  # bf16 where the GPU has it natively, else fp16
-            native_bf16 = torch.cuda.is_bf16_supported(including_emulation=False)
-            mp = "bf16" if native_bf16 else "fp16"
-    if device == "cpu" and mp == "fp16":
-        mp = "no"  # fp16 autocast on CPU is slow and unsupported by many kernels
-    # Accelerate keeps process-wide state; each fit may ask for other settings
-    AcceleratorState._reset_state(reset_partial_state=True)
-    return Accelerator(
-        cpu=device == "cpu", mixed_precision=mp, gradient_accumulation_steps=cfg.grad_accum
-    )
-
-
-def seed_everything(cfg: TrainConfig) -> None:
-    if cfg.deterministic:  # cuBLAS needs a fixed workspace to be deterministic
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    set_seed(cfg.seed, deterministic=cfg.deterministic)
-    if cfg.deterministic:
-        torch.use_deterministic_algorithms(True, warn_only=True)
 
 
 def count_params(model: nn.Module) -> tuple[int, int]:

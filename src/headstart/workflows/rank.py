@@ -20,10 +20,13 @@ from rich.console import Console
 from rich.table import Table
 from threadpoolctl import threadpool_limits
 
-from headstart.backbones import Backbone, TimmBackbone, create_backbone
+from headstart.backbones import Backbone, create_backbone
+from headstart.backbones.catalog import DEFAULT_BACKBONES
 from headstart.backbones.cut import split_cut
 from headstart.config import RANDOM_PREFIX, BackboneConfig, DataConfig, RankConfig
 from headstart.data import TextSamples, data_fingerprint, up_to_per_class
+from headstart.data.loading import Samples, check_samples, load_source
+from headstart.device import resolve_device
 from headstart.errors import ConfigError
 from headstart.evaluation.report import rank_report_html
 from headstart.features import (
@@ -33,16 +36,8 @@ from headstart.features import (
     compute_embeddings,
 )
 from headstart.features.cache import compute_layer_embeddings
-from headstart.pipeline import (
-    DEFAULT_BACKBONES,
-    Samples,
-    _source_head,
-    check_samples,
-    load_source,
-)
 from headstart.runfolder import write_json
 from headstart.selection import SCORES, NotApplicable
-from headstart.training import resolve_device
 
 FORMAT_VERSION = 1
 
@@ -130,7 +125,7 @@ def subsample(samples: Samples, max_per_class: int | None, seed: int) -> Samples
 
 def _source_probs(backbone: Backbone, emb: torch.Tensor) -> np.ndarray | None:
     """The source head's class probabilities for final embeddings (None without one)."""
-    head = _source_head(backbone) if isinstance(backbone, TimmBackbone) else None
+    head = backbone.source_head()
     if head is None or head[0].shape[1] != emb.shape[1]:
         return None
     weight, bias = head

@@ -24,8 +24,9 @@ from sklearn.pipeline import make_pipeline
 
 from headstart.config import BackboneConfig, DataConfig, RunConfig, StrategyConfig, TrainConfig
 from headstart.data import TextSamples
+from headstart.data.loading import Splits, prepare_data
 from headstart.evaluation import classification_metrics
-from headstart.pipeline import Splits, fit, prepare_data
+from headstart.workflows.fit import fit
 
 DEMO_STRATEGIES = ("scratch", "linear-probe", "lp-ft")
 

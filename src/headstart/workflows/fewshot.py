@@ -36,6 +36,7 @@ from rich.table import Table
 from headstart.backbones import Backbone, create_backbone
 from headstart.config import BackboneConfig, DataConfig, TrainConfig
 from headstart.data import TextSamples, up_to_per_class
+from headstart.device import resolve_device
 from headstart.errors import ConfigError
 from headstart.features import EmbeddingCache, embed_samples
 from headstart.fewshot.contrastive import ContrastiveConfig
@@ -45,7 +46,7 @@ from headstart.heads import class_means, fit_sklearn_head, nearest_prototype, pr
 from headstart.runfolder import write_json
 from headstart.strategies import ParamGroup
 from headstart.strategies.steps import SupervisedStep
-from headstart.training import Trainer, resolve_device
+from headstart.training import Trainer
 from headstart.training.procedures import contrastive_finetune
 
 FEWSHOT_STRATEGIES = ("prototypes", "logistic", "prototypes-ft", "zeroshot", "setfit")
@@ -127,7 +128,8 @@ def run_fewshot(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Every backbone x strategy x shots: mean query accuracy over episodes and its CI."""
-    from headstart.pipeline import DEFAULT_BACKBONES, check_samples, load_source
+    from headstart.backbones.catalog import DEFAULT_BACKBONES
+    from headstart.data.loading import check_samples, load_source
 
     t0 = time.perf_counter()
     console = console or Console()

@@ -11,7 +11,7 @@ prediction minus the mean entropy: confident and spread over the classes, so a m
 collapses onto one class does not win). The proxy A-distance between source and target
 features, before (the pretrained backbone) and after adaptation, measures the domain gap.
 
-The runs are one :mod:`headstart.sweep`: ``OUT/adapt.yaml`` binds the folder to the
+The runs are one :mod:`headstart.workflows.sweep`: ``OUT/adapt.yaml`` binds the folder to the
 settings every run shares and to the content of the source, target and target-eval data.
 Run again with the same ``--out``, finished runs are read back instead of trained again
 and a run stopped mid-training resumes from its last epoch checkpoint; other settings or
@@ -32,26 +32,27 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from headstart.adaptation import entropy, proxy_a_distance, without_labels
+from headstart.adaptation import entropy, proxy_a_distance
 from headstart.backbones import Backbone, create_backbone
+from headstart.backbones.catalog import DEFAULT_BACKBONES
 from headstart.config import ADAPT_METHODS, AdaptConfig, DataConfig, RunConfig
 from headstart.data import ImageSamples, list_image_files, resolve_texts
 from headstart.data.dataset import data_fingerprint
-from headstart.errors import ConfigError, DataError
-from headstart.features import compute_embeddings
-from headstart.pipeline import (
-    DEFAULT_BACKBONES,
+from headstart.data.loading import (
     Samples,
     Splits,
     check_samples,
-    fit,
     is_text_source,
     load_source,
     prepare_data,
 )
+from headstart.device import resolve_device
+from headstart.errors import ConfigError, DataError
+from headstart.features import compute_embeddings
 from headstart.runfolder import Predictor, write_json
-from headstart.sweep import REUSED, Sweep, SweepCell
-from headstart.training import resolve_device
+from headstart.strategies.adaptation import without_labels
+from headstart.workflows.fit import fit
+from headstart.workflows.sweep import REUSED, Sweep, SweepCell
 
 SOURCE_ONLY = "source-only"
 IMAGE_ONLY_METHODS = ("fixmatch",)

@@ -37,7 +37,7 @@ from headstart.backbones.base import to_device
 from headstart.config import StrategyConfig
 from headstart.errors import ConfigError
 from headstart.registry import Registry
-from headstart.strategies import STRATEGIES, StrategyContext
+from headstart.strategies.base import STRATEGIES, StrategyContext
 from headstart.strategies.builtin import Finetune
 
 
@@ -132,9 +132,7 @@ class AdaptationMethod(Finetune):
             return
         if ctx.target is None or not len(ctx.target):
             self.check_inputs(None)
-        stream = target_stream(
-            self, ctx.model, ctx.target, ctx.batch_size, ctx.augment, ctx.seed
-        )
+        stream = target_stream(self, ctx.model, ctx.target, ctx.batch_size, ctx.augment, ctx.seed)
         total = ctx.steps_per_epoch * ctx.epochs
         self.attach(ctx.model, stream, total, ctx.num_classes, ctx.epochs)
 
@@ -229,7 +227,7 @@ class AdaptationMethod(Finetune):
             module.load_state_dict(weights)
 
 
-def _discriminator(dim: int, hidden: int = 256) -> nn.Module:
+def discriminator(dim: int, hidden: int = 256) -> nn.Module:
     """The domain classifier of DANN: two hidden layers with ReLU and dropout."""
     return nn.Sequential(
         nn.Linear(dim, hidden),
@@ -256,7 +254,7 @@ class DANN(AdaptationMethod):
     name = "dann"
 
     def build(self, feature_dim: int, num_classes: int) -> None:
-        self.disc = _discriminator(feature_dim)
+        self.disc = discriminator(feature_dim)
 
     def own_modules(self) -> list[nn.Module]:
         return [self.disc] if hasattr(self, "disc") else []
@@ -290,7 +288,7 @@ class CDAN(DANN):
                 torch.randn(num_classes, CDAN_RANDOM_DIM, generator=gen),
             )
             dim = CDAN_RANDOM_DIM
-        self.disc = _discriminator(dim)
+        self.disc = discriminator(dim)
 
     def _condition(self, f: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
         g = torch.softmax(logits, 1).detach()

@@ -25,6 +25,7 @@ from headstart.backbones import Backbone, create_backbone
 from headstart.backbones.zoo import sha256_state
 from headstart.config import BackboneConfig, DataConfig, RunConfig, StrategyConfig, TrainConfig
 from headstart.data import TextSamples, up_to_per_class
+from headstart.device import resolve_device, seed_everything
 from headstart.errors import ConfigError, DataError, RunFolderError
 from headstart.features import embed_samples
 from headstart.fewshot.episodes import evaluate_episodes, sample_episodes
@@ -38,8 +39,7 @@ from headstart.runfolder import (
 )
 from headstart.strategies import ParamGroup
 from headstart.strategies.steps import ProtonetStep
-from headstart.training import ProgressBar, Trainer, resolve_device
-from headstart.training.trainer import seed_everything
+from headstart.training import ProgressBar, Trainer
 
 METHODS = ("protonet",)
 #: images of each source class held out of the episodes, to measure the training
@@ -125,7 +125,7 @@ def run_meta_train(
     overwrite: bool = False,
 ) -> dict[str, Any]:
     """Meta-train the backbone on ``mcfg.classes`` of ``source``; write the run folder."""
-    from headstart.pipeline import check_samples, load_source
+    from headstart.data.loading import check_samples, load_source
 
     t0 = time.perf_counter()
     console = console or Console()

@@ -12,7 +12,7 @@ Layout of a comparison folder::
     report.html                verdicts, table, label-budget curves, forgetting, and the
                                figures of the best model at the largest budget
 
-The cells are one :mod:`headstart.sweep`: a cell whose ``metrics.json`` exists is finished
+The cells are one :mod:`headstart.workflows.sweep`: a cell whose ``metrics.json`` exists is finished
 and is never trained again, so a killed comparison run again goes on where it stopped (a
 cell killed mid-training resumes from its last epoch checkpoint).
 """
@@ -35,6 +35,7 @@ from rich.table import Table
 
 from headstart.config import CompareConfig, RunConfig
 from headstart.data import data_fingerprint, per_class_subsample, up_to_per_class
+from headstart.data.loading import MIN_VAL_PER_CLASS, Splits, prepare_data
 from headstart.errors import ConfigError, RunFolderError
 from headstart.evaluation import Cell, read_history, read_predictions, summarise
 from headstart.evaluation.report import (
@@ -43,10 +44,10 @@ from headstart.evaluation.report import (
     comparison_rows,
 )
 from headstart.features import EmbeddingCache
-from headstart.pipeline import MIN_VAL_PER_CLASS, Splits, fit, prepare_data
 from headstart.runfolder import write_json
 from headstart.strategies import build_strategy
-from headstart.sweep import REUSED, SKIPPED, Sweep, SweepCell
+from headstart.workflows.fit import fit
+from headstart.workflows.sweep import REUSED, SKIPPED, Sweep, SweepCell
 
 SETTINGS_FILE = "compare.yaml"
 #: what a comparison writes beside its settings (deleted by ``overwrite``)

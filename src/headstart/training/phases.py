@@ -1,0 +1,278 @@
+"""The phases a strategy lists (strategies.base.PHASES), each run by one function here:
+``contrastive`` (SetFit's pair training), ``probe`` (the head on embeddings of the frozen
+backbone), ``train`` (the training loop with the strategy's groups and hooks) and
+``refit`` (prototypes taken again)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+from torch import nn
+
+from headstart.backbones import Backbone
+from headstart.backbones.multilayer import ProbeFeaturesBackbone
+from headstart.backbones.weights import sha256_state
+from headstart.config import RunConfig
+from headstart.data.loading import (
+    Samples,
+    Splits,
+)
+from headstart.features import (
+    calibrate_batchnorm,
+)
+from headstart.features.embedder import Embedder, log_truncation
+from headstart.fewshot.contrastive import ContrastiveConfig
+from headstart.heads import HEADS, fit_sklearn_head, prototype_head
+from headstart.heads.probe import ProbeFit, fit_probe
+from headstart.strategies import ParamGroup, Strategy, StrategyContext, apply_freeze
+from headstart.training import HistoryWriter, ProgressBar, Trainer, count_params
+from headstart.training.callbacks import json_line
+from headstart.training.procedures import contrastive_finetune
+
+#: what a data source yields; both kinds share classes, labels, subset() and len()
+
+
+def log_params(console: Console, model: nn.Module, phase: str) -> dict[str, int]:
+    trainable, total = count_params(model)
+    console.print(
+        f"[bold]{phase}[/]: trainable params {trainable:,} of {total:,} "
+        f"({100 * trainable / max(total, 1):.2f}%)"
+    )
+    return {"trainable": trainable, "total": total}
+
+
+PROTOTYPE_HEAD = "prototype"
+
+
+def fit_head(
+    cfg: RunConfig,
+    backbone: Backbone,
+    emb: Embedder,
+    data: Splits,
+    console: Console,
+    head_name: str,
+    fitted: ProbeFit | None = None,
+) -> tuple[list[dict[str, Any]], ProbeFit | None]:
+    """Fit the head on embeddings of the frozen backbone and put it into the backbone. The
+    ``linear`` head is the probe of :func:`fit_probe` (``fitted``: one already fitted on
+    these embeddings by ``--strategy auto``); it is returned."""
+    y_tr = np.asarray(data.train.labels)
+    k = len(data.classes)
+    if head_name == PROTOTYPE_HEAD:
+        x_tr = emb(data.train, "train")
+        w, b = prototype_head(x_tr.numpy(), y_tr, k)
+        backbone.load_head(w, b)
+        console.print(f"[bold]head[/] prototypes: class means of {len(x_tr)} embeddings")
+        return [], None
+    if HEADS.get(head_name) is not None:
+        x_tr = emb(data.train, "train")
+        w, b = fit_sklearn_head(head_name, x_tr.numpy(), y_tr, k, cfg.strategy.head_c)
+        backbone.load_head(w, b)
+        console.print(f"[bold]head[/] {head_name} fitted on {len(x_tr)} cached embeddings")
+        return [], None
+    if fitted is None:
+        fitted = fit_view_probe(backbone, emb, data, cfg.train.seed, console)
+    backbone.load_head(fitted.weight, fitted.bias)
+    console.print(
+        f"[bold]head[/] logistic regression fitted to convergence on {len(y_tr)} embeddings"
+        + (f" x {fitted.views} views" if fitted.views > 1 else "")
+        + f", C={fitted.c:g} ({fitted.cv['policy']})"
+    )
+    return [], fitted
+
+
+def fit_view_probe(
+    backbone: Backbone, emb: Embedder, data: Splits, seed: int, console: Console
+) -> ProbeFit:
+    """The probe on the training embeddings of each of the backbone's views. Flipped views
+    are kept only where cross-validation does not speak against them: when the classes
+    differ by left and right (arrows, some letters), a mirrored view is another class, and
+    the probe without it is better by more than one standard error; then the backbone
+    drops the view (and records that in its spec)."""
+    y = np.asarray(data.train.labels)
+    k = len(data.classes)
+    views = [v.numpy() for v in emb.views(data.train, "train")]
+    probe = fit_probe(views, y, k, seed=seed)
+    if len(views) == 1 or probe.oof_logits is None:
+        return probe
+    plain = fit_probe(views[:1], y, k, seed=seed)
+    with_views, without = probe.cv["cv_accuracy_chosen"], plain.cv["cv_accuracy_chosen"]
+    se = float(np.sqrt(max(without * (1 - without), 1e-12) / len(y)))
+    if isinstance(backbone, ProbeFeaturesBackbone) and without > with_views + se:
+        backbone.set_tta("none")
+        console.print(
+            f"[bold]views[/] mirrored views dropped: cross-validated accuracy {without:.3f} "
+            f"without them, {with_views:.3f} with"
+        )
+        return plain
+    return probe
+
+
+def probe_row(probe: ProbeFit) -> dict[str, Any]:
+    """The probe's line in history.jsonl: what it was fitted with (it has no epochs)."""
+    return {
+        "c": probe.c,
+        "views": probe.views,
+        "cv_accuracy": probe.cv.get("cv_accuracy_chosen"),
+        "policy": probe.cv["policy"],
+    }
+
+
+def strategy_groups_probe(backbone: Backbone) -> list[ParamGroup]:
+    """Every group frozen but the head: the layout of a linear probe."""
+    groups = backbone.layer_groups()
+    return [ParamGroup(g.name, g.params, i == len(groups) - 1) for i, g in enumerate(groups)]
+
+
+@dataclass
+class RunState:
+    """What the phases of one run share: the settings, the model and the data, and what
+    the phases leave for evaluation (the probe, history lines, parameters)."""
+
+    cfg: RunConfig
+    strategy: Strategy
+    backbone: Backbone
+    data: Splits
+    emb: Embedder
+    out: Path
+    resume: bool
+    progress: bool
+    console: Console
+    params: dict[str, Any]
+    target: Samples | None = None
+    probe: ProbeFit | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _contrastive_phase(run: RunState, probe: ProbeFit | None) -> None:
+    """SetFit's first phase: the body trained on sampled pairs of the training texts. The
+    spec's weight digest then names the tuned weights, so cached embeddings of the
+    pretrained body are never served for them."""
+    cfg, backbone, console = run.cfg, run.backbone, run.console
+    ccfg = ContrastiveConfig(seed=cfg.train.seed)
+    dataset = backbone.make_dataset(run.data.train)
+    log_truncation(console, dataset, backbone)
+    done = contrastive_finetune(backbone, dataset, ccfg, run.emb.device, run.progress, console)
+    backbone.spec.weights_sha256 = sha256_state(backbone.state_dict())
+    backbone.spec.weights += f" + contrastive pairs ({done['pairs']} pairs, seed {ccfg.seed})"
+    console.print(
+        f"[bold]contrastive[/] {done['pairs']} sampled pairs ({done['positive_pairs']} of one "
+        f"class) in {done['steps']} steps: loss {done['first_loss']:.4f} -> "
+        f"{done['last_loss']:.4f}"
+    )
+    run.params["contrastive"] = done
+
+
+def _probe_phase(run: RunState, probe: ProbeFit | None) -> None:
+    """The head fitted on embeddings of the frozen backbone (``probe``: one already
+    fitted by ``--strategy auto``)."""
+    cfg, backbone, console, data = run.cfg, run.backbone, run.console, run.data
+    if backbone.spec.weights_sha256 is None:  # random running statistics would skew it
+        n_bn = calibrate_batchnorm(
+            backbone,
+            backbone.make_dataset(data.train),
+            cfg.eval.batch_size,
+            run.emb.device,
+            run.progress,
+        )
+        if n_bn:
+            console.print(f"[bold]BatchNorm[/] statistics of {n_bn} random layers set on train")
+    apply_freeze(backbone, strategy_groups_probe(backbone))
+    run.params["probe"] = log_params(console, backbone, "linear probe")
+    rows, run.probe = fit_head(cfg, backbone, run.emb, data, console, cfg.strategy.head, probe)
+    run.history += rows
+    if run.probe is not None:
+        run.params["probe"]["head"] = run.probe.summary()
+        line = {"phase": "probe", "epoch": 0, **probe_row(run.probe)}
+        with (run.out / "history.jsonl").open("a") as f:
+            f.write(json_line(line) + "\n")
+        run.history.append(line)
+
+
+def _refit_phase(run: RunState, probe: ProbeFit | None) -> None:
+    """The prototypes taken again from the trained backbone's embeddings."""
+    x = run.emb.uncached(run.data.train, "train")
+    data = run.data
+    w, b = prototype_head(x.numpy(), np.asarray(data.train.labels), len(data.classes))
+    device = next(run.backbone.head().parameters()).device
+    run.backbone.load_head(w.to(device), b.to(device))
+    run.console.print("[bold]head[/] prototypes taken again from the fine-tuned embeddings")
+
+
+def _train_phase(run: RunState, probe: ProbeFit | None) -> None:
+    """The training loop with the strategy's parameter groups and hooks."""
+    cfg, strategy, backbone, console, out = (
+        run.cfg,
+        run.strategy,
+        run.backbone,
+        run.console,
+        run.out,
+    )
+    groups = strategy.param_groups(backbone)
+    apply_freeze(backbone, groups)
+    run.params["train"] = log_params(console, backbone, f"{strategy.describe()}")
+    if len(groups) > 1:
+        console.print(
+            "  layer groups: "
+            + ", ".join(
+                f"{g.name}{'' if g.trainable else ' (frozen)'} x{g.lr_scale:.3g}" for g in groups
+            )
+        )
+    callbacks: list[Any] = [HistoryWriter(out / "history.jsonl", "train")]
+    if run.progress:
+        callbacks.append(ProgressBar(strategy.describe(), console))
+    trainer = Trainer(cfg.train, callbacks, out / "checkpoint", cfg.eval.batch_size)
+    train_ds = backbone.make_dataset(run.data.train, train=True, augment=cfg.data.augment)
+    log_truncation(console, train_ds, backbone)
+    ctx = StrategyContext(
+        backbone,
+        train_ds,
+        num_classes=len(run.data.classes),
+        epochs=cfg.train.epochs,
+        batch_size=cfg.train.batch_size,
+        augment=cfg.data.augment,
+        seed=cfg.train.seed,
+        device=run.emb.device,
+        target=run.target,
+    )
+    state = trainer.fit(
+        backbone,
+        groups,
+        train_ds,
+        backbone.make_dataset(run.data.val),
+        strategy,
+        resume=run.resume,
+        ctx=ctx,
+    )
+    run.params["best_epoch"] = state.best_epoch
+    rows = [{"phase": "train", **h} for h in state.history]
+    rewrite_history(out / "history.jsonl", "train", rows)
+    run.history += rows
+
+
+#: what each phase a strategy lists does (strategies.base.PHASES)
+PHASE_RUNNERS: dict[str, Callable[[RunState, ProbeFit | None], None]] = {
+    "contrastive": _contrastive_phase,
+    "probe": _probe_phase,
+    "train": _train_phase,
+    "refit": _refit_phase,
+}
+
+
+def rewrite_history(path: Path, phase: str, rows: list[dict[str, Any]]) -> None:
+    """Replace ``phase``'s lines by the checkpointed truth (a crash between writing an
+    epoch's line and its checkpoint would otherwise leave that epoch in twice)."""
+    kept = []
+    for line in path.read_text().splitlines() if path.is_file() else []:
+        try:
+            if json.loads(line).get("phase") != phase:
+                kept.append(line)
+        except json.JSONDecodeError:  # a line torn by a crash
+            continue
+    path.write_text("".join(f"{line}\n" for line in [*kept, *map(json_line, rows)]))

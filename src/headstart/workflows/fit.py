@@ -1,0 +1,295 @@
+"""``headstart fit``: one run, end to end: data -> preflight -> split -> backbone ->
+strategy phases (probe, training loop, ...) -> evaluation -> run folder. The CLI and the
+estimator both call :func:`fit`."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+
+from headstart.backbones import Backbone, create_backbone
+from headstart.backbones.catalog import DEFAULT_BACKBONES
+from headstart.backbones.multilayer import ProbeFeaturesBackbone
+from headstart.config import RunConfig
+from headstart.data import (
+    TextSamples,
+    native_image_size,
+)
+from headstart.data.loading import (
+    Samples,
+    Splits,
+    prepare_data,
+)
+from headstart.device import resolve_device, seed_everything
+from headstart.errors import BackboneError, ConfigError
+from headstart.evaluation.run import (
+    evaluate_run,
+    leave_one_out,
+    source_features,
+)
+from headstart.features import (
+    EmbeddingCache,
+)
+from headstart.features.embedder import Embedder
+from headstart.heads import HEADS
+from headstart.heads.probe import ProbeFit
+from headstart.heads.prototypes import leave_one_out_predictions
+from headstart.runfolder import (
+    check_out,
+    save_config,
+    save_results,
+)
+from headstart.strategies import Strategy, build_strategy
+from headstart.strategies.auto import Choice, choose, is_auto
+from headstart.strategies.base import AUTO_HEAD, with_resolved_head
+from headstart.training.phases import (
+    PHASE_RUNNERS,
+    PROTOTYPE_HEAD,
+    RunState,
+    fit_view_probe,
+)
+
+#: what a data source yields; both kinds share classes, labels, subset() and len()
+
+
+@dataclass
+class FitResult:
+    run_dir: Path
+    backbone: Backbone
+    classes: list[str]
+    metrics: dict[str, Any]
+    history: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+#: images whose shorter side is below this many pixels are small: the input size is
+#: taken from them instead of the backbone's (28 px digits need no 224 px input)
+SMALL_IMAGE = 112
+
+
+#: the smallest input size chosen for small images
+MIN_INPUT_SIZE = 64
+
+
+def _auto_image_size(cfg: RunConfig, data: Splits, modality: str, console: Console) -> RunConfig:
+    """With no --image-size and small images: twice their size, in steps of 32 px, at least
+    :data:`MIN_INPUT_SIZE` (8 px digits: 64 px matched 96 px and beat 224 px by 1-6 points
+    with a probe on EfficientNet-Lite0, at a twelfth of the cost)."""
+    if modality != "image" or cfg.data.image_size is not None:
+        return cfg
+    if Path(cfg.backbone.name).expanduser().is_dir():  # a run folder keeps its own size
+        return cfg
+    native = native_image_size(data.train)
+    if native is None or native >= SMALL_IMAGE:
+        return cfg
+    size = max(MIN_INPUT_SIZE, 32 * math.ceil(2 * native / 32))
+    console.print(
+        f"[bold]image size[/] {size} px: the images are about {native} px "
+        "(small images gain nothing from a 224 px input; --image-size to choose)"
+    )
+    return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, image_size=size))
+
+
+def _uses_probe_features(
+    cfg: RunConfig, strategy: Strategy, backbone: Backbone, modality: str
+) -> bool:
+    """Several layers (and, for images, mirrored views) for a frozen, pretrained backbone."""
+    asked = cfg.backbone.features
+    if asked == "final" or not strategy.frozen_features or not strategy.uses_pretrained:
+        return False
+    if asked == "auto" and backbone.spec.weights_sha256 is None:
+        return False
+    try:
+        return len(backbone.layer_modules()) >= 2
+    except BackboneError:
+        return False
+
+
+def _tta(cfg: RunConfig, modality: str) -> str:
+    if cfg.data.tta == "auto":
+        return "hflip" if modality == "image" else "none"
+    return cfg.data.tta
+
+
+def _check_fit(backbone: Backbone, modality: str, strategy: Strategy) -> None:
+    """The backbone can read this data and train the way the strategy asks."""
+    if backbone.spec.modality != modality:
+        raise ConfigError(
+            f"a {modality} backbone for {modality} data",
+            f"{backbone.spec.name}, a {backbone.spec.modality} backbone",
+            f"pass --backbone {DEFAULT_BACKBONES[modality]} (or another {modality} backbone; "
+            "`headstart backbones` lists them)",
+        )
+    strategy.check_backbone(backbone, modality)
+
+
+def _choose_strategy(
+    cfg: RunConfig,
+    backbone: Backbone,
+    emb: Embedder,
+    data: Splits,
+    modality: str,
+    console: Console,
+) -> tuple[RunConfig, Strategy, Backbone, Choice, ProbeFit | None]:
+    """``--strategy auto``: the probe's cross-validated accuracy and the class means'
+    leave-one-out accuracy on the training examples decide (see strategies.auto)."""
+    y = np.asarray(data.train.labels)
+    k = len(data.classes)
+    counts = np.bincount(y, minlength=k)
+    per_class = int(counts.min())
+    probe: ProbeFit | None = fit_view_probe(backbone, emb, data, cfg.train.seed, console)
+    assert probe is not None
+    probe_cv = probe.cv.get("cv_accuracy_chosen")
+    proto_loo = None
+    if per_class >= 2:
+        pred = leave_one_out_predictions(emb(data.train, "train").numpy(), y)
+        proto_loo = float(np.mean(pred == y))
+    choice = choose(per_class, modality, backbone.trainable_body, probe_cv, proto_loo)
+    asked_head = cfg.strategy.head
+    if choice.strategy == "prototypes" and asked_head not in (AUTO_HEAD, PROTOTYPE_HEAD, "linear"):
+        choice.strategy = "linear-probe"  # the head asked for is kept
+        choice.reason += f"; linear-probe instead, to fit the --head {asked_head} asked for"
+    console.print(f"[bold]auto[/] chose {choice.strategy}: {choice.reason}")
+    head = asked_head if asked_head != "linear" or choice.strategy != "prototypes" else AUTO_HEAD
+    cfg = with_resolved_head(
+        dataclasses.replace(
+            cfg, strategy=dataclasses.replace(cfg.strategy, name=choice.strategy, head=head)
+        )
+    )
+    strategy = build_strategy(cfg.strategy)
+    if strategy.trains_body and isinstance(backbone, ProbeFeaturesBackbone):
+        backbone = backbone.inner  # fine-tuning trains the plain backbone
+        probe = None
+    if cfg.strategy.head != "linear":
+        probe = None
+    return cfg, strategy, backbone, choice, probe
+
+
+def fit(
+    cfg: RunConfig,
+    out: str | Path,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+    console: Console | None = None,
+    data: Splits | None = None,
+    cache: EmbeddingCache | None = None,
+    target: Samples | None = None,
+) -> FitResult:
+    """Train and evaluate one run; write the run folder ``out``. ``target``: unlabelled
+    target-domain samples for a domain adaptation strategy (their labels, if any, are
+    removed before the strategy sees them)."""
+    t_start = time.perf_counter()
+    console = console or Console()
+    out = Path(out)
+    check_out(out, resume, overwrite)
+    # every check that needs no data first: a typo must not cost a preflight
+    strategy = build_strategy(cfg.strategy)
+    strategy.check_inputs(target)  # the clear error, before any data
+    cfg = with_resolved_head(cfg)  # the config written says which head was fitted
+    head_name = cfg.strategy.head
+    HEADS.get(head_name)
+    device = resolve_device(cfg.train.device)
+    data = data or prepare_data(cfg.data, console, progress, few_shot=strategy.few_shot)
+    k = len(data.classes)
+    modality = "text" if isinstance(data.train, TextSamples) else "image"
+    if cfg.backbone.name == "auto":
+        cfg = dataclasses.replace(
+            cfg, backbone=dataclasses.replace(cfg.backbone, name=DEFAULT_BACKBONES[modality])
+        )
+    cfg = _auto_image_size(cfg, data, modality, console)
+    seed_everything(cfg.train)
+    bcfg = dataclasses.replace(
+        cfg.backbone, pretrained=cfg.backbone.pretrained and strategy.uses_pretrained
+    )
+    backbone = create_backbone(bcfg, k, cfg.data.image_size, cfg.data.max_length)
+    if _uses_probe_features(cfg, strategy, backbone, modality):
+        backbone = ProbeFeaturesBackbone(backbone, k, tta=_tta(cfg, modality))
+    cache = cache or EmbeddingCache()
+    hits0, misses0 = cache.hits, cache.misses
+    emb = Embedder(backbone, cfg, cache, device, progress, console)
+    probe: ProbeFit | None = None
+    choice = None
+    if is_auto(strategy):
+        cfg, strategy, backbone, choice, probe = _choose_strategy(
+            cfg, backbone, emb, data, modality, console
+        )
+        emb = Embedder(backbone, cfg, cache, device, progress, console)
+        head_name = cfg.strategy.head
+    spec = backbone.spec
+    _check_fit(backbone, modality, strategy)
+    console.print(f"[bold]backbone[/] {spec.name} ({spec.arch}), weights: {spec.weights}")
+    if isinstance(backbone, ProbeFeaturesBackbone):
+        console.print(
+            f"[bold]features[/] pooled after {', '.join(backbone.layers)} (unit-scaled, "
+            f"concatenated, {spec.feature_dim} wide); views averaged: "
+            f"{', '.join(backbone.views)}"
+        )
+    save_config(out, cfg, spec, data.classes)
+    backbone.save_assets(out)
+    # resuming needs a training checkpoint; without one (e.g. a crash during the probe)
+    # the run starts over, which costs little since embeddings are cached
+    resume = resume and (out / "checkpoint" / "last.safetensors").is_file()
+    if not resume:
+        (out / "history.jsonl").write_text("")
+    history: list[dict[str, Any]] = []
+    params: dict[str, Any] = {}
+    if choice is not None:
+        params["auto"] = choice.to_dict()
+
+    source_before = source_features(backbone, strategy, emb, data)
+    t_train = time.perf_counter()
+    run = RunState(
+        cfg, strategy, backbone, data, emb, out, resume, progress, console, params, target
+    )
+    for n, phase in enumerate(strategy.phases):
+        if resume and phase == "probe" and "train" in strategy.phases[n:]:
+            console.print("[bold]resume[/]: the probe finished before the checkpoint; skipping it")
+            continue
+        PHASE_RUNNERS[phase](run, probe)
+        probe = run.probe
+    history += run.history
+    save_config(out, cfg, backbone.spec, data.classes)  # a phase may have renamed the weights
+    train_seconds = time.perf_counter() - t_train
+
+    oof = probe.oof_logits if probe is not None and not strategy.loop_trains else None
+    metrics, outputs = evaluate_run(
+        cfg, strategy, backbone, emb, data, device, console, progress, source_before, oof
+    )
+    metrics["policy"] = {
+        **data.policy,
+        "early_stopping": "on validation macro-F1"
+        if len(data.val)
+        else "off: no validation data, the last epoch is kept (a fixed budget)",
+    }
+    if head_name == PROTOTYPE_HEAD and strategy.frozen_features:
+        metrics["leave_one_out"] = leave_one_out(emb(data.train, "train"), data, console)
+    metrics.update(
+        strategy=strategy.describe(),
+        backbone=spec.name,
+        weights=spec.weights,
+        params=params,
+        seconds=time.perf_counter() - t_start,
+        train_seconds=train_seconds,
+        cache={"hits": cache.hits - hits0, "misses": cache.misses - misses0},
+    )
+    save_results(out, cfg, backbone, metrics, outputs, console)
+    return FitResult(out, backbone, data.classes, metrics, history, metrics["seconds"])
+
+
+def summary_row(result: FitResult) -> dict[str, Any]:
+    test = result.metrics.get("test", {})
+    return {
+        "strategy": result.metrics["strategy"],
+        "accuracy": test.get("accuracy", np.nan),
+        "macro_f1": test.get("macro_f1", np.nan),
+        "seconds": result.seconds,
+    }
