@@ -28,6 +28,7 @@ demo: setup
 lint: setup
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 # the whole suite, integration tests on the real backbones included
 test: setup lint

@@ -43,7 +43,7 @@ from headstart.evaluation.report import embedding_map, read_history, write_fit_r
 from headstart.evaluation.run import (
     EvalOutputs,
 )
-from headstart.training import predict_logits
+from headstart.features.predict import predict_logits
 from headstart.training.checkpoint import write_safetensors
 
 FORMAT_VERSION = 1

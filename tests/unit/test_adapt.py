@@ -133,7 +133,7 @@ def _flat_copy(folder, out):
 
 
 def test_a_target_may_be_a_flat_image_folder_or_a_table_without_labels(image_folder, tmp_path):
-    from headstart.workflows.adapt import load_target
+    from headstart.data.loading import load_target
 
     flat = _flat_copy(image_folder, tmp_path / "phone_unlabelled")
     target = load_target(str(flat), DataConfig())

@@ -18,7 +18,7 @@ from headstart.cli import app
 from headstart.config import BackboneConfig, DataConfig, RunConfig, StrategyConfig, TrainConfig
 from headstart.data.loading import prepare_data
 from headstart.features import EmbeddingCache
-from headstart.training import predict_logits
+from headstart.features.predict import predict_logits
 from headstart.workflows.fit import fit
 
 runner = CliRunner()

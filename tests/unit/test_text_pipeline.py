@@ -142,7 +142,7 @@ def test_text_strategies_and_identical_predictions_after_reload(tmp_path, strate
     # the reloaded model predicts what the trained one predicts
     import torch
 
-    from headstart.training import predict_logits
+    from headstart.features.predict import predict_logits
 
     samples = model.samples(texts)
     ref = predict_logits(result.backbone.cpu().eval(), result.backbone.make_dataset(samples), 4)

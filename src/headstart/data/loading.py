@@ -16,6 +16,7 @@ from headstart.data import (
     ImageSamples,
     PreflightReport,
     TextSamples,
+    list_image_files,
     per_class_subsample,
     preflight,
     preflight_text,
@@ -177,3 +178,30 @@ FEW_SHOT_HOLDOUT = 10
 #: larger than the differences between epochs, heads or temperatures it would decide
 #: (an early-stopped probe read "best validation macro-F1 1.0000" off 2 examples per class)
 MIN_VAL_PER_CLASS = 10
+
+
+def load_target(spec: str, cfg: DataConfig) -> Samples:
+    """The target domain, labelled or not: what :func:`load_source` reads, and also a folder
+    of images without class subfolders, or a table without the label column (every label
+    -1, unlabelled)."""
+    path = Path(spec).expanduser()
+    if is_text_source(spec):
+        if not path.is_file():
+            return load_source(spec, cfg)  # a bundled dataset, or the clear error
+        unlabelled = resolve_texts(spec, cfg.text_cols, None)
+        return unlabelled if cfg.label_col not in unlabelled.extra else load_source(spec, cfg)
+    if path.is_dir() and not any(
+        d.is_dir() and not d.name.startswith(".") and d.name != "__MACOSX" for d in path.iterdir()
+    ):
+        files = list_image_files(path)
+        if not files:
+            raise DataError(
+                "a target folder of images (flat for unlabelled images, or one subfolder per "
+                "class)",
+                f"no image files in {path}",
+                "check the path given with --target",
+            )
+        return ImageSamples(
+            classes=[], labels=np.full(len(files), -1, dtype=np.int64), paths=files, name=str(path)
+        )
+    return load_source(spec, cfg)

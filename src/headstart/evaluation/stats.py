@@ -14,25 +14,11 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
+from headstart.intervals import mean_ci
+
 #: below this many discordant pairs McNemar's test uses the exact binomial distribution
 EXACT_BELOW = 25
 HELPS, NO_DIFFERENCE, NEGATIVE = "helps", "no significant difference", "negative transfer"
-
-
-def mean_ci(values: Sequence[float], confidence: float = 0.95) -> dict[str, Any]:
-    """Mean, sample standard deviation and the Student-t confidence interval of the mean.
-
-    With one value the interval is unknown (None); with identical values it is a point."""
-    v = np.asarray([x for x in values if x is not None and np.isfinite(x)], dtype=np.float64)
-    n = len(v)
-    if n == 0:
-        return {"n": 0, "mean": None, "std": None, "ci_low": None, "ci_high": None}
-    mean = float(v.mean())
-    if n == 1:
-        return {"n": 1, "mean": mean, "std": None, "ci_low": None, "ci_high": None}
-    std = float(v.std(ddof=1))
-    half = float(stats.t.ppf(0.5 + confidence / 2, n - 1)) * std / np.sqrt(n)
-    return {"n": n, "mean": mean, "std": std, "ci_low": mean - half, "ci_high": mean + half}
 
 
 def mcnemar(correct_a: np.ndarray, correct_b: np.ndarray) -> dict[str, Any]:

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from headstart.errors import DataError
-from headstart.evaluation.stats import mean_ci as stats_mean_ci
 from headstart.heads.prototypes import class_means, nearest_prototype
+from headstart.intervals import mean_ci as stats_mean_ci
 
 
 @dataclass(frozen=True)

@@ -389,7 +389,7 @@ class SelfTraining(AdaptationMethod):
         super().on_epoch_start(epoch, backbone)
 
     def relabel(self, backbone: Backbone) -> None:
-        from headstart.training import predict_logits
+        from headstart.features.predict import predict_logits
 
         assert self.target is not None
         dataset = self.target.loader.dataset  # augmented: what the pseudo-labels train on

@@ -8,7 +8,7 @@ from headstart.training.callbacks import (
     ProgressBar,
     TrainState,
 )
-from headstart.training.trainer import Trainer, count_params, predict_logits
+from headstart.training.trainer import Trainer, count_params
 
 __all__ = [
     "Callback",
@@ -18,6 +18,5 @@ __all__ = [
     "TrainState",
     "Trainer",
     "count_params",
-    "predict_logits",
     "resolve_device",
 ]

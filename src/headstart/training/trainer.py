@@ -14,13 +14,13 @@ from accelerate import Accelerator
 from safetensors.torch import load_file
 from sklearn.metrics import accuracy_score, f1_score
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from headstart.backbones import Backbone
-from headstart.backbones.base import to_device
 from headstart.config import TrainConfig
 from headstart.device import make_accelerator, seed_everything
 from headstart.errors import ConfigError
+from headstart.features.predict import collate_of, predict_logits
 from headstart.strategies import ParamGroup, Strategy, StrategyContext
 from headstart.strategies.steps import Step, SupervisedStep
 from headstart.training.callbacks import Callback, EarlyStopping, TrainState
@@ -39,36 +39,6 @@ from headstart.training.optim import build_optimizer, build_scheduler
 def count_params(model: nn.Module) -> tuple[int, int]:
     total = sum(p.numel() for p in model.parameters())
     return sum(p.numel() for p in model.parameters() if p.requires_grad), total
-
-
-def _collate(model: nn.Module) -> Any:
-    return model.collate_fn() if isinstance(model, Backbone) else None
-
-
-@torch.no_grad()
-def predict_logits(
-    model: nn.Module,
-    ds: Dataset[Any],
-    batch_size: int,
-    device: torch.device | str = "cpu",
-    num_workers: int = 0,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Logits and labels over a dataset of (input, label) pairs, in order."""
-    was_training = model.training
-    model.eval()
-    logits, labels = [], []
-    loader = DataLoader(
-        ds,
-        batch_size=batch_size,
-        shuffle=False,
-        num_workers=num_workers,
-        collate_fn=_collate(model),
-    )
-    for x, y in loader:
-        logits.append(model(to_device(x, torch.device(device))).float().cpu())
-        labels.append(torch.as_tensor(y))
-    model.train(was_training)
-    return torch.cat(logits), torch.cat(labels)
 
 
 class Trainer:
@@ -136,7 +106,7 @@ class Trainer:
             step = SupervisedStep(
                 train_ds,
                 cfg.batch_size,
-                _collate(model),
+                collate_of(model),
                 cfg.num_workers,
                 cfg.label_smoothing,
                 strategy,

@@ -35,15 +35,14 @@ from rich.table import Table
 from headstart.adaptation import entropy, proxy_a_distance
 from headstart.backbones import Backbone, create_backbone
 from headstart.backbones.catalog import DEFAULT_BACKBONES
-from headstart.config import ADAPT_METHODS, AdaptConfig, DataConfig, RunConfig
-from headstart.data import ImageSamples, list_image_files, resolve_texts
+from headstart.config import ADAPT_METHODS, AdaptConfig, RunConfig
 from headstart.data.dataset import data_fingerprint
 from headstart.data.loading import (
     Samples,
     Splits,
     check_samples,
-    is_text_source,
     load_source,
+    load_target,
     prepare_data,
 )
 from headstart.device import resolve_device
@@ -67,33 +66,6 @@ CRITERIA = {
 class AdaptResult:
     summary: dict[str, Any]
     runs: list[dict[str, Any]]
-
-
-def load_target(spec: str, cfg: DataConfig) -> Samples:
-    """The target domain, labelled or not: what :func:`load_source` reads, and also a folder
-    of images without class subfolders, or a table without the label column (every label
-    -1, unlabelled)."""
-    path = Path(spec).expanduser()
-    if is_text_source(spec):
-        if not path.is_file():
-            return load_source(spec, cfg)  # a bundled dataset, or the clear error
-        unlabelled = resolve_texts(spec, cfg.text_cols, None)
-        return unlabelled if cfg.label_col not in unlabelled.extra else load_source(spec, cfg)
-    if path.is_dir() and not any(
-        d.is_dir() and not d.name.startswith(".") and d.name != "__MACOSX" for d in path.iterdir()
-    ):
-        files = list_image_files(path)
-        if not files:
-            raise DataError(
-                "a target folder of images (flat for unlabelled images, or one subfolder per "
-                "class)",
-                f"no image files in {path}",
-                "check the path given with --target",
-            )
-        return ImageSamples(
-            classes=[], labels=np.full(len(files), -1, dtype=np.int64), paths=files, name=str(path)
-        )
-    return load_source(spec, cfg)
 
 
 def _target_data(

@@ -16,6 +16,7 @@ from rich.console import Console
 from headstart.backbones import Backbone, create_backbone
 from headstart.config import BackboneConfig, DataConfig, RunConfig, StrategyConfig
 from headstart.data import ImageSamples, TextSamples, stratified_split
+from headstart.data.loading import load_target
 from headstart.device import resolve_device
 from headstart.errors import BackboneError, ConfigError, RunFolderError
 from headstart.evaluation import classification_metrics, print_metrics
@@ -45,7 +46,6 @@ from headstart.runfolder import (
     save_model,
     write_json,
 )
-from headstart.workflows.adapt import load_target
 
 
 def run_zeroshot(
