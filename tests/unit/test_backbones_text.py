@@ -260,7 +260,7 @@ def test_local_folder_with_config_json_is_a_text_backbone(tmp_path):
     sa, sb = src.encoder.state_dict(), bb.encoder.state_dict()
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
     assert bb.spec.weights == f"dir:{folder.resolve()}:model.safetensors"
-    from headstart.backbones.zoo import sha256_file
+    from headstart.backbones.weights import sha256_file
 
     assert bb.spec.weights_sha256 == sha256_file(folder / "model.safetensors")
     # the tokenizer's own limit (128) caps the default max_length of a folder (256)

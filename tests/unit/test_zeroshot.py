@@ -118,7 +118,7 @@ def test_zero_shot_refuses_bad_templates_and_descriptions():
 def _tiny_clip(folder: Path) -> Path:
     from transformers import AutoTokenizer, CLIPConfig, CLIPImageProcessor, CLIPModel
 
-    from headstart.backbones.zoo import BACKBONES
+    from headstart.backbones.catalog import BACKBONES
 
     tok_dir = BACKBONES.get("minilm-l6").package_path()
     if tok_dir is None:

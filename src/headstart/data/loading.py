@@ -26,10 +26,11 @@ from headstart.data import (
     stratified_split,
     up_to_per_class,
 )
+from headstart.data.text_tables import TEXT_TABLE_SUFFIXES
 from headstart.errors import DataError
 
 #: table files read as texts
-TEXT_SUFFIXES = (".csv", ".tsv", ".jsonl", ".ndjson", ".parquet")
+TEXT_SUFFIXES = tuple(TEXT_TABLE_SUFFIXES)
 
 #: what a data source yields; both kinds share classes, labels, subset() and len()
 Samples = ImageSamples | TextSamples

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
+from scipy.optimize import minimize_scalar
 
 #: T is kept in this range: a handful of validation examples must not give T -> 0 or inf
 T_MIN, T_MAX = 0.05, 20.0
@@ -21,7 +21,7 @@ N_BINS = 15
 def fit_temperature(logits: torch.Tensor, labels: torch.Tensor | np.ndarray) -> float:
     """The temperature that minimises the NLL of ``softmax(logits / T)`` on ``labels``.
 
-    Optimised over log T with L-BFGS (convex in 1/T, so one start suffices); 1.0 when
+    Found by a bounded search over log T (convex in 1/T, so one minimum); 1.0 when
     there is nothing to fit on, or when every example is classified correctly (then T is
     not identifiable: the NLL only falls as T shrinks)."""
     logits = torch.as_tensor(logits, dtype=torch.float64).detach().cpu()
@@ -32,18 +32,22 @@ def fit_temperature(logits: torch.Tensor, labels: torch.Tensor | np.ndarray) -> 
         # no validation error: the NLL falls for ever as T -> 0, so the data cannot say
         # how sure the model should be; sharpening it to the bound would be overconfidence
         return 1.0
-    log_t = torch.zeros((), dtype=torch.float64, requires_grad=True)
-    opt = torch.optim.LBFGS([log_t], lr=0.5, max_iter=200, line_search_fn="strong_wolfe")
-    loss_fn = nn.CrossEntropyLoss()
+    y_np = y.numpy()
+    z = logits.numpy()
 
-    def closure() -> torch.Tensor:
-        opt.zero_grad()
-        loss = loss_fn(logits / log_t.exp(), y)
-        loss.backward()
-        return loss
+    def nll(log_t: float) -> float:
+        scaled = z / np.exp(log_t)
+        scaled = scaled - scaled.max(1, keepdims=True)
+        log_p = scaled - np.log(np.exp(scaled).sum(1, keepdims=True))
+        return float(-log_p[np.arange(len(y_np)), y_np].mean())
 
-    opt.step(closure)
-    t = float(log_t.detach().exp())
+    # convex in 1/T: a bounded scalar search on log T finds the one minimum (no optimiser
+    # state, and no second gradient loop beside the training loop's)
+    found = minimize_scalar(
+        nll, bounds=(np.log(T_MIN), np.log(T_MAX)), method="bounded", options={"xatol": 1e-6}
+    )
+    log_t = found.x
+    t = float(np.exp(log_t))
     if not np.isfinite(t):
         return 1.0
     return float(np.clip(t, T_MIN, T_MAX))

@@ -371,6 +371,7 @@ class SelfTraining(AdaptationMethod):
         #: the unaugmented target inputs the pseudo-labels are read from (set by
         #: target_stream; the stream's own augmented dataset otherwise)
         self.labelling: Dataset[Any] | None = None
+        self.build(0, 0)  # empty state until attach() builds it for the data
 
     def build(self, feature_dim: int, num_classes: int) -> None:
         self.num_classes = num_classes
@@ -521,6 +522,10 @@ class FixMatch(AdaptationMethod):
     ALIGN = True
     #: momentum of the running mean of the target's weak-view probabilities
     MOMENTUM = 0.9
+
+    def __init__(self, cfg: StrategyConfig, arg: str | None = None) -> None:
+        super().__init__(cfg, arg)
+        self.build(0, 0)  # empty state until attach() builds it for the data
 
     def build(self, feature_dim: int, num_classes: int) -> None:
         self.mask_rate = 0.0

@@ -105,7 +105,7 @@ def load_backbone(name: str, image_size: int | None, max_length: int | None) -> 
     """A registered / timm / Hugging Face backbone by name, or the backbone of a run folder."""
     path = Path(name).expanduser()
     if (path / "config.yaml").is_file() and (path / "model.safetensors").is_file():
-        from headstart.backbones.zoo import sha256_file
+        from headstart.backbones.weights import sha256_file
         from headstart.runfolder import load
 
         backbone = load(path, device="cpu").backbone

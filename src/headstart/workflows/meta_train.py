@@ -22,7 +22,7 @@ import numpy as np
 from rich.console import Console
 
 from headstart.backbones import Backbone, create_backbone
-from headstart.backbones.zoo import sha256_state
+from headstart.backbones.weights import sha256_state
 from headstart.config import BackboneConfig, DataConfig, RunConfig, StrategyConfig, TrainConfig
 from headstart.data import TextSamples, up_to_per_class
 from headstart.device import resolve_device, seed_everything
