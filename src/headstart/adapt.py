@@ -33,7 +33,13 @@ from rich.table import Table
 
 from headstart.adaptation import entropy, proxy_a_distance, without_labels
 from headstart.backbones import Backbone, create_backbone
-from headstart.config import ADAPT_METHODS, AdaptConfig, DataConfig, RunConfig
+from headstart.config import (
+    ADAPT_METHODS,
+    IMAGE_ONLY_ADAPT_METHODS,
+    AdaptConfig,
+    DataConfig,
+    RunConfig,
+)
 from headstart.data import ImageSamples, list_image_files, resolve_texts
 from headstart.data.dataset import data_fingerprint
 from headstart.errors import ConfigError, DataError, RunFolderError
@@ -53,7 +59,7 @@ from headstart.runfolder import Predictor, write_json
 from headstart.training import resolve_device
 
 SOURCE_ONLY = "source-only"
-IMAGE_ONLY_METHODS = ("fixmatch",)
+IMAGE_ONLY_METHODS = IMAGE_ONLY_ADAPT_METHODS
 CRITERIA = {
     "source-val": "highest source validation accuracy",
     "target-entropy": "lowest mean prediction entropy on the target",

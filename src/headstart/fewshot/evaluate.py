@@ -23,7 +23,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -36,56 +36,28 @@ from torch.utils.data import default_collate
 
 from headstart.backbones import Backbone, create_backbone
 from headstart.backbones.base import to_device
-from headstart.config import BackboneConfig, DataConfig
+from headstart.config import (  # noqa: F401 (FEWSHOT_STRATEGIES, FewShotConfig: their old home)
+    FEWSHOT_STRATEGIES,
+    FEWSHOT_TEXT_ONLY,
+    BackboneConfig,
+    ContrastiveConfig,
+    DataConfig,
+    FewShotConfig,
+)
 from headstart.data import TextSamples, up_to_per_class
 from headstart.errors import ConfigError
 from headstart.features import EmbeddingCache, embed_samples
-from headstart.fewshot.contrastive import ContrastiveConfig, contrastive_finetune
+from headstart.fewshot.contrastive import contrastive_finetune
 from headstart.fewshot.episodes import Episode, episode_accuracy, mean_ci, sample_episodes
 from headstart.fewshot.zeroshot import DEFAULT_TEXT_TEMPLATES, embed_texts, label_directions, unit
 from headstart.heads import class_means, fit_sklearn_head, nearest_prototype, prototype_head
 from headstart.runfolder import write_json
 from headstart.training import resolve_device
 
-FEWSHOT_STRATEGIES = ("prototypes", "logistic", "prototypes-ft", "zeroshot", "setfit")
 #: prototypes-ft in an episode: full-batch steps on the support, and their learning rate
 FT_STEPS = 10
 FT_LR = 5e-5
-TEXT_ONLY = ("zeroshot", "setfit")
-
-
-@dataclass
-class FewShotConfig:
-    backbones: list[str] = field(default_factory=lambda: ["auto"])
-    strategies: list[str] = field(default_factory=lambda: ["prototypes", "logistic"])
-    ways: int = 5
-    shots: list[int] = field(default_factory=lambda: [1, 5])
-    queries: int = 15
-    episodes: int = 300
-    classes: list[int] | None = None
-    pool: int = 100
-    image_size: int | None = 64
-    max_length: int | None = None
-    seed: int = 0
-    device: str = "auto"
-    text_cols: list[str] | None = None
-    label_col: str = "label"
-
-    def __post_init__(self) -> None:
-        unknown = [s for s in self.strategies if s not in FEWSHOT_STRATEGIES]
-        if unknown:
-            raise ConfigError(
-                f"few-shot strategies among {', '.join(FEWSHOT_STRATEGIES)}",
-                ", ".join(unknown),
-                "pass e.g. --strategy prototypes,logistic",
-            )
-        if self.pool < max(self.shots) + self.queries:
-            raise ConfigError(
-                f"a pool of at least shots + queries = {max(self.shots) + self.queries} "
-                "examples per class",
-                f"--pool {self.pool}",
-                "raise --pool or lower --queries",
-            )
+TEXT_ONLY = FEWSHOT_TEXT_ONLY
 
 
 def data_config(source: str, fcfg: FewShotConfig) -> DataConfig:

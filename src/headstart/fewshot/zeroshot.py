@@ -24,7 +24,7 @@ import csv
 import dataclasses
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any, cast
@@ -36,7 +36,15 @@ from rich.console import Console
 from headstart.adapt import load_target
 from headstart.backbones import Backbone, create_backbone
 from headstart.backbones.vision import TimmBackbone
-from headstart.config import BackboneConfig, DataConfig, RunConfig, StrategyConfig
+from headstart.config import (  # noqa: F401 (REFINE_ROUNDS, ZeroShotConfig: their old home)
+    REFINE_ROUNDS,
+    BackboneConfig,
+    DataConfig,
+    RunConfig,
+    StrategyConfig,
+    ZeroShotConfig,
+    match_descriptions,
+)
 from headstart.data import ImageSamples, TextSamples, from_texts, stratified_split
 from headstart.errors import BackboneError, ConfigError, RunFolderError
 from headstart.evaluation import classification_metrics, print_metrics
@@ -62,45 +70,8 @@ DEFAULT_TEXT_TEMPLATES = (
 DEFAULT_IMAGE_TEMPLATES = ("a photo of a {}.", "a picture of a {}.", "{}")
 #: the strategy a zero-shot run folder names (nothing trains)
 ZEROSHOT = "zeroshot"
-#: rounds of refinement of the label directions on the data (0: the prompts alone)
-REFINE_ROUNDS = 5
 #: ConSE: how many of the most probable ImageNet classes make up an image's text embedding
 CONSE_TOP = 10
-
-
-@dataclass
-class ZeroShotConfig:
-    labels: list[str] = field(default_factory=list)
-    templates: list[str] = field(default_factory=list)
-    descriptions: dict[str, str] = field(default_factory=dict)
-    backbone: str = "auto"
-    text_backbone: str = "minilm-l6"
-    max_length: int | None = None
-    image_size: int | None = None
-    max_examples: int | None = None
-    refine: int = REFINE_ROUNDS
-    batch_size: int = 64
-    device: str = "auto"
-    seed: int = 0
-    text_cols: list[str] | None = None
-    label_col: str = "label"
-
-    def __post_init__(self) -> None:
-        for t in self.templates:
-            if t.count("{}") != 1:
-                raise ConfigError(
-                    "a template with one {} where the label goes",
-                    repr(t),
-                    'write it like --template "This article is about {}."',
-                )
-        if self.labels:
-            _descriptions(self.descriptions, self.labels)
-        if self.refine < 0:
-            raise ConfigError("--refine 0 or more rounds", str(self.refine), "pass --refine 5")
-        if self.max_examples is not None and self.max_examples < 1:
-            raise ConfigError(
-                "--max-examples of at least 1", str(self.max_examples), "drop it or pass e.g. 500"
-            )
 
 
 @dataclass
@@ -277,7 +248,7 @@ def run_zeroshot(
     )
     samples = load_target(source, dcfg)
     labels = list(zcfg.labels) or list(samples.classes)
-    zcfg = dataclasses.replace(zcfg, descriptions=_descriptions(zcfg.descriptions, labels))
+    zcfg = dataclasses.replace(zcfg, descriptions=match_descriptions(zcfg.descriptions, labels))
     if len(labels) < 2:
         raise ConfigError(
             "at least two label names",
@@ -341,19 +312,6 @@ def run_zeroshot(
     write_json(out / "zeroshot.json", doc)
     console.print(f"[bold green]zero-shot[/] {method}: results in {out} ({doc['seconds']:.1f} s)")
     return ZeroShotResult(out, labels, predicted, scores, metrics, method)
-
-
-def _descriptions(given: dict[str, str], labels: list[str]) -> dict[str, str]:
-    """Descriptions keyed by the label they describe (matched ignoring case)."""
-    lookup = {name.casefold(): name for name in labels}
-    unknown = [k for k in given if k.casefold() not in lookup]
-    if unknown:
-        raise ConfigError(
-            f"descriptions of the labels {labels}",
-            f"descriptions of {unknown}",
-            "name each description after a label: --describe LABEL=TEXT",
-        )
-    return {lookup[k.casefold()]: v for k, v in given.items()}
 
 
 def _templates(zcfg: ZeroShotConfig, text: bool) -> tuple[str, ...] | list[str]:
