@@ -11,8 +11,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-import yaml
-
 from headstart.errors import ConfigError
 
 C = TypeVar("C")
@@ -625,10 +623,14 @@ class RunConfig:
         return cls(**{k: _build(SECTIONS[k], v or {}, k) for k, v in d.items()})
 
     def to_yaml(self, path: str | Path) -> None:
+        import yaml  # here, not at the top: the CLI imports this module before any work
+
         Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> RunConfig:
+        import yaml
+
         try:
             d = yaml.safe_load(Path(path).read_text()) or {}
         except yaml.YAMLError as e:
