@@ -1,7 +1,5 @@
 """The ``headstart`` command. Thin: it turns options into configs and calls the library."""
 
-from __future__ import annotations
-
 import csv
 import dataclasses
 import json
@@ -13,25 +11,30 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+# Only light modules at import time: the library (torch and the rest) is imported inside
+# the commands, so that `headstart --help` answers at once (tests/unit/test_cli_light.py
+# holds this). Defaults and help come from the config dataclasses. No `from __future__
+# import annotations` here: Typer would evaluate every option's annotation string at
+# start-up.
 from headstart.config import (
     SECTIONS,
+    SMALL_IMAGE_SIZE,
     AdaptConfig,
     BackboneConfig,
     CompareConfig,
     DataConfig,
     EvalConfig,
+    FewShotConfig,
+    MetaConfig,
     RankConfig,
     RunConfig,
     StrategyConfig,
     TrainConfig,
+    ZeroShotConfig,
     default_of,
     help_for,
 )
 from headstart.errors import ConfigError, HeadstartError
-from headstart.fewshot.zeroshot import REFINE_ROUNDS
-from headstart.heads import HEADS
-from headstart.strategies import STRATEGIES
-from headstart.workflows.meta_train import MetaConfig
 
 app = typer.Typer(
     name="headstart",
@@ -43,19 +46,31 @@ app = typer.Typer(
 console = Console()
 
 
-def _opt(cls: type, name: str, *flags: str) -> Any:
-    """A Typer option whose help text is the config field's own (one source of truth)."""
-    help_text = help_for(cls, name)
-    if (cls, name) == (StrategyConfig, "name"):
-        help_text += f" Registered: {', '.join(STRATEGIES.names())} (freeze takes :N)."
-    elif (cls, name) == (StrategyConfig, "head"):
-        help_text += f" Registered: {', '.join(HEADS.names())}."  # besides auto
+#: what the help of an option adds to its config field's help
+_HELP_EXTRA: dict[tuple[type, str], str] = {
+    (StrategyConfig, "name"): " `headstart strategies` lists the registered names (freeze "
+    "takes :N).",
+    (StrategyConfig, "head"): " `headstart strategies` lists the registered heads.",
+}
+
+
+def _opt(cls: type, name: str, *flags: str, csv: bool = False, extra: str = "") -> Any:
+    """A Typer option whose help text is the config field's own (one source of truth);
+    ``csv``: a list field given as one comma-separated value."""
+    help_text = help_for(cls, name) + _HELP_EXTRA.get((cls, name), "") + extra
+    if csv:
+        help_text += " Comma-separated."
     return typer.Option(*flags, help=help_text)
 
 
 def _d(cls: type, name: str) -> Any:
     """The config field's default, so the CLI and the library cannot disagree."""
     return default_of(cls, name)
+
+
+def _csv_d(cls: type, name: str) -> str:
+    """The default of a list field, as the comma-separated value an option takes."""
+    return ",".join(str(v) for v in default_of(cls, name))
 
 
 # options that several commands share: declared once
@@ -95,10 +110,14 @@ WEIGHT_DECAY_OPT = Annotated[float, _opt(TrainConfig, "weight_decay", "--weight-
 
 
 @app.callback()
-def _root(
-    debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")] = False,
-) -> None:
-    """headstart: pick a pretrained backbone, transfer it, and prove whether it helped."""
+def _root() -> None:
+    """headstart: pick a pretrained backbone, transfer it, and prove whether it helped.
+
+    Add --debug anywhere on the line to see full tracebacks on errors.
+    """
+    # --debug is read (and taken off the line) by main(): an option of this callback would
+    # be parsed before every command, `headstart fit --help` included, which costs Typer
+    # a slow import
 
 
 @app.command()
@@ -206,11 +225,11 @@ def evaluate(
         str | None,
         typer.Option("--label-col", help="Label column; default: the training run's."),
     ] = None,
-    skip_bad: Annotated[
-        bool, typer.Option("--skip-bad", help=help_for(DataConfig, "skip_bad"))
-    ] = False,
-    batch_size: Annotated[int, typer.Option("--batch-size")] = 64,
-    device: Annotated[str, typer.Option("--device")] = "auto",
+    skip_bad: SKIP_BAD_OPT = _d(DataConfig, "skip_bad"),
+    batch_size: Annotated[int, _opt(EvalConfig, "batch_size", "--batch-size")] = _d(
+        EvalConfig, "batch_size"
+    ),
+    device: DEVICE_OPT = _d(TrainConfig, "device"),
 ) -> None:
     """Evaluate a trained run on labelled images or texts: accuracy, macro-F1, per class."""
     from headstart.data.loading import eval_source
@@ -253,15 +272,15 @@ def predict(
     output: Annotated[
         Path | None, typer.Option("--output", help="Write predictions to a .csv or .json file.")
     ] = None,
-    batch_size: Annotated[int, typer.Option("--batch-size")] = 64,
+    batch_size: Annotated[int, _opt(EvalConfig, "batch_size", "--batch-size")] = _d(
+        EvalConfig, "batch_size"
+    ),
     text_col: Annotated[
         list[str] | None,
         typer.Option("--text-col", help="Text column(s) of a table; default: the run's."),
     ] = None,
-    skip_bad: Annotated[
-        bool, typer.Option("--skip-bad", help="Leave out unreadable images instead of stopping.")
-    ] = False,
-    device: Annotated[str, typer.Option("--device")] = "auto",
+    skip_bad: SKIP_BAD_OPT = _d(DataConfig, "skip_bad"),
+    device: DEVICE_OPT = _d(TrainConfig, "device"),
 ) -> None:
     """Predict the top-k labels of images or texts with a trained run."""
     from headstart.runfolder import load
@@ -316,7 +335,7 @@ def predict(
 
 
 #: CLI option names that differ from their config field: option -> (section, field)
-_RENAMED = {
+RENAMED_OPTIONS = {
     "text_col": ("data", "text_cols"),
     "backbone": ("backbone", "name"),
     "strategy": ("strategy", "name"),
@@ -333,8 +352,8 @@ def _run_config(options: dict[str, Any], skip: tuple[str, ...]) -> RunConfig:
     for key, value in options.items():
         if key in skip:
             continue
-        if key in _RENAMED:
-            section, name = _RENAMED[key]
+        if key in RENAMED_OPTIONS:
+            section, name = RENAMED_OPTIONS[key]
         else:
             section = next((sec for sec, names in fields.items() if key in names), "")
             name = key
@@ -365,10 +384,10 @@ def compare(
     backbone: BACKBONE_OPT = _d(BackboneConfig, "name"),
     strategies: Annotated[
         str, typer.Option("--strategies", help=help_for(CompareConfig, "strategies"))
-    ] = ",".join(_d(CompareConfig, "strategies")),
+    ] = _csv_d(CompareConfig, "strategies"),
     budgets: Annotated[
         str, typer.Option("--budgets", help=help_for(CompareConfig, "budgets"))
-    ] = ",".join(str(b) for b in _d(CompareConfig, "budgets")),
+    ] = _csv_d(CompareConfig, "budgets"),
     seeds: Annotated[int, _opt(CompareConfig, "seeds", "--seeds")] = _d(CompareConfig, "seeds"),
     time_budget: Annotated[float | None, _opt(CompareConfig, "time_budget", "--time-budget")] = _d(
         CompareConfig, "time_budget"
@@ -451,9 +470,9 @@ def rank(
         str | None, typer.Option("--backbone", "-b", help="One backbone (with --layers).")
     ] = None,
     layers: Annotated[str | None, _opt(RankConfig, "layers", "--layers")] = None,
-    scores: Annotated[
-        str, typer.Option("--scores", help=help_for(RankConfig, "scores"))
-    ] = ",".join(_d(RankConfig, "scores")),
+    scores: Annotated[str, typer.Option("--scores", help=help_for(RankConfig, "scores"))] = _csv_d(
+        RankConfig, "scores"
+    ),
     score: Annotated[str, _opt(RankConfig, "score", "--score")] = _d(RankConfig, "score"),
     max_per_class: Annotated[int | None, _opt(RankConfig, "max_per_class", "--max-per-class")] = (
         _d(RankConfig, "max_per_class")
@@ -527,9 +546,9 @@ def adapt(
     source: Annotated[str, typer.Option("--source", help="Labelled source-domain data.")],
     target: Annotated[str, _opt(AdaptConfig, "target", "--target")],
     target_eval: Annotated[str | None, _opt(AdaptConfig, "target_eval", "--target-eval")] = None,
-    method: Annotated[
-        str, typer.Option("--method", help=help_for(AdaptConfig, "methods") + " Comma-separated.")
-    ] = "dann",
+    method: Annotated[str, _opt(AdaptConfig, "methods", "--method", csv=True)] = _csv_d(
+        AdaptConfig, "methods"
+    ),
     seeds: Annotated[int, _opt(AdaptConfig, "seeds", "--seeds")] = _d(AdaptConfig, "seeds"),
     out: Annotated[
         Path, typer.Option("--out", "-o", help="Folder for the runs and adapt.json.")
@@ -593,56 +612,37 @@ def zeroshot(
             "per class, or a bundled name) to classify; labels, if any, are used to score."
         ),
     ],
-    labels: Annotated[
-        str | None,
-        typer.Option(
-            "--labels", help="Comma-separated label names; default: the data's class names."
-        ),
-    ] = None,
+    labels: Annotated[str | None, _opt(ZeroShotConfig, "labels", "--labels", csv=True)] = None,
     template: Annotated[
         list[str] | None,
-        typer.Option(
-            "--template",
-            help="A prompt with {} for the label; repeat it to average several. Default: "
-            "built-in text or image templates.",
-        ),
+        _opt(ZeroShotConfig, "templates", "--template", extra=" Repeat the option for several."),
     ] = None,
     describe: Annotated[
         list[str] | None,
-        typer.Option(
-            "--describe", help="LABEL=TEXT: a description of a label, one more prompt of it."
+        _opt(
+            ZeroShotConfig,
+            "descriptions",
+            "--describe",
+            extra=" Given as LABEL=TEXT; repeat the option for several labels.",
         ),
     ] = None,
-    backbone: Annotated[
-        str,
-        typer.Option(
-            "--backbone",
-            "-b",
-            help="Texts: a sentence encoder (default minilm-l6). Images: an ImageNet-1k "
-            "classifier (default efficientnet_lite0, mapped to the labels by ConSE; weak) or "
-            "a local folder holding a transformers CLIP model.",
-        ),
-    ] = "auto",
+    backbone: Annotated[str, _opt(ZeroShotConfig, "backbone", "--backbone", "-b")] = _d(
+        ZeroShotConfig, "backbone"
+    ),
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the results.")] = Path(
         "runs/zeroshot"
     ),
     text_col: Annotated[list[str] | None, _opt(DataConfig, "text_cols", "--text-col")] = None,
-    label_col: LABEL_COL_OPT = _d(DataConfig, "label_col"),
-    max_length: MAX_LENGTH_OPT = _d(DataConfig, "max_length"),
-    image_size: IMAGE_SIZE_OPT = _d(DataConfig, "image_size"),
+    label_col: LABEL_COL_OPT = _d(ZeroShotConfig, "label_col"),
+    max_length: MAX_LENGTH_OPT = _d(ZeroShotConfig, "max_length"),
+    image_size: IMAGE_SIZE_OPT = _d(ZeroShotConfig, "image_size"),
     max_examples: Annotated[
-        int | None,
-        typer.Option("--max-examples", help="Classify a stratified sample of this many."),
-    ] = None,
-    refine: Annotated[
-        int,
-        typer.Option(
-            "--refine",
-            help="Rounds of k-means on the data, seeded by the label directions, that move "
-            "each direction to where its examples are (0: the prompts alone).",
-        ),
-    ] = REFINE_ROUNDS,
-    device: DEVICE_OPT = _d(TrainConfig, "device"),
+        int | None, _opt(ZeroShotConfig, "max_examples", "--max-examples")
+    ] = _d(ZeroShotConfig, "max_examples"),
+    refine: Annotated[int, _opt(ZeroShotConfig, "refine", "--refine")] = _d(
+        ZeroShotConfig, "refine"
+    ),
+    device: DEVICE_OPT = _d(ZeroShotConfig, "device"),
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace earlier results in --out.")
     ] = False,
@@ -651,7 +651,6 @@ def zeroshot(
     """Classify without labelled examples, from the label names: texts by similarity to
     the labels under templates (a run folder `predict` can use), images through CLIP or
     an ImageNet classifier. Scored when the data has those labels."""
-    from headstart.fewshot.zeroshot import ZeroShotConfig
     from headstart.workflows.zeroshot import run_zeroshot
 
     descriptions = {}
@@ -681,45 +680,32 @@ def zeroshot(
 @app.command()
 def fewshot(
     source: Annotated[str, typer.Argument(help=help_for(DataConfig, "source"))],
-    ways: Annotated[int, typer.Option("--ways", help="Classes per episode.")] = 5,
-    shots: Annotated[
-        str, typer.Option("--shots", help="Labelled examples per class, comma-separated.")
-    ] = "1,5",
-    episodes: Annotated[int, typer.Option("--episodes", help="Episodes per setting.")] = 300,
-    queries: Annotated[int, typer.Option("--queries", help="Query examples per class.")] = 15,
-    classes: Annotated[
-        str | None,
-        typer.Option(
-            "--classes", help="Classes to draw episodes from: 5-9, 0,3,7 or names (default all)."
-        ),
-    ] = None,
+    ways: Annotated[int, _opt(FewShotConfig, "ways", "--ways")] = _d(FewShotConfig, "ways"),
+    shots: Annotated[str, _opt(FewShotConfig, "shots", "--shots", csv=True)] = _csv_d(
+        FewShotConfig, "shots"
+    ),
+    episodes: Annotated[int, _opt(FewShotConfig, "episodes", "--episodes")] = _d(
+        FewShotConfig, "episodes"
+    ),
+    queries: Annotated[int, _opt(FewShotConfig, "queries", "--queries")] = _d(
+        FewShotConfig, "queries"
+    ),
+    classes: Annotated[str | None, _opt(FewShotConfig, "classes", "--classes")] = None,
     backbone: Annotated[
-        str,
-        typer.Option(
-            "--backbone",
-            "-b",
-            help="Comma-separated backbones: names as in fit, or run folders (e.g. from "
-            "`headstart meta-train`).",
-        ),
-    ] = "auto",
+        str, _opt(FewShotConfig, "backbones", "--backbone", "-b", csv=True)
+    ] = _csv_d(FewShotConfig, "backbones"),
     strategy: Annotated[
-        str,
-        typer.Option(
-            "--strategy",
-            "-s",
-            help="Comma-separated: prototypes, logistic, prototypes-ft (trains once per "
-            "episode), zeroshot (texts), setfit (texts; trains once per episode).",
-        ),
-    ] = "prototypes,logistic",
-    pool: Annotated[
-        int, typer.Option("--pool", help="Examples per class embedded to draw episodes from.")
-    ] = 100,
-    image_size: Annotated[int | None, typer.Option("--image-size", help="Input size.")] = 64,
-    max_length: MAX_LENGTH_OPT = _d(DataConfig, "max_length"),
+        str, _opt(FewShotConfig, "strategies", "--strategy", "-s", csv=True)
+    ] = _csv_d(FewShotConfig, "strategies"),
+    pool: Annotated[int, _opt(FewShotConfig, "pool", "--pool")] = _d(FewShotConfig, "pool"),
+    image_size: Annotated[int | None, _opt(FewShotConfig, "image_size", "--image-size")] = _d(
+        FewShotConfig, "image_size"
+    ),
+    max_length: MAX_LENGTH_OPT = _d(FewShotConfig, "max_length"),
     text_col: Annotated[list[str] | None, _opt(DataConfig, "text_cols", "--text-col")] = None,
-    label_col: LABEL_COL_OPT = _d(DataConfig, "label_col"),
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the episodes.")] = 0,
-    device: DEVICE_OPT = _d(TrainConfig, "device"),
+    label_col: LABEL_COL_OPT = _d(FewShotConfig, "label_col"),
+    seed: Annotated[int, _opt(FewShotConfig, "seed", "--seed")] = _d(FewShotConfig, "seed"),
+    device: DEVICE_OPT = _d(FewShotConfig, "device"),
     out: Annotated[
         Path | None, typer.Option("--out", "-o", help="Folder for fewshot.json.")
     ] = None,
@@ -728,7 +714,7 @@ def fewshot(
     """N-way K-shot evaluation: each backbone and strategy over episodes drawn from the
     data, mean accuracy and its 95% confidence interval."""
     from headstart.data.loading import load_source
-    from headstart.workflows.fewshot import FewShotConfig, data_config, run_fewshot
+    from headstart.workflows.fewshot import data_config, run_fewshot
     from headstart.workflows.meta_train import parse_classes
 
     fcfg = FewShotConfig(
@@ -755,29 +741,27 @@ def fewshot(
 @app.command("meta-train")
 def meta_train(
     source: Annotated[str, typer.Argument(help=help_for(DataConfig, "source"))],
-    classes: Annotated[
-        str, typer.Option("--classes", help="Source classes to train on: 0-4, 0,3,7 or names.")
-    ],
-    method: Annotated[str, typer.Option("--method", help="Meta-learning method.")] = "protonet",
+    classes: Annotated[str, _opt(MetaConfig, "classes", "--classes")],
+    method: Annotated[str, _opt(MetaConfig, "method", "--method")] = _d(MetaConfig, "method"),
     out: Annotated[Path, typer.Option("--out", "-o", help="Run folder to write.")] = Path(
         "runs/meta"
     ),
-    backbone: Annotated[
-        str, typer.Option("--backbone", "-b", help="Image backbone to meta-train.")
-    ] = "efficientnet_lite0",
-    ways: Annotated[int, typer.Option("--ways", help="Classes per training episode.")] = 5,
-    shots: Annotated[int, typer.Option("--shots", help="Support examples per class.")] = 5,
-    queries: Annotated[int, typer.Option("--queries", help="Query examples per class.")] = 10,
-    episodes: Annotated[int, typer.Option("--episodes", help="Training episodes.")] = 300,
-    lr: Annotated[float, typer.Option("--lr", help="Learning rate (AdamW).")] = _d(
-        MetaConfig, "lr"
+    backbone: Annotated[str, _opt(MetaConfig, "backbone", "--backbone", "-b")] = _d(
+        MetaConfig, "backbone"
     ),
-    freeze: Annotated[
-        int, typer.Option("--freeze", help="Layer groups kept as pretrained, from the input.")
-    ] = 0,
-    image_size: Annotated[int | None, typer.Option("--image-size", help="Input size.")] = 64,
-    seed: Annotated[int, typer.Option("--seed", help="Seed.")] = 0,
-    device: DEVICE_OPT = _d(TrainConfig, "device"),
+    ways: Annotated[int, _opt(MetaConfig, "ways", "--ways")] = _d(MetaConfig, "ways"),
+    shots: Annotated[int, _opt(MetaConfig, "shots", "--shots")] = _d(MetaConfig, "shots"),
+    queries: Annotated[int, _opt(MetaConfig, "queries", "--queries")] = _d(MetaConfig, "queries"),
+    episodes: Annotated[int, _opt(MetaConfig, "episodes", "--episodes")] = _d(
+        MetaConfig, "episodes"
+    ),
+    lr: Annotated[float, _opt(MetaConfig, "lr", "--lr")] = _d(MetaConfig, "lr"),
+    freeze: Annotated[int, _opt(MetaConfig, "freeze", "--freeze")] = _d(MetaConfig, "freeze"),
+    image_size: Annotated[int | None, _opt(MetaConfig, "image_size", "--image-size")] = _d(
+        MetaConfig, "image_size"
+    ),
+    seed: Annotated[int, _opt(MetaConfig, "seed", "--seed")] = _d(MetaConfig, "seed"),
+    device: DEVICE_OPT = _d(MetaConfig, "device"),
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace an earlier run in --out.")
     ] = False,
@@ -786,7 +770,7 @@ def meta_train(
     """Episodic meta-training (prototypical networks) of a backbone on source classes, so
     that it does few-shot on classes it has not seen; resumes after a crash."""
     from headstart.data.loading import load_source
-    from headstart.workflows.meta_train import MetaConfig, parse_classes, run_meta_train
+    from headstart.workflows.meta_train import parse_classes, run_meta_train
 
     names = load_source(source, DataConfig(source=source)).classes
     mcfg = MetaConfig(
@@ -845,6 +829,24 @@ def backbones(
 
 
 @app.command()
+def strategies() -> None:
+    """List the registered transfer strategies and classifier heads (for --strategy, --head)."""
+    from headstart.heads import HEADS
+    from headstart.strategies import STRATEGIES
+
+    for title, registry in (
+        ("Transfer strategies (--strategy)", STRATEGIES),
+        ("Heads (--head)", HEADS),
+    ):
+        table = Table(title=title)
+        table.add_column("name", no_wrap=True)
+        table.add_column("description")
+        for name in registry.names():
+            table.add_row(name, registry.help(name))
+        console.print(table)
+
+
+@app.command()
 def demo(
     out: Annotated[
         Path, typer.Option("--out", "-o", help="Folder for the demo's run folders.")
@@ -860,7 +862,9 @@ def demo(
     epochs: Annotated[
         int | None, typer.Option("--epochs", help="Epochs of the runs that train the backbone.")
     ] = None,
-    image_size: Annotated[int, typer.Option("--image-size", help="Input size in pixels.")] = 64,
+    image_size: Annotated[
+        int, typer.Option("--image-size", help="Input size in pixels.")
+    ] = SMALL_IMAGE_SIZE,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     progress: PROGRESS_OPT = True,
 ) -> None:
@@ -895,9 +899,8 @@ def demo(
 def main() -> None:
     """Entry point: one clear message and a non-zero exit on errors (traceback with --debug)."""
     args = sys.argv[1:]
-    debug = "--debug" in args
-    if debug:  # accepted anywhere on the line, as users type it
-        args = ["--debug", *[a for a in args if a != "--debug"]]
+    debug = "--debug" in args  # accepted anywhere on the line, as users type it
+    args = [a for a in args if a != "--debug"]
     err = Console(stderr=True)
     try:
         app(args)

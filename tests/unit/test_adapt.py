@@ -13,7 +13,6 @@ from typer.testing import CliRunner
 
 from headstart.cli import app
 from headstart.config import (
-    ADAPT_METHODS,
     AdaptConfig,
     BackboneConfig,
     DataConfig,
@@ -22,6 +21,7 @@ from headstart.config import (
     TrainConfig,
 )
 from headstart.errors import ConfigError, DataError, RunFolderError
+from headstart.strategies.adaptation import METHODS
 from headstart.workflows.adapt import SOURCE_ONLY, run_adapt, summarise
 from headstart.workflows.fit import fit
 
@@ -53,7 +53,7 @@ def test_every_method_runs_beside_source_only(image_folder, tmp_path):
     res = run_adapt(
         _base(image_folder), spec, tmp_path / "da", progress=False, console=Console(quiet=True)
     )
-    assert list(res.summary["methods"]) == [SOURCE_ONLY, *ADAPT_METHODS]
+    assert list(res.summary["methods"]) == [SOURCE_ONLY, *METHODS.names()]
     for row in res.runs:
         assert 0.0 <= row["target_accuracy"] <= 1.0 and -2.0 <= row["a_distance"] <= 2.0
         assert (tmp_path / "da" / "0" / row["method"] / "metrics.json").is_file()
@@ -213,7 +213,7 @@ def test_text_leaves_out_the_image_only_methods_from_all_and_refuses_them_by_nam
     from headstart.workflows.adapt import methods_for
 
     console = Console(record=True, width=200)
-    every = list(ADAPT_METHODS)
+    every = METHODS.names()
     assert methods_for("image", every, console) == every
     text = methods_for("text", every, console)
     assert "fixmatch" not in text and len(text) == len(every) - 1

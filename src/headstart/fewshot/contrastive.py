@@ -21,27 +21,10 @@ How this differs from the reference implementation, on purpose:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
+from headstart.config import ContrastiveConfig
 from headstart.errors import ConfigError, DataError
-
-
-@dataclass
-class ContrastiveConfig:
-    """How many pairs, in steps of how many, at which learning rate."""
-
-    # chosen on BBC News label draws (seeds 10-12, 8 per class) that the benchmark does not
-    # use: 512 pairs among the texts of a step beat 64 pairs (0.918 vs 0.916 with the
-    # prototype head, 0.911 vs 0.908 with logistic regression) for 25% more time
-    pairs_per_example: int = 100
-    max_pairs: int = 4000
-    pairs_per_step: int = 512
-    texts_per_step: int = 64
-    lr: float = 1e-4
-    warmup_fraction: float = 0.1
-    seed: int = 0
 
 
 def sample_pairs(labels: np.ndarray, n_pairs: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

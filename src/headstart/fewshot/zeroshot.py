@@ -21,7 +21,7 @@ classes.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any, cast
@@ -44,45 +44,8 @@ DEFAULT_TEXT_TEMPLATES = (
 DEFAULT_IMAGE_TEMPLATES = ("a photo of a {}.", "a picture of a {}.", "{}")
 #: the strategy a zero-shot run folder names (nothing trains)
 ZEROSHOT = "zeroshot"
-#: rounds of refinement of the label directions on the data (0: the prompts alone)
-REFINE_ROUNDS = 5
 #: ConSE: how many of the most probable ImageNet classes make up an image's text embedding
 CONSE_TOP = 10
-
-
-@dataclass
-class ZeroShotConfig:
-    labels: list[str] = field(default_factory=list)
-    templates: list[str] = field(default_factory=list)
-    descriptions: dict[str, str] = field(default_factory=dict)
-    backbone: str = "auto"
-    text_backbone: str = "minilm-l6"
-    max_length: int | None = None
-    image_size: int | None = None
-    max_examples: int | None = None
-    refine: int = REFINE_ROUNDS
-    batch_size: int = 64
-    device: str = "auto"
-    seed: int = 0
-    text_cols: list[str] | None = None
-    label_col: str = "label"
-
-    def __post_init__(self) -> None:
-        for t in self.templates:
-            if t.count("{}") != 1:
-                raise ConfigError(
-                    "a template with one {} where the label goes",
-                    repr(t),
-                    'write it like --template "This article is about {}."',
-                )
-        if self.labels:
-            label_descriptions(self.descriptions, self.labels)
-        if self.refine < 0:
-            raise ConfigError("--refine 0 or more rounds", str(self.refine), "pass --refine 5")
-        if self.max_examples is not None and self.max_examples < 1:
-            raise ConfigError(
-                "--max-examples of at least 1", str(self.max_examples), "drop it or pass e.g. 500"
-            )
 
 
 @dataclass
@@ -233,19 +196,3 @@ class ClipZeroShot:
 def clip_features(out: Any) -> torch.Tensor:
     """transformers returns a tensor, or (newer versions) an output with ``pooler_output``."""
     return out if isinstance(out, torch.Tensor) else out.pooler_output
-
-
-# -- the command -----------------------------------------------------------------------------
-
-
-def label_descriptions(given: dict[str, str], labels: list[str]) -> dict[str, str]:
-    """Descriptions keyed by the label they describe (matched ignoring case)."""
-    lookup = {name.casefold(): name for name in labels}
-    unknown = [k for k in given if k.casefold() not in lookup]
-    if unknown:
-        raise ConfigError(
-            f"descriptions of the labels {labels}",
-            f"descriptions of {unknown}",
-            "name each description after a label: --describe LABEL=TEXT",
-        )
-    return {lookup[k.casefold()]: v for k, v in given.items()}

@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import replace
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -105,6 +105,8 @@ class AdaptationMethod(Finetune):
     phases = ("probe", "train")
     #: the weight of the adaptation term
     weight: float = 1.0
+    #: needs image augmentations (left out of ``headstart adapt --method all`` on texts)
+    image_only: ClassVar[bool] = False
 
     def __init__(self, cfg: StrategyConfig, arg: str | None = None) -> None:
         super().__init__(cfg, arg)
@@ -518,6 +520,7 @@ class FixMatch(AdaptationMethod):
     digits (3 seeds): without it the pseudo-labels collapse onto one class."""
 
     name = "fixmatch"
+    image_only = True
     THRESHOLD = 0.95
     ALIGN = True
     #: momentum of the running mean of the target's weak-view probabilities

@@ -35,7 +35,7 @@ from rich.table import Table
 from headstart.adaptation import entropy, proxy_a_distance
 from headstart.backbones import Backbone, create_backbone
 from headstart.backbones.catalog import DEFAULT_BACKBONES
-from headstart.config import ADAPT_METHODS, AdaptConfig, RunConfig
+from headstart.config import AdaptConfig, RunConfig
 from headstart.data.dataset import data_fingerprint
 from headstart.data.loading import (
     Samples,
@@ -49,12 +49,11 @@ from headstart.device import resolve_device
 from headstart.errors import ConfigError, DataError
 from headstart.features import compute_embeddings
 from headstart.runfolder import Predictor, write_json
-from headstart.strategies.adaptation import without_labels
+from headstart.strategies.adaptation import METHODS, without_labels
 from headstart.workflows.fit import fit
 from headstart.workflows.sweep import REUSED, Sweep, SweepCell
 
 SOURCE_ONLY = "source-only"
-IMAGE_ONLY_METHODS = ("fixmatch",)
 CRITERIA = {
     "source-val": "highest source validation accuracy",
     "target-entropy": "lowest mean prediction entropy on the target",
@@ -113,18 +112,23 @@ def _head_probs(backbone: Backbone, features: np.ndarray) -> torch.Tensor:
 
 
 def methods_for(modality: str, methods: list[str], console: Console) -> list[str]:
-    """The methods that apply to ``modality``: for text, ``all`` leaves out the image-only
-    ones (with a note) and naming one is an error, before any training."""
-    image_only = [m for m in methods if m in IMAGE_ONLY_METHODS]
+    """The registered methods asked for (``all``: every one) that apply to ``modality``:
+    for text, ``all`` leaves out the image-only ones (with a note) and naming one is an
+    error, before any training. An unknown name is an error with a suggestion."""
+    asked_all = methods == ["all"] or set(methods) == set(METHODS.names())
+    if asked_all:
+        methods = METHODS.names()
+    image_only = [m for m in methods if METHODS.get(m).image_only]
     if modality == "image" or not image_only:
         return methods
-    if set(methods) == set(ADAPT_METHODS):
+    if asked_all:
         console.print(f"[bold]methods[/] {', '.join(image_only)} left out: images only")
-        return [m for m in methods if m not in IMAGE_ONLY_METHODS]
+        return [m for m in methods if m not in image_only]
+    text_ones = [m for m in METHODS.names() if not METHODS.get(m).image_only]
     raise ConfigError(
         "adaptation methods that apply to text",
         f"{', '.join(image_only)} (images only: weak and strong image augmentations)",
-        f"use {', '.join(m for m in ADAPT_METHODS if m not in IMAGE_ONLY_METHODS)} for text",
+        f"use {', '.join(text_ones)} for text",
     )
 
 

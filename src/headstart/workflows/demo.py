@@ -22,7 +22,14 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 
-from headstart.config import BackboneConfig, DataConfig, RunConfig, StrategyConfig, TrainConfig
+from headstart.config import (
+    SMALL_IMAGE_SIZE,
+    BackboneConfig,
+    DataConfig,
+    RunConfig,
+    StrategyConfig,
+    TrainConfig,
+)
 from headstart.data import TextSamples
 from headstart.data.loading import Splits, prepare_data
 from headstart.evaluation import classification_metrics
@@ -54,7 +61,7 @@ def run_demo(
     per_class: int = 100,
     test_size: int = 2000,
     epochs: int = 6,
-    image_size: int = 64,
+    image_size: int = SMALL_IMAGE_SIZE,
     seed: int = 0,
     progress: bool = True,
     console: Console | None = None,

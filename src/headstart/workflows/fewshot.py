@@ -23,7 +23,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -34,12 +34,18 @@ from rich.progress import Progress
 from rich.table import Table
 
 from headstart.backbones import Backbone, create_backbone
-from headstart.config import BackboneConfig, DataConfig, TrainConfig
+from headstart.config import (
+    FEWSHOT_TEXT_ONLY,
+    BackboneConfig,
+    ContrastiveConfig,
+    DataConfig,
+    FewShotConfig,
+    TrainConfig,
+)
 from headstart.data import TextSamples, up_to_per_class
 from headstart.device import resolve_device
 from headstart.errors import ConfigError
 from headstart.features import EmbeddingCache, embed_samples
-from headstart.fewshot.contrastive import ContrastiveConfig
 from headstart.fewshot.episodes import Episode, episode_accuracy, mean_ci, sample_episodes
 from headstart.fewshot.zeroshot import DEFAULT_TEXT_TEMPLATES, embed_texts, label_directions, unit
 from headstart.heads import class_means, fit_sklearn_head, nearest_prototype, prototype_head
@@ -49,45 +55,9 @@ from headstart.strategies.steps import SupervisedStep
 from headstart.training import Trainer
 from headstart.training.procedures import contrastive_finetune
 
-FEWSHOT_STRATEGIES = ("prototypes", "logistic", "prototypes-ft", "zeroshot", "setfit")
 #: prototypes-ft in an episode: full-batch steps on the support, and their learning rate
 FT_STEPS = 10
 FT_LR = 5e-5
-TEXT_ONLY = ("zeroshot", "setfit")
-
-
-@dataclass
-class FewShotConfig:
-    backbones: list[str] = field(default_factory=lambda: ["auto"])
-    strategies: list[str] = field(default_factory=lambda: ["prototypes", "logistic"])
-    ways: int = 5
-    shots: list[int] = field(default_factory=lambda: [1, 5])
-    queries: int = 15
-    episodes: int = 300
-    classes: list[int] | None = None
-    pool: int = 100
-    image_size: int | None = 64
-    max_length: int | None = None
-    seed: int = 0
-    device: str = "auto"
-    text_cols: list[str] | None = None
-    label_col: str = "label"
-
-    def __post_init__(self) -> None:
-        unknown = [s for s in self.strategies if s not in FEWSHOT_STRATEGIES]
-        if unknown:
-            raise ConfigError(
-                f"few-shot strategies among {', '.join(FEWSHOT_STRATEGIES)}",
-                ", ".join(unknown),
-                "pass e.g. --strategy prototypes,logistic",
-            )
-        if self.pool < max(self.shots) + self.queries:
-            raise ConfigError(
-                f"a pool of at least shots + queries = {max(self.shots) + self.queries} "
-                "examples per class",
-                f"--pool {self.pool}",
-                "raise --pool or lower --queries",
-            )
 
 
 def data_config(source: str, fcfg: FewShotConfig) -> DataConfig:
@@ -137,7 +107,7 @@ def run_fewshot(
     samples, _ = check_samples(load_source(source, dcfg), dcfg, progress, min_per_class=0)
     text = isinstance(samples, TextSamples)
     classes = fcfg.classes if fcfg.classes is not None else list(range(len(samples.classes)))
-    skipped = [s for s in fcfg.strategies if s in TEXT_ONLY and not text]
+    skipped = [s for s in fcfg.strategies if s in FEWSHOT_TEXT_ONLY and not text]
     if skipped:
         console.print(f"[yellow]note[/] {', '.join(skipped)}: for texts only, left out here")
     strategies = [s for s in fcfg.strategies if s not in skipped]

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,14 @@ from rich.console import Console
 
 from headstart.backbones import Backbone, create_backbone
 from headstart.backbones.weights import sha256_state
-from headstart.config import BackboneConfig, DataConfig, RunConfig, StrategyConfig, TrainConfig
+from headstart.config import (
+    BackboneConfig,
+    DataConfig,
+    MetaConfig,
+    RunConfig,
+    StrategyConfig,
+    TrainConfig,
+)
 from headstart.data import TextSamples, up_to_per_class
 from headstart.device import resolve_device, seed_everything
 from headstart.errors import ConfigError, DataError, RunFolderError
@@ -41,51 +48,8 @@ from headstart.strategies import ParamGroup
 from headstart.strategies.steps import ProtonetStep
 from headstart.training import ProgressBar, Trainer
 
-METHODS = ("protonet",)
 #: images of each source class held out of the episodes, to measure the training
 VAL_PER_CLASS = 60
-
-
-@dataclass
-class MetaConfig:
-    classes: list[int]
-    method: str = "protonet"
-    backbone: str = "efficientnet_lite0"
-    image_size: int | None = 64
-    ways: int = 5
-    shots: int = 5
-    queries: int = 10
-    episodes: int = 300
-    # Fashion-MNIST 0-4 -> 5-9, 300 episodes: 1e-4 overfits the source classes (held-out
-    # 1-shot 0.60 vs 0.64 without meta-training), 3e-5 gives 0.66, 1e-5 0.63
-    lr: float = 3e-5
-    freeze: int = 0
-    bn_stats: str = "frozen"
-    augment: str = "light"
-    val_episodes: int = 200
-    seed: int = 0
-    device: str = "auto"
-    checkpoint_every: int = 50
-
-    def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise ConfigError(
-                f"a meta-learning method: {', '.join(METHODS)}",
-                repr(self.method),
-                "pass --method protonet",
-            )
-        if self.bn_stats not in ("frozen", "update"):
-            raise ConfigError(
-                "bn_stats frozen or update", repr(self.bn_stats), "pass bn_stats='frozen'"
-            )
-        if self.freeze < 0:
-            raise ConfigError("--freeze 0 or more groups", str(self.freeze), "pass --freeze 0")
-        if len(self.classes) < 2:
-            raise ConfigError(
-                "at least 2 source classes to draw episodes from",
-                f"{self.classes}",
-                "pass e.g. --classes 0-4",
-            )
 
 
 def parse_classes(spec: str, classes: list[str]) -> list[int]:

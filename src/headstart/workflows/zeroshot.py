@@ -14,7 +14,14 @@ import torch
 from rich.console import Console
 
 from headstart.backbones import Backbone, create_backbone
-from headstart.config import BackboneConfig, DataConfig, RunConfig, StrategyConfig
+from headstart.config import (
+    BackboneConfig,
+    DataConfig,
+    RunConfig,
+    StrategyConfig,
+    ZeroShotConfig,
+    match_descriptions,
+)
 from headstart.data import ImageSamples, TextSamples, stratified_split
 from headstart.data.loading import load_target
 from headstart.device import resolve_device
@@ -27,13 +34,11 @@ from headstart.fewshot.zeroshot import (
     DEFAULT_TEXT_TEMPLATES,
     ZEROSHOT,
     ClipZeroShot,
-    ZeroShotConfig,
     ZeroShotResult,
     conse_embeddings,
     embed_texts,
     imagenet_class_names,
     is_clip_folder,
-    label_descriptions,
     label_directions,
     refine_directions,
 )
@@ -71,7 +76,7 @@ def run_zeroshot(
     )
     samples = load_target(source, dcfg)
     labels = list(zcfg.labels) or list(samples.classes)
-    zcfg = dataclasses.replace(zcfg, descriptions=label_descriptions(zcfg.descriptions, labels))
+    zcfg = dataclasses.replace(zcfg, descriptions=match_descriptions(zcfg.descriptions, labels))
     if len(labels) < 2:
         raise ConfigError(
             "at least two label names",
