@@ -88,7 +88,7 @@ def bbc_seed(seed: int, peer_python: str | None, work: Path, console: Console) -
 
 
 def zero_shot(work: Path, console: Console) -> dict[str, Any]:
-    from headstart.fewshot.zeroshot import ZeroShotConfig
+    from headstart.config import ZeroShotConfig
     from headstart.workflows.zeroshot import run_zeroshot
 
     out: dict[str, Any] = {}
@@ -114,8 +114,9 @@ def zero_shot(work: Path, console: Console) -> dict[str, Any]:
 def episodes_benchmark(
     work: Path, episodes: int, meta_episodes: int, console: Console
 ) -> dict[str, Any]:
-    from headstart.workflows.fewshot import FewShotConfig, run_fewshot
-    from headstart.workflows.meta_train import MetaConfig, run_meta_train
+    from headstart.config import FewShotConfig, MetaConfig
+    from headstart.workflows.fewshot import run_fewshot
+    from headstart.workflows.meta_train import run_meta_train
 
     meta = run_meta_train(
         "fashion-mnist",

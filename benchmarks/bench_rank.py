@@ -43,10 +43,16 @@ from headstart.config import (
     StrategyConfig,
     TrainConfig,
 )
-from headstart.data import from_texts, load_bundled, load_bundled_text, stratified_split
+from headstart.data import (
+    from_texts,
+    load_bundled,
+    load_bundled_text,
+    stratified_split,
+    up_to_per_class,
+)
 from headstart.data.loading import Splits
 from headstart.features import EmbeddingCache
-from headstart.workflows.fit import _up_to_per_class, fit
+from headstart.workflows.fit import fit
 from headstart.workflows.rank import run_rank
 
 IMAGE_POOL = [
@@ -73,7 +79,7 @@ def _pick(samples: Any, per_class: int, seed: int, exclude: np.ndarray | None = 
     idx = np.arange(len(samples))
     if exclude is not None:
         idx = np.setdiff1d(idx, exclude)
-    return idx[_up_to_per_class(np.asarray(samples.labels)[idx], per_class, seed)]
+    return idx[up_to_per_class(np.asarray(samples.labels)[idx], per_class, seed)]
 
 
 def _budget(pool: Any, test: Any, per_class: int, val_per_class: int) -> Splits:
@@ -123,7 +129,7 @@ def text_datasets() -> dict[str, Callable[[], Splits]]:
         train_idx = _pick(samples, 16, 0)
         val_idx = _pick(samples, 4, 1, exclude=train_idx)
         rest = np.setdiff1d(np.arange(len(samples)), np.concatenate([train_idx, val_idx]))
-        test_idx = rest[_up_to_per_class(np.asarray(samples.labels)[rest], 60, 2)]
+        test_idx = rest[up_to_per_class(np.asarray(samples.labels)[rest], 60, 2)]
         return Splits(samples.subset(train_idx), samples.subset(val_idx), samples.subset(test_idx))
 
     return {"bbc-news": bbc, "drug-sentiment": sentiment, "drug-condition": condition}

@@ -1,8 +1,6 @@
 """The ``headstart`` command. Thin: it turns options into configs and calls the library."""
 
-import csv
 import dataclasses
-import json
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -232,33 +230,9 @@ def evaluate(
     device: DEVICE_OPT = _d(TrainConfig, "device"),
 ) -> None:
     """Evaluate a trained run on labelled images or texts: accuracy, macro-F1, per class."""
-    from headstart.data.loading import eval_source
-    from headstart.evaluation import calibration_summary, classification_metrics, print_metrics
-    from headstart.runfolder import load, write_json
+    from headstart.workflows.evaluate import run_evaluate
 
-    model = load(run, device)
-    data_cfg = DataConfig(
-        skip_bad=skip_bad,
-        text_cols=text_col or model.cfg.data.text_cols,
-        label_col=label_col or model.cfg.data.label_col,
-    )
-    samples = eval_source(source, model.classes, data_cfg, progress=True)
-    logits = model.logits(samples, batch_size)
-    metrics = classification_metrics(samples.labels, logits.argmax(1).numpy(), model.classes)
-    metrics["calibration"] = {
-        "temperature": model.temperature,
-        **calibration_summary(logits, samples.labels, model.temperature),
-    }
-    print_metrics(metrics, console, title=f"Evaluation on {source}")
-    cal = metrics["calibration"]
-    console.print(
-        f"calibration: ECE {cal['ece_before']:.4f} uncalibrated, {cal['ece_after']:.4f} with "
-        f"the run's temperature {model.temperature:.3f}"
-    )
-    if output is not None:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        write_json(output, metrics)
-        console.print(f"metrics written to {output}")
+    run_evaluate(run, source, output, text_col, label_col, skip_bad, batch_size, device, console)
 
 
 @app.command()
@@ -283,55 +257,9 @@ def predict(
     device: DEVICE_OPT = _d(TrainConfig, "device"),
 ) -> None:
     """Predict the top-k labels of images or texts with a trained run."""
-    from headstart.runfolder import load
+    from headstart.workflows.predict import run_predict
 
-    if top_k < 1:
-        raise HeadstartError("--top-k of at least 1", str(top_k), "pass --top-k 1 or more")
-    if output is not None and output.suffix not in (".csv", ".json"):
-        raise HeadstartError("--output ending in .csv or .json", output.name, "rename the file")
-    model = load(run, device)
-    rows = model.predict(
-        inputs, top_k=top_k, batch_size=batch_size, skip_bad=skip_bad, text_cols=text_col
-    )
-    for path, reason in model.last_skipped:
-        console.print(f"[yellow]skipped[/] {path}: {reason}", highlight=False)
-    if output is None:
-        table = Table(title=f"Predictions ({run})")
-        table.add_column("input")
-        for i in range(min(top_k, len(rows[0]["labels"]) if rows else top_k)):
-            table.add_column(f"#{i + 1}")
-        for r in rows:
-            table.add_row(
-                r["input"],
-                *[
-                    f"{lab} ({p:.3f})"
-                    for lab, p in zip(r["labels"], r["probabilities"], strict=True)
-                ],
-            )
-        console.print(table)
-        return
-    output.parent.mkdir(parents=True, exist_ok=True)
-    if output.suffix == ".json":
-        output.write_text(json.dumps(rows, indent=2))
-    else:
-        with output.open("w", newline="") as f:
-            w = csv.writer(f)
-            k = len(rows[0]["labels"]) if rows else 0
-            w.writerow(
-                ["input", *[c for i in range(k) for c in (f"label_{i + 1}", f"prob_{i + 1}")]]
-            )
-            for r in rows:
-                w.writerow(
-                    [
-                        r["input"],
-                        *[
-                            v
-                            for lab, p in zip(r["labels"], r["probabilities"], strict=True)
-                            for v in (lab, f"{p:.6f}")
-                        ],
-                    ]
-                )
-    console.print(f"{len(rows)} predictions written to {output}")
+    run_predict(run, inputs, top_k, output, batch_size, text_col, skip_bad, device, console)
 
 
 #: CLI option names that differ from their config field: option -> (section, field)

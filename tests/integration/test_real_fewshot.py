@@ -6,9 +6,16 @@ import pytest
 from rich.console import Console
 
 from headstart import load
-from headstart.config import BackboneConfig, DataConfig, RunConfig, StrategyConfig, TrainConfig
-from headstart.fewshot.zeroshot import ZeroShotConfig
-from headstart.workflows.fewshot import FewShotConfig, run_fewshot
+from headstart.config import (
+    BackboneConfig,
+    DataConfig,
+    FewShotConfig,
+    RunConfig,
+    StrategyConfig,
+    TrainConfig,
+    ZeroShotConfig,
+)
+from headstart.workflows.fewshot import run_fewshot
 from headstart.workflows.fit import fit
 from headstart.workflows.zeroshot import run_zeroshot
 

@@ -18,16 +18,25 @@ from typer.testing import CliRunner
 from headstart import load
 from headstart.backbones import create_backbone
 from headstart.cli import app
-from headstart.config import BackboneConfig, DataConfig, RunConfig, StrategyConfig, TrainConfig
+from headstart.config import (
+    BackboneConfig,
+    ContrastiveConfig,
+    DataConfig,
+    FewShotConfig,
+    MetaConfig,
+    RunConfig,
+    StrategyConfig,
+    TrainConfig,
+)
 from headstart.errors import ConfigError, DataError, RunFolderError
 from headstart.features import compute_embeddings
-from headstart.fewshot.contrastive import ContrastiveConfig, sample_pairs
+from headstart.fewshot.contrastive import sample_pairs
 from headstart.fewshot.protonet import protonet_logits
 from headstart.heads import class_means
 from headstart.training.procedures import contrastive_finetune
-from headstart.workflows.fewshot import FewShotConfig, run_fewshot
+from headstart.workflows.fewshot import run_fewshot
 from headstart.workflows.fit import fit
-from headstart.workflows.meta_train import MetaConfig, parse_classes, run_meta_train
+from headstart.workflows.meta_train import parse_classes, run_meta_train
 from tests.conftest import make_image_folder
 
 runner = CliRunner()

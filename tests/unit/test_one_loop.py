@@ -12,9 +12,8 @@ import pytest
 import torch
 
 from headstart.backbones import create_backbone
-from headstart.config import BackboneConfig, StrategyConfig, TrainConfig
+from headstart.config import BackboneConfig, ContrastiveConfig, StrategyConfig, TrainConfig
 from headstart.data import from_texts
-from headstart.fewshot.contrastive import ContrastiveConfig
 from headstart.strategies import PHASES, STRATEGIES, StrategyContext, build_strategy
 from headstart.strategies.setfit import ContrastiveStep
 from headstart.training import Callback, Trainer

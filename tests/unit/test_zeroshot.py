@@ -16,9 +16,9 @@ from typer.testing import CliRunner
 
 from headstart import load
 from headstart.cli import app
+from headstart.config import ZeroShotConfig
 from headstart.errors import BackboneError, ConfigError
 from headstart.fewshot.zeroshot import (
-    ZeroShotConfig,
     conse_embeddings,
     is_clip_folder,
     label_directions,

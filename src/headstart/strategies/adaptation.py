@@ -37,7 +37,7 @@ from headstart.backbones.base import to_device
 from headstart.config import StrategyConfig
 from headstart.errors import ConfigError
 from headstart.registry import Registry
-from headstart.strategies.base import STRATEGIES, StrategyContext
+from headstart.strategies.base import STRATEGIES, ParamGroup, StrategyContext
 from headstart.strategies.builtin import Finetune
 
 
@@ -171,6 +171,15 @@ class AdaptationMethod(Finetune):
 
     def own_modules(self) -> list[nn.Module]:
         return []
+
+    def param_groups(self, backbone: Backbone) -> list[ParamGroup]:
+        """The backbone's groups, then the method's own modules once they are built (the
+        loop adds them itself when ``setup`` builds them later)."""
+        groups = super().param_groups(backbone)
+        own = [p for m in self.own_modules() for p in m.parameters()]
+        if own:
+            groups.append(ParamGroup("domain-discriminator", own, True, 1.0))
+        return groups
 
     def progress(self) -> float:
         return min(1.0, self.step / self.total_steps)

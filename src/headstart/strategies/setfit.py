@@ -14,8 +14,9 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from headstart.backbones import Backbone
+from headstart.config import ContrastiveConfig
 from headstart.errors import ConfigError
-from headstart.fewshot.contrastive import ContrastiveConfig, n_pairs_for, sample_pairs, step_texts
+from headstart.fewshot.contrastive import n_pairs_for, sample_pairs, step_texts
 from headstart.strategies.base import AUTO_HEAD, STRATEGIES, Strategy
 from headstart.strategies.steps import Step
 

@@ -18,7 +18,7 @@ from torch import nn
 from headstart.backbones import Backbone
 from headstart.backbones.multilayer import ProbeFeaturesBackbone
 from headstart.backbones.weights import sha256_state
-from headstart.config import RunConfig
+from headstart.config import ContrastiveConfig, RunConfig
 from headstart.data.loading import (
     Samples,
     Splits,
@@ -27,7 +27,6 @@ from headstart.features import (
     calibrate_batchnorm,
 )
 from headstart.features.embedder import Embedder, log_truncation
-from headstart.fewshot.contrastive import ContrastiveConfig
 from headstart.heads import HEADS, fit_sklearn_head, prototype_head
 from headstart.heads.probe import ProbeFit, fit_probe
 from headstart.strategies import ParamGroup, Strategy, StrategyContext, apply_freeze

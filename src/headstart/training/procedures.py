@@ -8,8 +8,7 @@ from typing import Any
 from rich.console import Console
 
 from headstart.backbones import Backbone
-from headstart.config import TrainConfig
-from headstart.fewshot.contrastive import ContrastiveConfig
+from headstart.config import ContrastiveConfig, TrainConfig
 from headstart.strategies import ParamGroup
 from headstart.strategies.setfit import ContrastiveStep
 from headstart.training.callbacks import Callback, ProgressBar

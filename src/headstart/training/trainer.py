@@ -140,7 +140,8 @@ class Trainer:
             ("strategy", strategy.own_modules() if strategy is not None else []),
             ("step", step.modules()),
         ):
-            params = [p for m in modules for p in m.parameters()]
+            known = {id(p) for g in groups for p in g.params}
+            params = [p for m in modules for p in m.parameters() if id(p) not in known]
             if params:  # trained beside the model, at the head's learning rate
                 groups = [*groups, ParamGroup(name, params, True, 1.0)]
         optimizer = build_optimizer(groups, cfg)
