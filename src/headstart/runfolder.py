@@ -306,7 +306,7 @@ class Predictor:
         proba = self.proba(self.logits(samples, batch_size))
         k = min(top_k, len(self.classes))
         top_p, top_i = proba.topk(k, dim=1)
-        names = _input_names(samples)
+        names = input_names(samples)
         return [
             {
                 "input": names[n],
@@ -317,7 +317,7 @@ class Predictor:
         ]
 
 
-def _input_names(samples: ImageSamples | TextSamples) -> list[str]:
+def input_names(samples: ImageSamples | TextSamples) -> list[str]:
     """How each input is named in predictions: its file, its row, or its text."""
     if isinstance(samples, TextSamples):
         if samples.rows is not None:

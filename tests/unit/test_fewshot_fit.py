@@ -293,11 +293,11 @@ def test_meta_train_writes_a_backbone_that_fewshot_uses(tmp_path):
 
 
 def test_meta_train_resumes_from_its_checkpoint(tmp_path, monkeypatch):
-    import headstart.workflows.meta_train as meta
+    import headstart.strategies.steps as steps  # the protonet step of the training loop
 
     mcfg = _toy_meta(shots=1, queries=2, episodes=4, val_episodes=5)
     calls = {"n": 0}
-    real = meta.protonet_logits
+    real = steps.protonet_logits
 
     def crash_on_third(*a, **k):
         calls["n"] += 1
@@ -305,7 +305,7 @@ def test_meta_train_resumes_from_its_checkpoint(tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real(*a, **k)
 
-    monkeypatch.setattr(meta, "protonet_logits", crash_on_third)
+    monkeypatch.setattr(steps, "protonet_logits", crash_on_third)
     with pytest.raises(KeyboardInterrupt):
         run_meta_train("digits", mcfg, tmp_path / "meta", console=QUIET, progress=False)
     assert (tmp_path / "meta" / "checkpoint" / "last.safetensors").is_file()

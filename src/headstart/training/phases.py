@@ -145,11 +145,14 @@ class RunState:
     console: Console
     params: dict[str, Any]
     target: Samples | None = None
+    #: the backbone was loaded with pretrained weights (else its BatchNorm statistics are
+    #: set on the training data before a probe)
+    pretrained: bool = True
     probe: ProbeFit | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
-def _contrastive_phase(run: RunState, probe: ProbeFit | None) -> None:
+def _contrastive_phase(run: RunState) -> None:
     """SetFit's first phase: the body trained on sampled pairs of the training texts. The
     spec's weight digest then names the tuned weights, so cached embeddings of the
     pretrained body are never served for them."""
@@ -168,11 +171,11 @@ def _contrastive_phase(run: RunState, probe: ProbeFit | None) -> None:
     run.params["contrastive"] = done
 
 
-def _probe_phase(run: RunState, probe: ProbeFit | None) -> None:
-    """The head fitted on embeddings of the frozen backbone (``probe``: one already
-    fitted by ``--strategy auto``)."""
+def _probe_phase(run: RunState) -> None:
+    """The head fitted on embeddings of the frozen backbone (``run.probe``: one already
+    fitted by ``--strategy auto``, used as it is)."""
     cfg, backbone, console, data = run.cfg, run.backbone, run.console, run.data
-    if backbone.spec.weights_sha256 is None:  # random running statistics would skew it
+    if not run.pretrained:  # random running statistics would skew the probe's features
         n_bn = calibrate_batchnorm(
             backbone,
             backbone.make_dataset(data.train),
@@ -184,7 +187,7 @@ def _probe_phase(run: RunState, probe: ProbeFit | None) -> None:
             console.print(f"[bold]BatchNorm[/] statistics of {n_bn} random layers set on train")
     apply_freeze(backbone, strategy_groups_probe(backbone))
     run.params["probe"] = log_params(console, backbone, "linear probe")
-    rows, run.probe = fit_head(cfg, backbone, run.emb, data, console, cfg.strategy.head, probe)
+    rows, run.probe = fit_head(cfg, backbone, run.emb, data, console, cfg.strategy.head, run.probe)
     run.history += rows
     if run.probe is not None:
         run.params["probe"]["head"] = run.probe.summary()
@@ -194,7 +197,7 @@ def _probe_phase(run: RunState, probe: ProbeFit | None) -> None:
         run.history.append(line)
 
 
-def _refit_phase(run: RunState, probe: ProbeFit | None) -> None:
+def _refit_phase(run: RunState) -> None:
     """The prototypes taken again from the trained backbone's embeddings."""
     x = run.emb.uncached(run.data.train, "train")
     data = run.data
@@ -204,7 +207,7 @@ def _refit_phase(run: RunState, probe: ProbeFit | None) -> None:
     run.console.print("[bold]head[/] prototypes taken again from the fine-tuned embeddings")
 
 
-def _train_phase(run: RunState, probe: ProbeFit | None) -> None:
+def _train_phase(run: RunState) -> None:
     """The training loop with the strategy's parameter groups and hooks."""
     cfg, strategy, backbone, console, out = (
         run.cfg,
@@ -256,7 +259,7 @@ def _train_phase(run: RunState, probe: ProbeFit | None) -> None:
 
 
 #: what each phase a strategy lists does (strategies.base.PHASES)
-PHASE_RUNNERS: dict[str, Callable[[RunState, ProbeFit | None], None]] = {
+PHASE_RUNNERS: dict[str, Callable[[RunState], None]] = {
     "contrastive": _contrastive_phase,
     "probe": _probe_phase,
     "train": _train_phase,

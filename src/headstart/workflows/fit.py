@@ -248,14 +248,27 @@ def fit(
     source_before = source_features(backbone, strategy, emb, data)
     t_train = time.perf_counter()
     run = RunState(
-        cfg, strategy, backbone, data, emb, out, resume, progress, console, params, target
+        cfg,
+        strategy,
+        backbone,
+        data,
+        emb,
+        out,
+        resume,
+        progress,
+        console,
+        params,
+        target,
+        pretrained=bcfg.pretrained,
+        probe=probe,
     )
     for n, phase in enumerate(strategy.phases):
         if resume and phase == "probe" and "train" in strategy.phases[n:]:
             console.print("[bold]resume[/]: the probe finished before the checkpoint; skipping it")
+            run.probe = None
             continue
-        PHASE_RUNNERS[phase](run, probe)
-        probe = run.probe
+        PHASE_RUNNERS[phase](run)
+    probe = run.probe
     history += run.history
     save_config(out, cfg, backbone.spec, data.classes)  # a phase may have renamed the weights
     train_seconds = time.perf_counter() - t_train

@@ -44,9 +44,9 @@ from headstart.fewshot.zeroshot import (
 )
 from headstart.heads.prototypes import cosine_head, unit
 from headstart.runfolder import (
-    _input_names,
     clear_outputs,
     earlier_outputs,
+    input_names,
     save_config,
     save_model,
     write_json,
@@ -267,7 +267,7 @@ def _clip_space(
 def _write_predictions(
     path: Path, samples: ImageSamples | TextSamples, labels: list[str], scores: np.ndarray
 ) -> None:
-    names = _input_names(samples)
+    names = input_names(samples)
     with path.open("w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["input", "predicted", "cosine", *(f"cosine_{c}" for c in labels)])
