@@ -53,7 +53,7 @@ def test_the_penalty_is_alpha_times_the_distance_to_the_start_plus_beta_times_th
         float(((p.detach() - start[n]) ** 2).sum())
         for n, p in bb.named_parameters()
         if n not in head
-    ) + 0.05 * sum(float((p**2).sum()) for n, p in bb.named_parameters() if n in head)
+    ) + 0.05 * sum(float((p.detach() ** 2).sum()) for n, p in bb.named_parameters() if n in head)
     got = s.loss_term(ctx, None, torch.zeros(1))
     assert got is not None and float(got) == pytest.approx(expected, rel=1e-4)
     # at the starting weights only the head's term is left
