@@ -55,13 +55,14 @@ def test_the_penalty_is_alpha_times_the_distance_to_the_start_plus_beta_times_th
         if n not in head
     ) + 0.05 * sum(float((p.detach() ** 2).sum()) for n, p in bb.named_parameters() if n in head)
     got = s.loss_term(ctx, None, torch.zeros(1))
-    assert got is not None and float(got) == pytest.approx(expected, rel=1e-4)
+    assert got is not None and float(got.detach()) == pytest.approx(expected, rel=1e-4)
     # at the starting weights only the head's term is left
     with torch.no_grad():
         for n, p in bb.named_parameters():
             p.copy_(start[n])
     rest = 0.05 * sum(float((p**2).sum()) for p in bb.head().parameters())
-    assert float(s.loss_term(ctx, None, torch.zeros(1))) == pytest.approx(rest, rel=1e-4)
+    term = s.loss_term(ctx, None, torch.zeros(1))
+    assert term is not None and float(term.detach()) == pytest.approx(rest, rel=1e-4)
 
 
 def test_no_weight_decay_and_bad_arguments():
