@@ -60,7 +60,7 @@ def test_the_penalty_is_alpha_times_the_distance_to_the_start_plus_beta_times_th
     with torch.no_grad():
         for n, p in bb.named_parameters():
             p.copy_(start[n])
-    rest = 0.05 * sum(float((p**2).sum()) for p in bb.head().parameters())
+    rest = 0.05 * sum(float((p.detach() ** 2).sum()) for p in bb.head().parameters())
     term = s.loss_term(ctx, None, torch.zeros(1))
     assert term is not None and float(term.detach()) == pytest.approx(rest, rel=1e-4)
 
