@@ -82,7 +82,9 @@ def _distance_after_training(name: str) -> float:
     cfg = TrainConfig(epochs=3, lr=0.05, batch_size=8, checkpoint=False, weight_decay=0.0)
     Trainer(cfg).fit(bb, s.param_groups(bb), _data(), None, s)
     return sum(
-        float(((p - start[n]) ** 2).sum()) for n, p in bb.named_parameters() if id(p) not in head
+        float(((p.detach() - start[n]) ** 2).sum())
+        for n, p in bb.named_parameters()
+        if id(p) not in head
     )
 
 
