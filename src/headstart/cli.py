@@ -1,6 +1,8 @@
 """The ``headstart`` command. Thin: it turns options into configs and calls the library."""
 
 import dataclasses
+import errno
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -120,6 +122,7 @@ def _root() -> None:
 
 @app.command()
 def fit(
+    ctx: typer.Context,
     source: Annotated[str, typer.Argument(help=help_for(DataConfig, "source"))],
     out: Annotated[Path, typer.Option("--out", "-o", help="Run folder to write.")] = Path(
         "runs/latest"
@@ -184,7 +187,8 @@ def fit(
         bool,
         typer.Option(
             "--resume",
-            help="Continue the run in --out from its last checkpoint (its config.yaml is used).",
+            help="Continue the run in --out from its last checkpoint, with its config.yaml; "
+            "options given must match it (only --device and --num-workers may change).",
         ),
     ] = False,
     overwrite: Annotated[
@@ -193,16 +197,25 @@ def fit(
     progress: PROGRESS_OPT = True,
 ) -> None:
     """Transfer a pretrained backbone to a labelled image folder or bundled dataset."""
-    options = dict(locals())  # the options, named like the config fields
+    options = {k: v for k, v in locals().items() if k != "ctx"}  # named like config fields
     from headstart.workflows.fit import fit as run_fit
 
-    if resume:
-        cfg = RunConfig.from_yaml(out / "config.yaml") if (out / "config.yaml").is_file() else None
+    skip = ("out", "resume", "overwrite", "progress")
+    if resume:  # the run's config, with the options given on the command line over it
+        from headstart.runfolder import read_run_config
+
+        given = {k: v for k, v in options.items() if _given(ctx, k)}
+        cfg = _run_config(given, skip, base=read_run_config(out))
     else:
-        cfg = None
-    if cfg is None:
-        cfg = _run_config(options, skip=("out", "resume", "overwrite", "progress"))
+        cfg = _run_config(options, skip)
     run_fit(cfg, out, resume=resume, overwrite=overwrite, progress=progress, console=console)
+
+
+def _given(ctx: typer.Context, name: str) -> bool:
+    """Whether option ``name`` was given on the command line (not left at its default)."""
+    from click.core import ParameterSource
+
+    return ctx.get_parameter_source(name) not in (None, ParameterSource.DEFAULT)
 
 
 @app.command()
@@ -271,11 +284,15 @@ RENAMED_OPTIONS = {
 COMPARE_ONLY = ("strategies", "budgets", "seeds", "baseline", "alpha", "confidence", "time_budget")
 
 
-def _run_config(options: dict[str, Any], skip: tuple[str, ...]) -> RunConfig:
+def _run_config(
+    options: dict[str, Any], skip: tuple[str, ...], base: RunConfig | None = None
+) -> RunConfig:
     """A RunConfig from a command's options, each routed to the config section that has a
     field of its name (train before eval for batch_size); fields not given keep their
-    defaults. One place for what fit and compare both build."""
-    sections: dict[str, dict[str, Any]] = {name: {} for name in SECTIONS}
+    values in ``base`` (the defaults without one). One place for what fit and compare
+    both build."""
+    start = (base or RunConfig()).to_dict()
+    sections: dict[str, dict[str, Any]] = {name: dict(start[name]) for name in SECTIONS}
     fields = {name: {f.name for f in dataclasses.fields(cls)} for name, cls in SECTIONS.items()}
     for key, value in options.items():
         if key in skip:
@@ -824,12 +841,17 @@ def demo(
     print_demo_table(rows, console)
 
 
+def _terminated(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
 def main() -> None:
     """Entry point: one clear message and a non-zero exit on errors (traceback with --debug)."""
     args = sys.argv[1:]
     debug = "--debug" in args  # accepted anywhere on the line, as users type it
     args = [a for a in args if a != "--debug"]
     err = Console(stderr=True)
+    signal.signal(signal.SIGTERM, _terminated)  # cleanups run, as on Ctrl-C
     try:
         app(args)
     except HeadstartError as e:
@@ -840,6 +862,12 @@ def main() -> None:
     except (OSError, RuntimeError, TypeError, ValueError, ImportError) as e:
         if debug:
             raise
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            from headstart.storage import disk_full
+
+            full = disk_full(Path(e.filename or Path.cwd() / "?"), None, e)
+            err.print(f"[bold red]error:[/] {full}", highlight=False, soft_wrap=True)
+            sys.exit(2)
         err.print(
             f"[bold red]error:[/] {type(e).__name__}: {e}\n"
             "This is unexpected: run again with --debug for the traceback and report it.",

@@ -616,9 +616,9 @@ class RunConfig:
         return cls(**{k: _build(SECTIONS[k], v or {}, k) for k, v in d.items()})
 
     def to_yaml(self, path: str | Path) -> None:
-        import yaml  # here, not at the top: the CLI imports this module before any work
+        from headstart.storage import write_yaml  # the CLI imports this module first
 
-        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+        write_yaml(path, self.to_dict())
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> RunConfig:

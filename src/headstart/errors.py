@@ -58,5 +58,9 @@ class RunFolderError(HeadstartError):
     """A run folder is missing files or was written by an incompatible version."""
 
 
+class DiskFullError(HeadstartError):
+    """A write found the disk full; the message names the folder and the space needed."""
+
+
 class NotFittedError(HeadstartError, AttributeError):
     """A model was used for prediction before it was fitted."""

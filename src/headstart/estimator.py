@@ -26,6 +26,7 @@ from headstart.data.loading import prepare_data
 from headstart.device import resolve_device
 from headstart.features import compute_embeddings
 from headstart.runfolder import Predictor, save_config, save_model, write_json
+from headstart.storage import atomic_write
 from headstart.strategies import build_strategy
 from headstart.training.callbacks import json_line
 from headstart.workflows.fit import fit as fit_run
@@ -173,7 +174,7 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         save_model(path, self.model_.backbone)
         write_json(path / "metrics.json", self.metrics_)
         write_json(path / "calibration.json", {"temperature": self.model_.temperature})
-        (path / "history.jsonl").write_text("".join(json_line(h) + "\n" for h in self.history_))
+        atomic_write(path / "history.jsonl", "".join(json_line(h) + "\n" for h in self.history_))
         write_json(
             path / "estimator.json",
             {"params": self.get_params(), "classes": self.classes_.tolist()},

@@ -8,6 +8,7 @@ safetensors, JSON and YAML are written or read; nothing is pickled.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import shutil
@@ -22,6 +23,7 @@ from PIL import Image
 from rich.console import Console
 from safetensors.torch import load_file
 
+from headstart import storage
 from headstart.backbones import Backbone, BackboneSpec, backbone_from_spec
 from headstart.config import RunConfig
 from headstart.data import (
@@ -38,7 +40,7 @@ from headstart.data.loading import (
     TEXT_SUFFIXES,
 )
 from headstart.device import resolve_device
-from headstart.errors import DataError, RunFolderError
+from headstart.errors import DataError, HeadstartError, RunFolderError
 from headstart.evaluation.report import embedding_map, read_history, write_fit_report
 from headstart.evaluation.run import (
     EvalOutputs,
@@ -62,15 +64,13 @@ def _strict(obj: Any) -> Any:
 
 def write_json(path: Path, obj: Any) -> None:
     """Strict JSON (non-finite numbers as null), written atomically."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(_strict(obj), indent=2, allow_nan=False), encoding="utf-8")
-    tmp.replace(path)
+    storage.write_json(path, _strict(obj))
 
 
 def save_config(run_dir: Path, cfg: RunConfig, spec: BackboneSpec, classes: list[str]) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
     doc = {**cfg.to_dict(), "spec": spec.to_dict()}
-    (run_dir / "config.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
+    storage.write_yaml(run_dir / "config.yaml", doc)
     write_json(run_dir / "labels.json", {"format_version": FORMAT_VERSION, "classes": classes})
 
 
@@ -374,12 +374,7 @@ def save_predictions(out: Path, ev: EvalOutputs) -> None:
 
 def check_out(out: Path, resume: bool, overwrite: bool) -> None:
     if resume:
-        if not (out / "config.yaml").is_file():
-            raise RunFolderError(
-                "a run folder to resume",
-                f"no config.yaml in {out}",
-                "drop --resume to start a new run, or pass the folder of an earlier run",
-            )
+        read_run_config(out)
         return
     if (out / "config.yaml").is_file():
         if not overwrite:
@@ -389,3 +384,111 @@ def check_out(out: Path, resume: bool, overwrite: bool) -> None:
                 "pass --resume to continue it, --overwrite to replace it, or another --out",
             )
         clear_outputs(out)
+
+
+#: settings a resumed run may change: where and how fast it runs, not what it computes
+MAY_CHANGE_ON_RESUME = ("train.device", "train.num_workers")
+#: values that ask headstart to choose; the run's config holds what was chosen
+_CHOOSE = (None, "auto")
+
+
+def read_run_config(run_dir: Path) -> RunConfig:
+    """The config a run wrote into ``run_dir`` when it started, read strictly: a missing,
+    empty, unparsable or incomplete ``config.yaml`` is a :class:`RunFolderError`, never a
+    default config (which would train on the current folder)."""
+    path = run_dir / "config.yaml"
+    fix = (
+        "this run cannot be continued; start it again with the same command and --overwrite "
+        "instead of --resume (or pass another --out)"
+    )
+    if not path.is_file():
+        raise RunFolderError(
+            "a run folder to resume",
+            f"no config.yaml in {run_dir}" + ("" if run_dir.is_dir() else " (no such folder)"),
+            "drop --resume to start a new run, or pass the folder of an earlier run",
+        )
+    text = path.read_text(encoding="utf-8", errors="replace")
+    if not text.strip():
+        raise RunFolderError(
+            "the config.yaml the run wrote when it started",
+            f"an empty {path} ({path.stat().st_size} bytes)",
+            fix,
+        )
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise RunFolderError("a readable config.yaml", f"{path}: {e}", fix) from e
+    data = doc.get("data") if isinstance(doc, dict) else None
+    if not isinstance(data, dict) or not data.get("source") or "spec" not in doc:
+        raise RunFolderError(
+            "a run's config.yaml with its data source and backbone spec",
+            f"{path} without them (incomplete or not written by `headstart fit`)",
+            fix,
+        )
+    try:
+        return RunConfig.from_dict({k: v for k, v in doc.items() if k != "spec"})
+    except HeadstartError as e:
+        raise RunFolderError("a valid run config.yaml", f"{path}: {e}", fix) from e
+
+
+def _flat(doc: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(doc, dict):
+        out: dict[str, Any] = {}
+        for k, v in doc.items():
+            out.update(_flat(v, f"{prefix}{k}."))
+        return out
+    return {prefix[:-1]: list(doc) if isinstance(doc, tuple) else doc}
+
+
+def _same_source(a: Any, b: Any) -> bool:
+    try:
+        return Path(str(a)).expanduser().resolve() == Path(str(b)).expanduser().resolve()
+    except (OSError, RuntimeError):
+        return False
+
+
+def resume_differences(saved: RunConfig, given: RunConfig) -> list[str]:
+    """The settings in which ``given`` differs from the run's ``saved`` config, as
+    ``"key: the run has X, given Y"``; values that ask headstart to choose (``auto``,
+    unset) and :data:`MAY_CHANGE_ON_RESUME` never differ."""
+    old, new = _flat(saved.to_dict()), _flat(given.to_dict())
+    diffs = []
+    for key, was in old.items():
+        now = new.get(key)
+        if key in MAY_CHANGE_ON_RESUME or now in _CHOOSE or now == was:
+            continue
+        if key == "data.source" and _same_source(was, now):
+            continue
+        diffs.append(f"{key}: the run has {was!r}, given {now!r}")
+    return diffs
+
+
+def resumed_config(run_dir: Path, given: RunConfig) -> RunConfig:
+    """The config to resume the run in ``run_dir`` with: the run's own, with what may
+    change on resume taken from ``given``; other differences are refused, each named."""
+    saved = read_run_config(run_dir)
+    diffs = resume_differences(saved, given)
+    if diffs:
+        raise RunFolderError(
+            f"the settings of the run being resumed in {run_dir}",
+            f"{len(diffs)} different: " + "; ".join(diffs),
+            "drop those options to continue the run as it was started, or start a new run "
+            "(another --out, or --overwrite)",
+        )
+    train = dataclasses.replace(
+        saved.train, device=given.train.device, num_workers=given.train.num_workers
+    )
+    return dataclasses.replace(saved, train=train)
+
+
+def can_resume(run_dir: Path) -> bool:
+    """Whether the run in ``run_dir`` stopped mid-training and can go on: an epoch
+    checkpoint and a readable config. A run without them has little to lose and starts
+    over."""
+    if not (run_dir / "checkpoint" / "last.safetensors").is_file():
+        return False
+    try:
+        read_run_config(run_dir)
+    except RunFolderError:
+        return False
+    return True

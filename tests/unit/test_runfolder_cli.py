@@ -49,8 +49,9 @@ def test_run_folder_round_trip_gives_identical_predictions(image_folder, tmp_pat
         "predictions.safetensors",
         "report.html",
     } <= names
-    every = [p for p in out.rglob("*") if p.is_file()]
+    every = [p for p in out.rglob("*") if p.is_file() and p.name != ".headstart.lock"]
     assert {p.suffix for p in every} <= {".safetensors", ".json", ".yaml", ".jsonl", ".html"}
+    assert (out / ".headstart.lock").read_text() == ""  # released: no holder named
     metrics = json.loads((out / "metrics.json").read_text())
     assert {"accuracy", "macro_f1", "per_class", "confusion_matrix"} <= set(metrics["test"])
     assert metrics["params"]["train"]["trainable"] == metrics["params"]["train"]["total"]

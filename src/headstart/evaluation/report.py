@@ -28,6 +28,7 @@ from safetensors import safe_open
 from sklearn.decomposition import PCA
 
 from headstart.data import ImageSamples, TextSamples
+from headstart.storage import atomic_write
 
 #: the figures of a fit report, in page order; a comparison adds BUDGET_FIGURES first
 FIT_FIGURES = (
@@ -611,11 +612,7 @@ def write_fit_report(
     preds = read_predictions(run_dir)
     title = f"headstart run: {metrics.get('strategy')} on {samples.name}"
     path = run_dir / "report.html"
-    tmp = path.with_suffix(".html.tmp")
-    tmp.write_text(
-        fit_report_html(title, cfg_doc, metrics, history, preds, samples), encoding="utf-8"
-    )
-    tmp.replace(path)
+    atomic_write(path, fit_report_html(title, cfg_doc, metrics, history, preds, samples))
     return path
 
 

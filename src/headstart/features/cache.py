@@ -10,17 +10,24 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 from rich.progress import track
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from headstart.backbones import Backbone
 from headstart.backbones.base import to_device
+from headstart.errors import DiskFullError
+from headstart.storage import atomic_write, clean_temp_files
+
+
+class CacheWriteWarning(UserWarning):
+    """The embedding cache could not be written; the run goes on without it."""
 
 
 def default_cache_dir() -> Path:
@@ -128,6 +135,7 @@ class EmbeddingCache:
         self.enabled = enabled
         self.hits = 0
         self.misses = 0
+        self._cleaned = False
 
     def path(self, key: str) -> Path:
         return self.root / "embeddings" / f"{key}.safetensors"
@@ -147,14 +155,27 @@ class EmbeddingCache:
         return None
 
     def store(self, key: str | None, emb: torch.Tensor) -> None:
-        """Write ``emb`` under ``key`` atomically (nothing when disabled or without a key)."""
+        """Write ``emb`` under ``key`` atomically (nothing when disabled or without a key).
+        The cache only saves time: when it cannot be written (a full disk, a read-only
+        folder) it warns once and is off for the rest of the process; the run goes on."""
         if not self.enabled or key is None:
             return
         path = self.path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        save_file({"embeddings": emb.contiguous()}, str(tmp))
-        tmp.replace(path)
+        if not self._cleaned:
+            self._cleaned = True
+            clean_temp_files(path.parent)
+        try:
+            atomic_write(path, save({"embeddings": emb.contiguous()}))
+        except (DiskFullError, OSError) as e:
+            self.enabled = False
+            reason = e.found if isinstance(e, DiskFullError) else f"{type(e).__name__}: {e}"
+            warnings.warn(
+                f"the embedding cache in {path.parent} cannot be written ({reason}); going on "
+                "without it (embeddings are computed again next time). Free space there or "
+                "point HEADSTART_CACHE at another folder.",
+                CacheWriteWarning,
+                stacklevel=2,
+            )
 
     def get_or_compute(self, key: str | None, compute: Callable[[], torch.Tensor]) -> torch.Tensor:
         emb = self.load(key)

@@ -11,6 +11,8 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from headstart.storage import append_line
+
 
 @dataclass
 class TrainState:
@@ -77,8 +79,7 @@ class HistoryWriter(Callback):
         self.phase = phase
 
     def on_epoch_end(self, state: TrainState, logs: dict[str, Any]) -> None:
-        with self.path.open("a") as f:
-            f.write(json_line({"phase": self.phase, **logs}) + "\n")
+        append_line(self.path, json_line({"phase": self.phase, **logs}))
 
 
 class ProgressBar(Callback):

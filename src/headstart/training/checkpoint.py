@@ -15,7 +15,9 @@ from typing import Any
 import numpy as np
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save
+
+from headstart.storage import atomic_write
 
 
 def _tensors_and_meta(obj: Any, prefix: str, tensors: dict[str, torch.Tensor]) -> Any:
@@ -53,10 +55,8 @@ def save_nested(obj: dict[str, Any], path: Path) -> None:
 def write_safetensors(
     tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None
 ) -> None:
-    """Atomic ``save_file``: a temporary file in the same folder, then a rename."""
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata=metadata)
-    tmp.replace(path)
+    """``tensors`` as a safetensors file, written atomically (:func:`atomic_write`)."""
+    atomic_write(path, save(tensors, metadata=metadata))
 
 
 def load_nested(path: Path) -> dict[str, Any]:

@@ -29,6 +29,7 @@ from headstart.features import (
 from headstart.features.embedder import Embedder, log_truncation
 from headstart.heads import HEADS, fit_sklearn_head, prototype_head
 from headstart.heads.probe import ProbeFit, fit_probe
+from headstart.storage import atomic_write
 from headstart.strategies import ParamGroup, Strategy, StrategyContext, apply_freeze
 from headstart.training import HistoryWriter, ProgressBar, Trainer, count_params
 from headstart.training.callbacks import json_line
@@ -277,4 +278,4 @@ def rewrite_history(path: Path, phase: str, rows: list[dict[str, Any]]) -> None:
                 kept.append(line)
         except json.JSONDecodeError:  # a line torn by a crash
             continue
-    path.write_text("".join(f"{line}\n" for line in [*kept, *map(json_line, rows)]))
+    atomic_write(path, "".join(f"{line}\n" for line in [*kept, *map(json_line, rows)]))

@@ -48,7 +48,8 @@ from headstart.data.loading import (
 from headstart.device import resolve_device
 from headstart.errors import ConfigError, DataError
 from headstart.features import compute_embeddings
-from headstart.runfolder import Predictor, write_json
+from headstart.runfolder import Predictor, can_resume, write_json
+from headstart.storage import locked
 from headstart.strategies.adaptation import METHODS, without_labels
 from headstart.workflows.fit import fit
 from headstart.workflows.sweep import REUSED, Sweep, SweepCell
@@ -160,6 +161,7 @@ def _settings(base: RunConfig) -> dict[str, Any]:
     return doc
 
 
+@locked("adaptation")
 def run_adapt(
     base: RunConfig,
     spec: AdaptConfig,
@@ -198,7 +200,7 @@ def run_adapt(
     def train(name: str, method: str, seed: int, run_dir: Path) -> dict[str, Any]:
         # a run stopped mid-training resumes from its last epoch checkpoint; one stopped
         # before its first has nothing to lose and starts over
-        resume = (run_dir / "checkpoint" / "last.safetensors").is_file()
+        resume = can_resume(run_dir)
         result = fit(
             run_config(runs_base, method, seed),
             run_dir,

@@ -19,7 +19,6 @@ cell killed mid-training resumes from its last epoch checkpoint).
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
 import time
@@ -44,7 +43,8 @@ from headstart.evaluation.report import (
     comparison_rows,
 )
 from headstart.features import EmbeddingCache
-from headstart.runfolder import write_json
+from headstart.runfolder import can_resume, write_json
+from headstart.storage import atomic_write, locked, write_csv
 from headstart.strategies import build_strategy
 from headstart.workflows.fit import fit
 from headstart.workflows.sweep import REUSED, SKIPPED, Sweep, SweepCell
@@ -167,6 +167,7 @@ def _read_cell(
     return cell, metrics
 
 
+@locked("comparison")
 def run_compare(
     base: RunConfig,
     spec: CompareConfig,
@@ -225,9 +226,7 @@ def run_compare(
         if (budget, seed) not in split_cache:
             split_cache.clear()
             split_cache[(budget, seed)] = budget_splits(data, budget, seed, base)
-        resume = (run_dir / "checkpoint" / "last.safetensors").is_file() and (
-            run_dir / "config.yaml"
-        ).is_file()
+        resume = can_resume(run_dir)
         if resume:
             resumed.add(label)
         return fit(
@@ -341,10 +340,9 @@ def _write_outputs(
         "seconds": result.seconds,
     }
     write_json(out / "comparison.json", doc)
-    with (out / "comparison.csv").open("w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow(comparison_header(spec.confidence))
-        writer.writerows(comparison_rows(summary))
+    write_csv(
+        out / "comparison.csv", [comparison_header(spec.confidence), *comparison_rows(summary)]
+    )
     example = _example(out, summary, metrics_of, data)
     notes = [
         f"{len(data.test) if data.test is not None else 0} test examples, the same for every "
@@ -359,9 +357,7 @@ def _write_outputs(
     page = compare_report_html(
         f"headstart comparison: {data.train.name}", summary, forgetting, example, notes
     )
-    tmp = out / "report.html.tmp"
-    tmp.write_text(page, encoding="utf-8")
-    tmp.replace(out / "report.html")
+    atomic_write(out / "report.html", page)
 
 
 def _example(

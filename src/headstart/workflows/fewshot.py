@@ -50,6 +50,7 @@ from headstart.fewshot.episodes import Episode, episode_accuracy, mean_ci, sampl
 from headstart.fewshot.zeroshot import DEFAULT_TEXT_TEMPLATES, embed_texts, label_directions, unit
 from headstart.heads import class_means, fit_sklearn_head, nearest_prototype, prototype_head
 from headstart.runfolder import write_json
+from headstart.storage import locked
 from headstart.strategies import ParamGroup
 from headstart.strategies.steps import SupervisedStep
 from headstart.training import Trainer
@@ -90,6 +91,7 @@ def load_backbone(name: str, image_size: int | None, max_length: int | None) -> 
     return create_backbone(BackboneConfig(name=name), 2, image_size, max_length)
 
 
+@locked("few-shot")
 def run_fewshot(
     source: str,
     fcfg: FewShotConfig,

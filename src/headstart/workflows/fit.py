@@ -43,9 +43,11 @@ from headstart.heads.probe import ProbeFit
 from headstart.heads.prototypes import leave_one_out_predictions
 from headstart.runfolder import (
     check_out,
+    resumed_config,
     save_config,
     save_results,
 )
+from headstart.storage import atomic_write, folder_lock
 from headstart.strategies import Strategy, build_strategy
 from headstart.strategies.auto import Choice, choose, is_auto
 from headstart.strategies.base import AUTO_HEAD, with_resolved_head
@@ -186,11 +188,29 @@ def fit(
 ) -> FitResult:
     """Train and evaluate one run; write the run folder ``out``. ``target``: unlabelled
     target-domain samples for a domain adaptation strategy (their labels, if any, are
-    removed before the strategy sees them)."""
-    t_start = time.perf_counter()
+    removed before the strategy sees them). The run holds the lock of ``out`` while it
+    writes it; ``resume`` continues the run in ``out`` with its own config (``cfg`` may
+    differ only in where it runs: device, workers)."""
     console = console or Console()
     out = Path(out)
-    check_out(out, resume, overwrite)
+    with folder_lock(out, "run", console.print):
+        check_out(out, resume, overwrite)
+        if resume:
+            cfg = resumed_config(out, cfg)
+        return _fit(cfg, out, resume, progress, console, data, cache, target)
+
+
+def _fit(
+    cfg: RunConfig,
+    out: Path,
+    resume: bool,
+    progress: bool,
+    console: Console,
+    data: Splits | None,
+    cache: EmbeddingCache | None,
+    target: Samples | None,
+) -> FitResult:
+    t_start = time.perf_counter()
     # every check that needs no data first: a typo must not cost a preflight
     strategy = build_strategy(cfg.strategy)
     strategy.check_inputs(target)  # the clear error, before any data
@@ -239,7 +259,7 @@ def fit(
     # the run starts over, which costs little since embeddings are cached
     resume = resume and (out / "checkpoint" / "last.safetensors").is_file()
     if not resume:
-        (out / "history.jsonl").write_text("")
+        atomic_write(out / "history.jsonl", "")
     history: list[dict[str, Any]] = []
     params: dict[str, Any] = {}
     if choice is not None:

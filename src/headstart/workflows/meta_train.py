@@ -44,6 +44,7 @@ from headstart.runfolder import (
     save_model,
     write_json,
 )
+from headstart.storage import locked
 from headstart.strategies import ParamGroup
 from headstart.strategies.steps import ProtonetStep
 from headstart.training import ProgressBar, Trainer
@@ -80,6 +81,7 @@ def parse_classes(spec: str, classes: list[str]) -> list[int]:
     return out
 
 
+@locked("meta-training")
 def run_meta_train(
     source: str,
     mcfg: MetaConfig,

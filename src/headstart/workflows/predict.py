@@ -3,8 +3,6 @@ a table or written to CSV or JSON."""
 
 from __future__ import annotations
 
-import csv
-import json
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +11,7 @@ from rich.table import Table
 
 from headstart.errors import HeadstartError
 from headstart.runfolder import load
+from headstart.storage import write_csv, write_json
 
 
 def run_predict(
@@ -60,14 +59,12 @@ def _print(rows: list[dict[str, Any]], run: Path, top_k: int, console: Console) 
 
 
 def _write(rows: list[dict[str, Any]], output: Path) -> None:
-    output.parent.mkdir(parents=True, exist_ok=True)
     if output.suffix == ".json":
-        output.write_text(json.dumps(rows, indent=2))
+        write_json(output, rows)
         return
-    with output.open("w", newline="") as f:
-        w = csv.writer(f)
-        k = len(rows[0]["labels"]) if rows else 0
-        w.writerow(["input", *[c for i in range(k) for c in (f"label_{i + 1}", f"prob_{i + 1}")]])
-        for r in rows:
-            pairs = zip(r["labels"], r["probabilities"], strict=True)
-            w.writerow([r["input"], *[v for lab, p in pairs for v in (lab, f"{p:.6f}")]])
+    k = len(rows[0]["labels"]) if rows else 0
+    table = [["input", *[c for i in range(k) for c in (f"label_{i + 1}", f"prob_{i + 1}")]]]
+    for r in rows:
+        pairs = zip(r["labels"], r["probabilities"], strict=True)
+        table.append([r["input"], *[v for lab, p in pairs for v in (lab, f"{p:.6f}")]])
+    write_csv(output, table)

@@ -38,6 +38,7 @@ from headstart.features import (
 from headstart.features.cache import compute_layer_embeddings
 from headstart.runfolder import write_json
 from headstart.selection import SCORES, NotApplicable
+from headstart.storage import atomic_write, locked
 
 FORMAT_VERSION = 1
 
@@ -230,6 +231,7 @@ def order_rows(rows: list[RankRow], score: str) -> list[RankRow]:
     return sorted(rows, key=lambda r: -(v if (v := r.scores.get(score)) is not None else -np.inf))
 
 
+@locked("ranking")
 def run_rank(
     data_cfg: DataConfig,
     rank_cfg: RankConfig,
@@ -348,7 +350,7 @@ def run_rank(
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         write_json(out / "rank.json", doc)
-        (out / "report.html").write_text(rank_report_html(doc), encoding="utf-8")
+        atomic_write(out / "report.html", rank_report_html(doc))
     return result
 
 

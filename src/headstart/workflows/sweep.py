@@ -60,6 +60,7 @@ import yaml
 
 from headstart.errors import ConfigError, RunFolderError
 from headstart.runfolder import write_json
+from headstart.storage import write_yaml
 
 #: the states of a cell in a run of the sweep
 REUSED = "reused"  # finished before: its result was read back
@@ -155,7 +156,7 @@ class Sweep:
             for name in [settings_file, *owned]:
                 _remove(out / name)
         if path.is_file():
-            old = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            old = _read_settings(path, kind, [c.path for c in cells if (out / c.path).exists()])
             _check_same(out, kind, settings_file, old, doc, set(may_change))
         else:
             present = [name for name in owned if (out / name).exists()]
@@ -167,9 +168,7 @@ class Sweep:
                     "pass --overwrite or another --out",
                 )
         out.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
-        tmp.replace(path)
+        write_yaml(path, doc)
         return cls(out, cells, result_file=result_file, settings_file=settings_file)
 
     def folder(self, cell: SweepCell) -> Path:
@@ -200,6 +199,26 @@ class Sweep:
                 write_json(result_path, result)
             ran += 1
             yield CellOutcome(cell.name, folder, RAN, result)
+
+
+def _read_settings(path: Path, kind: str, present: list[str]) -> dict[str, Any]:
+    """The settings a sweep's folder is bound to, or a clear error for a damaged file
+    (never an empty dict, which would read as "other settings")."""
+    text = path.read_text(encoding="utf-8", errors="replace")
+    try:
+        doc = yaml.safe_load(text) if text.strip() else None
+    except yaml.YAMLError as e:
+        doc, reason = None, f"unparsable ({str(e).splitlines()[0]})"
+    else:
+        reason = "empty" if not text.strip() else f"not a mapping ({type(doc).__name__})"
+    if isinstance(doc, dict):
+        return doc
+    raise RunFolderError(
+        f"a readable {path.name}: the settings the {kind}'s cells were run with",
+        f"{path} is {reason}, with {len(present)} cell folder(s) beside it",
+        f"restore {path.name} from a backup to go on, or pass --overwrite to start the "
+        f"{kind} again (deletes its cells)",
+    )
 
 
 def skipped(outcomes: Iterable[CellOutcome]) -> list[str]:

@@ -3,7 +3,6 @@ encoders, CLIP) or through an ImageNet head (ConSE); optional refinement on the 
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import time
 from pathlib import Path
@@ -51,8 +50,10 @@ from headstart.runfolder import (
     save_model,
     write_json,
 )
+from headstart.storage import locked, write_csv
 
 
+@locked("zero-shot")
 def run_zeroshot(
     source: str,
     zcfg: ZeroShotConfig,
@@ -268,12 +269,11 @@ def _write_predictions(
     path: Path, samples: ImageSamples | TextSamples, labels: list[str], scores: np.ndarray
 ) -> None:
     names = input_names(samples)
-    with path.open("w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["input", "predicted", "cosine", *(f"cosine_{c}" for c in labels)])
-        for name, row in zip(names, scores, strict=True):
-            k = int(row.argmax())
-            w.writerow([name, labels[k], f"{row[k]:.4f}", *(f"{v:.4f}" for v in row)])
+    table: list[list[str]] = [["input", "predicted", "cosine", *(f"cosine_{c}" for c in labels)]]
+    for name, row in zip(names, scores, strict=True):
+        k = int(row.argmax())
+        table.append([name, labels[k], f"{row[k]:.4f}", *(f"{v:.4f}" for v in row)])
+    write_csv(path, table)
 
 
 def _save_run(
