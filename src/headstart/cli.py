@@ -213,9 +213,8 @@ def fit(
 
 def _given(ctx: typer.Context, name: str) -> bool:
     """Whether option ``name`` was given on the command line (not left at its default)."""
-    from click.core import ParameterSource
-
-    return ctx.get_parameter_source(name) not in (None, ParameterSource.DEFAULT)
+    source = ctx.get_parameter_source(name)  # an enum of the click Typer runs on
+    return source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")
 
 
 @app.command()

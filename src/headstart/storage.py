@@ -22,16 +22,17 @@ command reports that it took the lock over. (Written here rather than with the
 ``filelock`` package, whose Unix lock truncates the lock file on every acquire and so
 cannot say which process held it.)
 
-``HEADSTART_FAULT`` injects a fault for crash tests: ``kill:<file name>[:<n>]`` kills the
-process (SIGKILL) at the n-th atomic write of a file of that name, after the temporary
-file is written and before the rename; ``enospc:<file name>[:<n>]`` makes that write fail
-as a full disk does.
+``HEADSTART_FAULT`` injects a fault for crash tests: ``kill:<name pattern>[:<n>]`` kills
+the process (SIGKILL) at the n-th atomic write of a file whose name matches the pattern
+(``fnmatch``), after the temporary file is written and before the rename;
+``enospc:<name pattern>[:<n>]`` makes that write fail as on a full disk.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import fnmatch
 import functools
 import inspect
 import json
@@ -96,11 +97,11 @@ def _fault(path: Path) -> None:
     if not spec:
         return
     action, _, rest = spec.partition(":")
-    name, _, nth = rest.partition(":")
-    if name != path.name:
+    pattern, _, nth = rest.partition(":")
+    if not fnmatch.fnmatchcase(path.name, pattern):
         return
-    _writes[name] += 1
-    if _writes[name] != int(nth or 1):
+    _writes[pattern] += 1
+    if _writes[pattern] != int(nth or 1):
         return
     if action == "kill":
         os.kill(os.getpid(), signal.SIGKILL)
