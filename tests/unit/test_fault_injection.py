@@ -172,7 +172,7 @@ def _strace_can_inject() -> bool:
 
 
 @pytest.mark.skipif(not _strace_can_inject(), reason="strace cannot inject faults here")
-@pytest.mark.parametrize("nth", [2, 5, 9])
+@pytest.mark.parametrize("nth", [3, 8])
 def test_a_fit_killed_by_the_kernel_at_a_rename_resumes_to_the_same_result(
     reference, tmp_path, nth
 ):
