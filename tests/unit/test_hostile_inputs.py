@@ -403,3 +403,13 @@ def test_compare_and_rank_check_the_backbone_before_reading_data(
             RankConfig(backbones=["toy-resnet", "toy-resnt"]),
             progress=False,
         )
+
+
+def test_predict_and_evaluate_refuse_an_output_under_a_file(runs, tmp_path):
+    from headstart.workflows.predict import run_predict
+
+    (tmp_path / "taken").write_text("x")
+    with pytest.raises(RunFolderError, match="is a file"):
+        run_predict(runs["text"], ["fine"], output=tmp_path / "taken" / "p.csv", device="cpu")
+    with pytest.raises(RunFolderError, match="is a file"):
+        run_evaluate(runs["text"], "nowhere.csv", output=tmp_path / "taken" / "e.json")

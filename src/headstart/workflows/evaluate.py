@@ -13,7 +13,7 @@ from headstart.data import TextSamples
 from headstart.data.loading import eval_source, is_text_source
 from headstart.errors import DataError
 from headstart.evaluation import calibration_summary, classification_metrics, print_metrics
-from headstart.runfolder import load, write_json
+from headstart.runfolder import check_out_folder, load, write_json
 
 
 def run_evaluate(
@@ -29,6 +29,8 @@ def run_evaluate(
 ) -> dict[str, Any]:
     """The metrics of run folder ``run`` on ``source`` (written to ``output`` if given)."""
     console = console or Console()
+    if output is not None:
+        check_out_folder(output.parent, "--output's folder")
     model = load(run, device)
     modality = model.backbone.spec.modality
     _check_modality(modality, "text" if is_text_source(source) else "image", source)
