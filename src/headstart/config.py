@@ -82,6 +82,28 @@ def _choice(cfg: object, name: str, options: tuple[str, ...]) -> None:
 #:   or train on thousands of images per run, and their benchmarks were measured at it.
 SMALL_IMAGE_SIZE = 64
 
+#: The input sizes a config accepts, in pixels. Below 16 px a ViT has no 16 px patch to
+#: embed and a CNN's five stride-2 stages reduce the image to nothing; the largest input
+#: any pretrained backbone here (or in timm) was trained at is under 1024 px (800 for
+#: EfficientNet-L2, 518 for DINOv2), and one batch of 32 RGB images at 1024 px already
+#: needs about 400 MB before a single activation. Beyond that a typo (``100000``) would
+#: only end in a MemoryError after the whole preflight.
+MIN_IMAGE_SIZE = 16
+MAX_IMAGE_SIZE = 1024
+
+
+def _image_size(cfg: object) -> None:
+    v = getattr(cfg, "image_size", None)
+    if v is None:
+        return
+    if isinstance(v, bool) or not isinstance(v, int) or not MIN_IMAGE_SIZE <= v <= MAX_IMAGE_SIZE:
+        raise ConfigError(
+            f"image_size (--image-size) a whole number of pixels from {MIN_IMAGE_SIZE} to "
+            f"{MAX_IMAGE_SIZE}, or unset for the backbone's own input size",
+            f"image_size={v!r}",
+            "pass e.g. --image-size 224 (the usual ImageNet size), or drop the option",
+        )
+
 
 @dataclass
 class DataConfig:
@@ -100,7 +122,9 @@ class DataConfig:
     test_fraction: float = _f(0.15, "Fraction of the source held out for testing.")
     per_class: int | None = _f(None, "Use only this many labelled training images per class.")
     max_test: int | None = _f(None, "Evaluate on at most this many test images (stratified).")
-    image_size: int | None = _f(None, "Input size in pixels; default: the backbone's own.")
+    image_size: int | None = _f(
+        None, "Input size in pixels (16 to 1024); default: the backbone's own."
+    )
     max_length: int | None = _f(
         None, "Texts: tokens kept per text (longer ones are truncated); default 256."
     )
@@ -127,6 +151,7 @@ class DataConfig:
                 "hold out less data",
             )
         _positive(self, "per_class", "max_test", "image_size", "max_length", "max_pixels")
+        _image_size(self)
         _choice(self, "augment", ("none", "light", "strong"))
         _choice(self, "tta", ("auto", "none", "hflip"))
 
@@ -397,6 +422,7 @@ class FewShotConfig:
     label_col: str = _like(DataConfig, "label_col")
 
     def __post_init__(self) -> None:
+        _image_size(self)
         unknown = [s for s in self.strategies if s not in FEWSHOT_STRATEGIES]
         if unknown:
             raise ConfigError(
@@ -445,6 +471,7 @@ class MetaConfig:
     checkpoint_every: int = _f(50, "Save a checkpoint every this many episodes.")
 
     def __post_init__(self) -> None:
+        _image_size(self)
         if self.method not in META_METHODS:
             raise ConfigError(
                 f"a meta-learning method: {', '.join(META_METHODS)}",
@@ -520,6 +547,7 @@ class ZeroShotConfig:
     label_col: str = _like(DataConfig, "label_col")
 
     def __post_init__(self) -> None:
+        _image_size(self)
         for t in self.templates:
             if t.count("{}") != 1:
                 raise ConfigError(

@@ -23,8 +23,10 @@ from headstart.backbones.catalog import DEFAULT_BACKBONES
 from headstart.config import BackboneConfig, DataConfig, RunConfig, StrategyConfig, TrainConfig
 from headstart.data import TextSamples, from_arrays, from_texts
 from headstart.data.loading import prepare_data
+from headstart.data.text_samples import is_missing, is_missing_label
 from headstart.device import resolve_device
 from headstart.features import compute_embeddings
+from headstart.paths import is_file
 from headstart.runfolder import Predictor, save_config, save_model, write_json
 from headstart.storage import atomic_write
 from headstart.strategies import build_strategy
@@ -33,22 +35,29 @@ from headstart.workflows.fit import fit as fit_run
 
 
 def as_samples(X: Any, y: Any = None, classes: list[str] | None = None) -> Any:
-    """Texts when ``X`` is a list of strings that are not all existing files; otherwise
+    """Texts when ``X`` holds strings that are not all existing files (a list, a tuple, a
+    string array or a pandas Series of them; missing texts are read as empty); otherwise
     images (an array, or a list of image paths)."""
     if isinstance(X, str):
         X = [X]
-    strings = isinstance(X, (list, tuple, np.ndarray)) and all(isinstance(x, str) for x in X)
-    if strings and len(X) and not all(_is_file(x) for x in X):
+    if type(X).__module__.startswith("pandas") and getattr(X, "ndim", 0) == 1:
+        X = X.tolist()  # a Series or Index of texts
+    if isinstance(X, np.ndarray) and X.ndim == 1 and X.dtype.kind in "USO":
+        X = X.tolist()
+    if _texts(X):
         return from_texts(list(X), y, classes=classes)
     return from_arrays(X, y, classes=classes)
 
 
-def _is_file(text: str) -> bool:
-    """An existing file's path (a long text is no path: the OS refuses the name)."""
-    try:
-        return Path(text).is_file()
-    except (OSError, ValueError):
+def _texts(X: Any) -> bool:
+    """A non-empty list or tuple of strings (missing values allowed) that are not all
+    existing files."""
+    if not isinstance(X, (list, tuple)) or not X:
         return False
+    strings = [x for x in X if isinstance(x, str)]
+    if not strings or len(strings) + sum(is_missing(x) for x in X) != len(X):
+        return False
+    return len(strings) != len(X) or not all(is_file(x) for x in strings)
 
 
 class NotFittedError(errors.NotFittedError, sklearn.exceptions.NotFittedError):
@@ -137,6 +146,15 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         if y.ndim != 1:
             raise errors.DataError(
                 "y as a 1-D array of labels", f"shape {y.shape}", "pass y.ravel()"
+            )
+        missing = [i for i, v in enumerate(y.tolist()) if is_missing_label(v)]
+        if missing:
+            raise errors.DataError(
+                "a label for every example in y (a missing label is not a class)",
+                f"{len(missing)} missing label(s) (None, NaN or empty) at position(s) "
+                + ", ".join(str(i) for i in missing[:10])
+                + (" ..." if len(missing) > 10 else ""),
+                "fill in those labels, or leave those examples out of X and y",
             )
         self.classes_ = np.unique(y)
         samples = as_samples(

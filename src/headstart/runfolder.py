@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -46,6 +47,7 @@ from headstart.evaluation.run import (
     EvalOutputs,
 )
 from headstart.features.predict import predict_logits
+from headstart.paths import exists, is_dir, is_file
 from headstart.training.checkpoint import write_safetensors
 
 FORMAT_VERSION = 1
@@ -147,19 +149,32 @@ def _require(run_dir: Path, name: str) -> Path:
 
 
 def collect_images(inputs: Sequence[str | Path]) -> list[Path]:
-    """Files as given, and every image file under a given folder (sorted, hidden skipped)."""
+    """Files as given, and every image file under a given folder (sorted, hidden skipped).
+    A table of texts, or a string that names no file, is an error: these are images."""
     files: list[Path] = []
     for item in inputs:
-        p = Path(item).expanduser()
-        if p.is_dir():
+        p = Path(item).expanduser() if is_file(item) or is_dir(item) else Path(item)
+        if p.suffix.lower() in TEXT_SUFFIXES and is_file(p):
+            raise DataError(
+                "image files or folders of images (this run's backbone takes images)",
+                f"the table of texts {p}",
+                "predict or evaluate texts with a run trained on texts (a text backbone such "
+                "as minilm-l6)",
+            )
+        if is_dir(p):
             found = list_image_files(p)
             if not found:
                 raise DataError("image files in the folder", f"none in {p}", "check the path")
             files.extend(found)
-        elif p.is_file():
+        elif is_file(p):
             files.append(p)
         else:
-            raise DataError("an image file or a folder", f"{p} does not exist", "check the path")
+            shown = str(item) if len(str(item)) <= 80 else str(item)[:77] + "..."
+            raise DataError(
+                "an image file or a folder (this run's backbone takes images)",
+                f"{shown!r}, which names no file or folder",
+                "check the path; texts need a run trained on texts",
+            )
     return files
 
 
@@ -252,8 +267,23 @@ class Predictor:
     ) -> TextSamples:
         if isinstance(inputs, (str, Path)):
             inputs = [inputs]
+        inputs = list(inputs)
         items = [str(i) for i in inputs]
-        tables = [i for i in items if Path(i).suffix.lower() in TEXT_SUFFIXES and Path(i).is_file()]
+        tables = [i for i in items if Path(i).suffix.lower() in TEXT_SUFFIXES and is_file(i)]
+        # an existing file that is not a table, or a folder, is no text: most likely images
+        paths = [
+            i
+            for i, raw in zip(items, inputs, strict=True)
+            if i not in tables and (isinstance(raw, Path) or is_file(i) or is_dir(i))
+        ]
+        if paths:
+            raise DataError(
+                "texts, or one table file of texts "
+                f"({', '.join(TEXT_SUFFIXES)}), for this run's text backbone",
+                f"{len(paths)} path(s) of other files or folders, e.g. {paths[0]!r}",
+                "pass the texts themselves or a table with a text column; images need a run "
+                "trained on images",
+            )
         if tables and len(tables) == len(items) == 1:
             cols = text_cols or self.cfg.data.text_cols
             samples = read_text_table(tables[0], cols, label_col=None)
@@ -372,7 +402,24 @@ def save_predictions(out: Path, ev: EvalOutputs) -> None:
     )
 
 
+def check_out_folder(out: str | Path, flag: str = "--out") -> None:
+    """``out`` can be an output folder: it is a folder, or it and the folders above it
+    that are missing can be made (no file stands in the way)."""
+    path = Path(out).expanduser()
+    for part in (path, *path.parents):
+        if is_dir(part):
+            return
+        if exists(part) or os.path.lexists(part):  # a file, or a dangling link
+            where = "" if part == path else f" (on the way to {path})"
+            raise RunFolderError(
+                f"{flag} naming a folder (new, or one to write into)",
+                f"{part} is a file{where}",
+                f"pass another {flag}, or move that file away",
+            )
+
+
 def check_out(out: Path, resume: bool, overwrite: bool) -> None:
+    check_out_folder(out)
     if resume:
         read_run_config(out)
         return

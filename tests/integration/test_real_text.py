@@ -40,3 +40,17 @@ def test_linear_probe_on_bbc_news_with_five_labels_per_class(tmp_path, backbone)
 def test_onnx_encoder_cannot_be_fine_tuned(tmp_path):
     with pytest.raises(ConfigError, match="linear-probe"):
         fit(_cfg("paraphrase-minilm-l3", "finetune"), tmp_path / "run", progress=False)
+
+
+def test_embedder_takes_texts_longer_than_a_file_name(tmp_path):
+    import numpy as np
+
+    from headstart import PretrainedEmbedder
+
+    texts = [
+        "The blender works well and is quiet. " * 8,  # about 300 characters
+        "word " * 1000,  # 5000 characters
+        "Très bon produit, livré à temps. Отличный товар! 很好 " * 6,  # over 255 bytes
+    ]
+    Z = PretrainedEmbedder("minilm-l6").fit_transform(texts)
+    assert Z.shape == (3, 384) and np.isfinite(Z).all()

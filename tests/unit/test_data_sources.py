@@ -45,7 +45,7 @@ def test_symlinks_outside_the_root_are_not_followed(tmp_path: Path) -> None:
     _img(outside / "more" / "c.png")
     os.symlink(secret, root / "cat" / "leak.png")
     os.symlink(outside / "more", root / "eel")  # a class folder leading outside
-    os.symlink(root / "cat" / "a.png", root / "dog" / "inside.png")  # inside: followed
+    os.symlink(root / "dog" / "b.png", root / "dog" / "inside.png")  # inside: followed
     samples = scan_image_folder(root)
     assert samples.classes == ["cat", "dog"]
     names = [p.name for p in samples.paths or []]

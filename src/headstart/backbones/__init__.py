@@ -22,6 +22,7 @@ from headstart.backbones.families import (
     FAMILIES,
     BackboneFamily,
     backbone_from_spec,
+    check_backbone,
     create_backbone,
 )
 from headstart.backbones.hf_text import HFTextBackbone
@@ -47,6 +48,7 @@ __all__ = [
     "TextDataset",
     "TimmBackbone",
     "backbone_from_spec",
+    "check_backbone",
     "create_backbone",
     "describe_backbones",
     "load_weights_file",

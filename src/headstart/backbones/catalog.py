@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from headstart.errors import BackboneError
+from headstart.paths import is_dir
 from headstart.registry import Registry
 
 #: ``tokenizer_from`` value for the built-in character-level tokenizer (toy-bert)
@@ -197,7 +198,7 @@ def entry_for(name: str) -> BackboneEntry:
             std=tuple(pcfg.std),  # type: ignore[arg-type]
         )
     folder = Path(name).expanduser()
-    if folder.is_dir():
+    if is_dir(folder):
         return folder_entry(folder)
     if name.startswith((".", "/", "~")) or "\\" in name or name.count("/") > 1:
         raise BackboneError(

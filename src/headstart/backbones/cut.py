@@ -20,17 +20,19 @@ from headstart.backbones.families import (
     BackboneFamily,
     backbone_from_spec,
     create_backbone,
+    family_for_name,
 )
 from headstart.backbones.wrapped import WrappedBackbone
 from headstart.config import BackboneConfig
 from headstart.errors import BackboneError
+from headstart.paths import exists
 
 CUT = "@"
 
 
 def split_cut(name: str) -> tuple[str, str | None]:
     """``"net@blocks.4"`` -> ``("net", "blocks.4")``; a name without a cut -> (name, None)."""
-    if CUT not in name or Path(name).expanduser().exists():
+    if CUT not in name or exists(name):
         return name, None
     base, _, layer = name.rpartition(CUT)
     return base, layer
@@ -132,6 +134,10 @@ class CutFamily(BackboneFamily):
 
     def claims_spec(self, spec: BackboneSpec) -> bool:
         return bool(spec.extra.get("cut"))
+
+    def check_name(self, name: str) -> None:
+        base = split_cut(name)[0]
+        family_for_name(base).check_name(base)
 
     def create(
         self,

@@ -27,6 +27,7 @@ from headstart.backbones.base import Backbone, BackboneSpec
 from headstart.backbones.catalog import entry_for
 from headstart.config import BackboneConfig
 from headstart.errors import BackboneError
+from headstart.paths import is_dir, is_file
 from headstart.registry import Registry
 
 #: the family of specs that record no ``extra["kind"]``, by modality
@@ -48,6 +49,10 @@ class BackboneFamily:
     def claims_spec(self, spec: BackboneSpec) -> bool:
         """True if this family rebuilds ``spec`` whatever its ``extra["kind"]``."""
         return False
+
+    def check_name(self, name: str) -> None:
+        """Raise the error :meth:`create` would for a name it cannot build, as far as
+        that is known without building anything (e.g. the base name of ``NAME@GROUP``)."""
 
     def create(
         self,
@@ -92,6 +97,23 @@ def family_for_name(name: str) -> BackboneFamily:
         if family.claims_name(name):
             return family
     return FAMILIES.get(entry_for(name).kind)
+
+
+def check_backbone(cfg: BackboneConfig) -> None:
+    """What can be checked of a backbone before any data is read or weights are loaded:
+    the name is one that can be built (an unknown name raises the did-you-mean error) and
+    a ``weights`` file given exists. ``"auto"`` is resolved later, from the data."""
+    if cfg.name != "auto":
+        family_for_name(cfg.name).check_name(cfg.name)
+    if cfg.weights:
+        path = Path(cfg.weights).expanduser()
+        if not is_file(path):
+            found = f"{path} is a folder" if is_dir(path) else f"no file at {path}"
+            raise BackboneError(
+                "--weights naming an existing weights file (.safetensors, .pth, .pt, .bin, .ckpt)",
+                found,
+                "check the path, or drop --weights to use the backbone's own pretrained weights",
+            )
 
 
 def family_for_spec(spec: BackboneSpec) -> BackboneFamily:

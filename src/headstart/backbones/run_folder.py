@@ -17,13 +17,14 @@ from headstart.backbones.base import Backbone
 from headstart.backbones.families import FAMILIES, BackboneFamily, create_backbone
 from headstart.config import BackboneConfig
 from headstart.errors import BackboneError
+from headstart.paths import is_file
 
 
 def run_folder_backbone(name: str) -> tuple[str, str, int] | None:
     """(backbone name, weights file, input size) of a headstart run folder, if ``name`` is
     one: its config.yaml names the architecture, model.safetensors holds the weights."""
     folder = Path(name).expanduser()
-    if not ((folder / "config.yaml").is_file() and (folder / "model.safetensors").is_file()):
+    if not (is_file(folder / "config.yaml") and is_file(folder / "model.safetensors")):
         return None
     try:
         spec = yaml.safe_load((folder / "config.yaml").read_text())["spec"]
@@ -51,7 +52,10 @@ class RunFolderFamily(BackboneFamily):
 
     def claims_name(self, name: str) -> bool:
         folder = Path(name).expanduser()
-        return (folder / "config.yaml").is_file() and (folder / "model.safetensors").is_file()
+        return is_file(folder / "config.yaml") and is_file(folder / "model.safetensors")
+
+    def check_name(self, name: str) -> None:
+        run_folder_backbone(name)  # a text run, or an unreadable config, is an error
 
     def create(
         self,

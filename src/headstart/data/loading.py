@@ -3,7 +3,7 @@ split it as the config says (the small-data validation policy included)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ from headstart.data import (
 )
 from headstart.data.text_tables import TEXT_TABLE_SUFFIXES
 from headstart.errors import DataError
+from headstart.paths import is_dir, is_file
 
 #: table files read as texts
 TEXT_SUFFIXES = tuple(TEXT_TABLE_SUFFIXES)
@@ -61,18 +62,82 @@ def load_source(spec: str, cfg: DataConfig, classes: list[str] | None = None) ->
     if is_text_source(spec):
         return resolve_texts(spec, cfg.text_cols, cfg.label_col, classes=classes)
     path = Path(spec).expanduser()
-    if classes is not None and path.is_dir():
+    if classes is not None and is_dir(path):
         return scan_image_folder(path, classes=classes)
     return resolve_images(spec)
 
 
 def check_samples(
-    samples: Samples, cfg: DataConfig, progress: bool, min_per_class: int = 2
+    samples: Samples,
+    cfg: DataConfig,
+    progress: bool,
+    min_per_class: int = 2,
+    labelled: bool = True,
 ) -> tuple[Samples, PreflightReport]:
-    """The preflight of the samples' modality (every bad file or text listed, or skipped)."""
+    """The preflight of the samples' modality (every bad file or text listed, or skipped).
+    ``labelled``: every example must have a label (a row with an empty or NaN label is an
+    error, or skipped with ``skip_bad``), as training, evaluation and ranking need."""
+    missing: list[tuple[str, str]] = []
+    if labelled:
+        samples, missing = _require_labels(samples, cfg)
     if isinstance(samples, TextSamples):
-        return preflight_text(samples, cfg.skip_bad, min_per_class=min_per_class)
-    return preflight(samples, cfg.skip_bad, cfg.max_pixels, min_per_class, progress)
+        samples, report = preflight_text(samples, cfg.skip_bad, min_per_class=min_per_class)
+    else:
+        samples, report = preflight(samples, cfg.skip_bad, cfg.max_pixels, min_per_class, progress)
+    if missing:
+        report = replace(
+            report,
+            n_checked=report.n_checked + len(missing),
+            n_skipped=report.n_skipped + len(missing),
+            bad=missing + report.bad,
+        )
+    return samples, report
+
+
+#: at most this many rows without a label are named in the error
+_MISSING_LISTED = 10
+
+
+def _require_labels(samples: Samples, cfg: DataConfig) -> tuple[Samples, list[tuple[str, str]]]:
+    """``samples`` without the examples that have no label (only with ``cfg.skip_bad``;
+    otherwise they are an error naming the first few), and those examples as (where,
+    reason) pairs."""
+    at = np.flatnonzero(np.asarray(samples.labels) < 0)
+    if not at.size:
+        return samples, []
+    where = [_where(samples, int(i)) for i in at]
+    if not cfg.skip_bad:
+        rows = getattr(samples, "rows", None)
+        if rows is not None:
+            found = (
+                f"{at.size} row{'s' if at.size != 1 else ''} of {samples.name} without a label "
+                "(empty, NaN or null): row"
+                + ("s " if at.size != 1 else " ")
+                + ", ".join(str(int(rows[i])) for i in at[:_MISSING_LISTED])
+            )
+            column = f" in the label column {cfg.label_col!r}"
+        else:
+            found = f"{at.size} example(s) of {samples.name} without a label: " + ", ".join(
+                where[:_MISSING_LISTED]
+            )
+            column = ""
+        more = f" and {at.size - _MISSING_LISTED} more" if at.size > _MISSING_LISTED else ""
+        raise DataError(
+            f"a label for every example{column} (a missing label is not a class)",
+            found + more,
+            "fill in those labels or remove those rows, or pass --skip-bad (skip_bad=True) "
+            "to leave them out",
+        )
+    keep = np.flatnonzero(np.asarray(samples.labels) >= 0)
+    return samples.subset(keep), [(w, "no label") for w in where]
+
+
+def _where(samples: Samples, i: int) -> str:
+    if isinstance(samples, TextSamples):
+        return samples.where(i)
+    if samples.paths is not None:
+        return str(samples.paths[i])
+    return f"{samples.name}:index {i}"
 
 
 def eval_source(spec: str, classes: list[str], cfg: DataConfig, progress: bool) -> Samples:
@@ -187,11 +252,11 @@ def load_target(spec: str, cfg: DataConfig) -> Samples:
     -1, unlabelled)."""
     path = Path(spec).expanduser()
     if is_text_source(spec):
-        if not path.is_file():
+        if not is_file(path):
             return load_source(spec, cfg)  # a bundled dataset, or the clear error
         unlabelled = resolve_texts(spec, cfg.text_cols, None)
         return unlabelled if cfg.label_col not in unlabelled.extra else load_source(spec, cfg)
-    if path.is_dir() and not any(
+    if is_dir(path) and not any(
         d.is_dir() and not d.name.startswith(".") and d.name != "__MACOSX" for d in path.iterdir()
     ):
         files = list_image_files(path)

@@ -12,6 +12,7 @@ from headstart.data.bundled import BUNDLED_DATASETS, load_bundled
 from headstart.data.images import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, load_image
 from headstart.data.samples import ImageSamples
 from headstart.errors import DataError
+from headstart.paths import exists, is_dir
 from headstart.registry import did_you_mean
 
 __all__ = [
@@ -42,8 +43,8 @@ def scan_image_folder(root: str | Path, classes: list[str] | None = None) -> Ima
     kept, with zero images, for preflight to report.
     """
     root = Path(root)
-    if not root.is_dir():
-        found = f"{root} does not exist" if not root.exists() else f"{root} is a file"
+    if not is_dir(root):
+        found = f"{root} does not exist" if not exists(root) else f"{root} is a file"
         raise DataError(_LAYOUT, found, "pass the folder that holds one subfolder per class")
     top = root.resolve()
     skipped: list[Path] = []
@@ -65,12 +66,17 @@ def scan_image_folder(root: str | Path, classes: list[str] | None = None) -> Ima
             f"unknown class folder(s) {', '.join(repr(u) for u in unknown)} in {root}",
             "remove or rename those folders, or train a model that includes those classes",
         )
+    _check_linked_classes(class_dirs)
     index = {name: i for i, name in enumerate(class_list)}
     paths: list[Path] = []
     labels: list[int] = []
     seen: set[Path] = set()
+    owner: dict[Path, tuple[str, Path]] = {}  # real file -> (its class, the path listed)
+    folders: dict[Path, Path] = {}  # folder -> its real path
     for name in sorted(class_dirs):
         files = _image_files(class_dirs[name], top, skipped, seen)
+        for f in files:
+            _check_one_class(f, name, owner, folders)
         paths.extend(files)
         labels.extend([index[name]] * len(files))
     return ImageSamples(
@@ -80,6 +86,54 @@ def scan_image_folder(root: str | Path, classes: list[str] | None = None) -> Ima
         name=str(root),
         skipped_links=skipped,
     )
+
+
+def _check_linked_classes(class_dirs: dict[str, Path]) -> None:
+    """A class folder that is (a link to) another class folder, or lies inside one, would
+    give that class's images a second label, or leave a class seemingly empty."""
+    real: dict[str, Path] = {}
+    for name, d in class_dirs.items():
+        try:
+            real[name] = d.resolve(strict=True)
+        except (OSError, RuntimeError):
+            continue  # a dangling link or a loop: listed as skipped later
+    for name, r in sorted(real.items()):
+        for other, o in sorted(real.items()):
+            if other != name and r.is_relative_to(o):
+                how = "a link to" if r == o else "inside"
+                raise DataError(
+                    "each class folder to hold its own images",
+                    f"class folder {class_dirs[name]} is {how} class folder "
+                    f"{class_dirs[other]} (it resolves to {r}): the same images would be "
+                    f"labelled both {name!r} and {other!r}",
+                    "replace the link with a folder of that class's own images, or remove it",
+                )
+
+
+def _check_one_class(
+    path: Path, name: str, owner: dict[Path, tuple[str, Path]], folders: dict[Path, Path]
+) -> None:
+    """One real file listed under two classes (through a link) is an error naming both.
+    ``folders`` caches the real path of each folder, so that a file that is no link costs
+    one ``lstat``."""
+    try:
+        if path.is_symlink():
+            real = path.resolve(strict=True)
+        else:
+            parent = folders.get(path.parent)
+            if parent is None:
+                parent = folders[path.parent] = path.parent.resolve(strict=True)
+            real = parent / path.name
+    except (OSError, RuntimeError):
+        return  # a dangling link: preflight reports it
+    first = owner.setdefault(real, (name, path))
+    if first[0] != name:
+        raise DataError(
+            "each image file in one class only",
+            f"{path} (class {name!r}) and {first[1]} (class {first[0]!r}) are the same file "
+            f"({real}), linked into both classes",
+            "remove the link, or copy the image if it really belongs to both classes",
+        )
 
 
 def _is_hidden(name: str) -> bool:
@@ -269,7 +323,7 @@ def resolve_images(spec: str | Path) -> ImageSamples:
     if isinstance(spec, str) and name in BUNDLED_DATASETS:
         return load_bundled(name, split or "train")
     path = Path(text).expanduser()
-    if path.exists():
+    if exists(path):
         return scan_image_folder(path)
     hints = did_you_mean(name, BUNDLED_DATASETS)
     hint = f"did you mean {', '.join(repr(h) for h in hints)}? " if hints else ""

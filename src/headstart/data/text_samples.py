@@ -113,7 +113,7 @@ def is_missing(value: object) -> bool:
     """None, NaN, or pandas' NA / NaT."""
     if value is None:
         return True
-    if isinstance(value, float):
+    if isinstance(value, (float, np.floating)):
         return math.isnan(value)
     return type(value).__name__ in ("NAType", "NaTType")
 
@@ -123,11 +123,22 @@ def is_missing(value: object) -> bool:
 _INT_TEXT = re.compile(r"\s*[+-]?\d+\s*")
 
 
+def is_missing_label(value: object) -> bool:
+    """A missing label: None, NaN, pandas' NA, an empty string, or the text ``NaN`` (any
+    case), which is how a missing value reads back from a CSV file: never a class."""
+    if isinstance(value, str):
+        return not value.strip() or value.strip().lower() in _NAN_TEXTS
+    return is_missing(value)
+
+
+_NAN_TEXTS = ("nan", "-nan", "+nan")
+
+
 def normalise_labels(raw: Sequence[Any]) -> list[int | str | None]:
     """None for a missing label; ints when every label is a whole number; else strings."""
     values: list[int | str | None] = []
     for v in raw:
-        if is_missing(v) or (isinstance(v, str) and not v.strip()):
+        if is_missing_label(v):
             values.append(None)
         elif isinstance(v, (bool, np.bool_)):
             values.append(str(v))

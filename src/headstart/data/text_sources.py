@@ -14,6 +14,7 @@ from headstart.data.text_bundled import BUNDLED_TEXT_DATASETS, load_bundled_text
 from headstart.data.text_samples import TextSamples, index_labels, is_missing, normalise_labels
 from headstart.data.text_tables import TEXT_TABLE_SUFFIXES, read_text_table
 from headstart.errors import DataError
+from headstart.paths import is_dir, is_file
 from headstart.registry import did_you_mean
 
 
@@ -98,11 +99,11 @@ def resolve_texts(
         samples = load_bundled_text(name, split or "train")
         return samples if classes is None else _align_classes(samples, classes)
     path = Path(text).expanduser()
-    if path.is_file():
+    if is_file(path):
         return read_text_table(path, text_cols=text_cols, label_col=label_col, classes=classes)
     hints = did_you_mean(name, BUNDLED_TEXT_DATASETS)
     hint = f"did you mean {', '.join(repr(h) for h in hints)}? " if hints else ""
-    found = "a folder" if path.is_dir() else "neither (no such file)"
+    found = "a folder" if is_dir(path) else "neither (no such file)"
     raise DataError(
         "a bundled text dataset name (name or name:split) or a table file "
         f"({', '.join(TEXT_TABLE_SUFFIXES)})",

@@ -16,6 +16,7 @@ import numpy as np
 
 from headstart.data.text_samples import TextSamples, index_labels, is_missing, normalise_labels
 from headstart.errors import ConfigError, DataError
+from headstart.paths import exists, is_file
 from headstart.registry import did_you_mean
 
 TEXT_TABLE_SUFFIXES: dict[str, str] = {
@@ -40,8 +41,9 @@ def read_text_table(
 
     ``text_cols`` names the text column(s) (default: the column ``"text"``); several are
     joined with ``sep``, leaving missing parts out. ``label_col=None`` reads unlabelled
-    texts; an empty label marks one unlabelled text. Labels may be strings or integers:
-    the classes are the sorted unique labels (integers sorted by value), unless
+    texts; a missing label (empty, null, NaN or the text ``NaN``) marks one unlabelled
+    text, never a class (training and evaluation refuse it). Labels may be strings or
+    integers: the classes are the sorted unique labels (integers sorted by value), unless
     ``classes`` (the training classes, when reading an evaluation file) is given, in
     which case every label must be one of them. Every other column is kept in ``extra``.
 
@@ -56,8 +58,8 @@ def read_text_table(
             f"{path} (suffix {path.suffix or 'none'!r})",
             "save the table in one of those formats, or rename it if it already is one",
         )
-    if not path.is_file():
-        found = f"{path} does not exist" if not path.exists() else f"{path} is not a file"
+    if not is_file(path):
+        found = f"{path} does not exist" if not exists(path) else f"{path} is not a file"
         raise DataError(f"a {fmt.upper()} file of texts", found, "check the path")
     if fmt == "parquet":
         columns, rows = _read_parquet(path)

@@ -33,7 +33,7 @@ from rich.console import Console
 from rich.table import Table
 
 from headstart.adaptation import entropy, proxy_a_distance
-from headstart.backbones import Backbone, create_backbone
+from headstart.backbones import Backbone, check_backbone, create_backbone
 from headstart.backbones.catalog import DEFAULT_BACKBONES
 from headstart.config import AdaptConfig, RunConfig
 from headstart.data.dataset import data_fingerprint
@@ -48,7 +48,7 @@ from headstart.data.loading import (
 from headstart.device import resolve_device
 from headstart.errors import ConfigError, DataError
 from headstart.features import compute_embeddings
-from headstart.runfolder import Predictor, can_resume, write_json
+from headstart.runfolder import Predictor, can_resume, check_out_folder, write_json
 from headstart.storage import locked
 from headstart.strategies.adaptation import METHODS, without_labels
 from headstart.workflows.fit import fit
@@ -87,7 +87,7 @@ def _target_data(
                 highlight=False,
             )
             target = dataclasses.replace(without_labels(target), classes=[])
-    target = check_samples(target, base.data, progress, min_per_class=0)[0]
+    target = check_samples(target, base.data, progress, min_per_class=0, labelled=False)[0]
     evaluation: Samples | None = None
     if spec.target_eval:
         evaluation = load_source(spec.target_eval, base.data, classes=classes)
@@ -174,6 +174,8 @@ def run_adapt(
     """Source-only and every method of ``spec`` over its seeds; writes ``OUT/adapt.json``."""
     console = console or Console()
     out = Path(out)
+    check_out_folder(out)
+    check_backbone(base.backbone)  # a mistyped name must not cost a preflight
     start = time.perf_counter()
     device = resolve_device(base.train.device)
     data_cfg = dataclasses.replace(base.data, test_fraction=0.0, test=None)

@@ -32,6 +32,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from headstart.backbones import check_backbone
 from headstart.config import CompareConfig, RunConfig
 from headstart.data import data_fingerprint, per_class_subsample, up_to_per_class
 from headstart.data.loading import MIN_VAL_PER_CLASS, Splits, prepare_data
@@ -43,7 +44,7 @@ from headstart.evaluation.report import (
     comparison_rows,
 )
 from headstart.features import EmbeddingCache
-from headstart.runfolder import can_resume, write_json
+from headstart.runfolder import can_resume, check_out_folder, write_json
 from headstart.storage import atomic_write, locked, write_csv
 from headstart.strategies import build_strategy
 from headstart.workflows.fit import fit
@@ -182,8 +183,10 @@ def run_compare(
     t0 = time.perf_counter()
     console = console or Console()
     out = Path(out)
+    check_out_folder(out)
     for name in spec.strategies:  # a typo or a head conflict must not cost a preflight
         build_strategy(dataclasses.replace(base.strategy, name=name)).head_name()
+    check_backbone(base.backbone)
     if spec.baseline not in spec.strategies:
         console.print(
             f"[yellow]note[/] the baseline {spec.baseline!r} is not among the strategies: "

@@ -33,7 +33,7 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from headstart.backbones import Backbone, create_backbone
+from headstart.backbones import Backbone, check_backbone, create_backbone
 from headstart.config import (
     FEWSHOT_TEXT_ONLY,
     BackboneConfig,
@@ -49,7 +49,7 @@ from headstart.features import EmbeddingCache, embed_samples
 from headstart.fewshot.episodes import Episode, episode_accuracy, mean_ci, sample_episodes
 from headstart.fewshot.zeroshot import DEFAULT_TEXT_TEMPLATES, embed_texts, label_directions, unit
 from headstart.heads import class_means, fit_sklearn_head, nearest_prototype, prototype_head
-from headstart.runfolder import write_json
+from headstart.runfolder import check_out_folder, write_json
 from headstart.storage import locked
 from headstart.strategies import ParamGroup
 from headstart.strategies.steps import SupervisedStep
@@ -105,6 +105,10 @@ def run_fewshot(
 
     t0 = time.perf_counter()
     console = console or Console()
+    if out is not None:
+        check_out_folder(out)
+    for name in fcfg.backbones:  # a mistyped name must not cost a preflight
+        check_backbone(BackboneConfig(name=name))
     dcfg = data_config(source, fcfg)
     samples, _ = check_samples(load_source(source, dcfg), dcfg, progress, min_per_class=0)
     text = isinstance(samples, TextSamples)

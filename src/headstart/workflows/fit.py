@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from rich.console import Console
 
-from headstart.backbones import Backbone, create_backbone
+from headstart.backbones import Backbone, check_backbone, create_backbone
 from headstart.backbones.catalog import DEFAULT_BACKBONES
 from headstart.backbones.multilayer import ProbeFeaturesBackbone
 from headstart.config import RunConfig
@@ -41,6 +41,7 @@ from headstart.features.embedder import Embedder
 from headstart.heads import HEADS
 from headstart.heads.probe import ProbeFit
 from headstart.heads.prototypes import leave_one_out_predictions
+from headstart.paths import is_dir
 from headstart.runfolder import (
     check_out,
     resumed_config,
@@ -86,7 +87,7 @@ def _auto_image_size(cfg: RunConfig, data: Splits, modality: str, console: Conso
     with a probe on EfficientNet-Lite0, at a twelfth of the cost)."""
     if modality != "image" or cfg.data.image_size is not None:
         return cfg
-    if Path(cfg.backbone.name).expanduser().is_dir():  # a run folder keeps its own size
+    if is_dir(cfg.backbone.name):  # a run folder keeps its own size
         return cfg
     native = native_image_size(data.train)
     if native is None or native >= SMALL_IMAGE:
@@ -217,6 +218,7 @@ def _fit(
     cfg = with_resolved_head(cfg)  # the config written says which head was fitted
     head_name = cfg.strategy.head
     HEADS.get(head_name)
+    check_backbone(cfg.backbone)  # a mistyped name or --weights path
     device = resolve_device(cfg.train.device)
     data = data or prepare_data(cfg.data, console, progress, few_shot=strategy.few_shot)
     k = len(data.classes)

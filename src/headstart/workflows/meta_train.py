@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 from rich.console import Console
 
-from headstart.backbones import Backbone, create_backbone
+from headstart.backbones import Backbone, check_backbone, create_backbone
 from headstart.backbones.weights import sha256_state
 from headstart.config import (
     BackboneConfig,
@@ -38,6 +38,7 @@ from headstart.features import embed_samples
 from headstart.fewshot.episodes import evaluate_episodes, sample_episodes
 from headstart.heads.prototypes import prototype_head
 from headstart.runfolder import (
+    check_out_folder,
     clear_outputs,
     earlier_outputs,
     save_config,
@@ -98,6 +99,7 @@ def run_meta_train(
     out = Path(out)
     ckpt_dir = out / "checkpoint"
     _check_out(out, overwrite)
+    check_backbone(BackboneConfig(name=mcfg.backbone))
     dcfg = DataConfig(source=source, image_size=mcfg.image_size, augment=mcfg.augment)
     samples, _ = check_samples(load_source(source, dcfg), dcfg, progress)
     if isinstance(samples, TextSamples):
@@ -234,6 +236,7 @@ def _jsonable(mcfg: MetaConfig) -> dict[str, Any]:
 def _check_out(out: Path, overwrite: bool) -> None:
     """A finished run (of any command) is refused, or with ``overwrite`` cleared; an
     unfinished meta-training run (its checkpoint) is resumed."""
+    check_out_folder(out)
     if (out / "checkpoint" / "last.safetensors").is_file() and not overwrite:
         return
     earlier = earlier_outputs(out)

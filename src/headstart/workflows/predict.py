@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from headstart.errors import HeadstartError
-from headstart.runfolder import load
+from headstart.runfolder import check_out_folder, load
 from headstart.storage import write_csv, write_json
 
 
@@ -31,6 +31,8 @@ def run_predict(
         raise HeadstartError("--top-k of at least 1", str(top_k), "pass --top-k 1 or more")
     if output is not None and output.suffix not in (".csv", ".json"):
         raise HeadstartError("--output ending in .csv or .json", output.name, "rename the file")
+    if output is not None:
+        check_out_folder(output.parent, "--output's folder")
     model = load(run, device)
     rows = model.predict(
         inputs, top_k=top_k, batch_size=batch_size, skip_bad=skip_bad, text_cols=text_cols

@@ -9,6 +9,7 @@ should clear)."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -20,7 +21,7 @@ from rich.console import Console
 from rich.table import Table
 from threadpoolctl import threadpool_limits
 
-from headstart.backbones import Backbone, create_backbone
+from headstart.backbones import Backbone, check_backbone, create_backbone
 from headstart.backbones.catalog import DEFAULT_BACKBONES
 from headstart.backbones.cut import split_cut
 from headstart.config import RANDOM_PREFIX, BackboneConfig, DataConfig, RankConfig
@@ -36,7 +37,7 @@ from headstart.features import (
     compute_embeddings,
 )
 from headstart.features.cache import compute_layer_embeddings
-from headstart.runfolder import write_json
+from headstart.runfolder import check_out_folder, write_json
 from headstart.selection import SCORES, NotApplicable
 from headstart.storage import atomic_write, locked
 
@@ -249,6 +250,8 @@ def run_rank(
     ``rank.json`` and ``report.html`` to ``out`` when given."""
     console = console or Console()
     out = Path(out) if out is not None else None
+    if out is not None:
+        check_out_folder(out)
     for name in rank_cfg.scores:
         SCORES.get(name)  # unknown names fail before any work
     start = time.perf_counter()
@@ -259,6 +262,8 @@ def run_rank(
     for text in rank_cfg.backbones:
         c = parse_candidate(text)
         candidates.setdefault(c.name, c)
+        # a mistyped name must not cost a preflight (the layer is checked once built)
+        check_backbone(dataclasses.replace(base_cfg, name=c.backbone))
     if samples is None:
         samples = load_source(data_cfg.source, data_cfg)
     # the subsample first: only the examples that are scored get opened and checked

@@ -59,7 +59,7 @@ from typing import Any
 import yaml
 
 from headstart.errors import ConfigError, RunFolderError
-from headstart.runfolder import write_json
+from headstart.runfolder import check_out_folder, write_json
 from headstart.storage import write_yaml
 
 #: the states of a cell in a run of the sweep
@@ -141,6 +141,7 @@ class Sweep:
         lists dotted settings keys that are recorded but may differ between runs.
         ``kind`` names the sweep in messages ("comparison")."""
         out = Path(out)
+        check_out_folder(out)
         cells = list(cells)
         _check_cells(cells, settings_file, result_file)
         if DATA_KEY in settings:

@@ -43,6 +43,7 @@ from headstart.fewshot.zeroshot import (
 )
 from headstart.heads.prototypes import cosine_head, unit
 from headstart.runfolder import (
+    check_out_folder,
     clear_outputs,
     earlier_outputs,
     input_names,
@@ -152,6 +153,7 @@ def _templates(zcfg: ZeroShotConfig, text: bool) -> tuple[str, ...] | list[str]:
 def _check_out(out: Path, overwrite: bool) -> None:
     """Refuse a folder holding earlier results (of zeroshot, fit or meta-train) unless
     ``overwrite``, which clears them so that no stale model is left behind."""
+    check_out_folder(out)
     earlier = earlier_outputs(out)
     if earlier and not overwrite:
         raise RunFolderError(
