@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -47,7 +46,8 @@ from headstart.evaluation.run import (
     EvalOutputs,
 )
 from headstart.features.predict import predict_logits
-from headstart.paths import exists, is_dir, is_file
+from headstart.paths import is_dir, is_file
+from headstart.storage import check_out_folder
 from headstart.training.checkpoint import write_safetensors
 
 FORMAT_VERSION = 1
@@ -400,22 +400,6 @@ def save_predictions(out: Path, ev: EvalOutputs) -> None:
         out / "predictions.safetensors",
         {"split": ev.split, "temperature": repr(ev.temperature)},
     )
-
-
-def check_out_folder(out: str | Path, flag: str = "--out") -> None:
-    """``out`` can be an output folder: it is a folder, or it and the folders above it
-    that are missing can be made (no file stands in the way)."""
-    path = Path(out).expanduser()
-    for part in (path, *path.parents):
-        if is_dir(part):
-            return
-        if exists(part) or os.path.lexists(part):  # a file, or a dangling link
-            where = "" if part == path else f" (on the way to {path})"
-            raise RunFolderError(
-                f"{flag} naming a folder (new, or one to write into)",
-                f"{part} is a file{where}",
-                f"pass another {flag}, or move that file away",
-            )
 
 
 def check_out(out: Path, resume: bool, overwrite: bool) -> None:

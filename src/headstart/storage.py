@@ -212,13 +212,28 @@ def _describe(holder: dict[str, Any]) -> str:
     )
 
 
+def check_out_folder(out: str | Path, flag: str = "--out") -> None:
+    """``out`` can be an output folder: it is a folder, or it and the folders above it
+    that are missing can be made (no file stands in the way)."""
+    path = Path(out).expanduser()
+    for part in (path, *path.parents):
+        try:
+            if part.is_dir():
+                return
+            taken = os.path.lexists(part)  # a file, or a dangling link
+        except OSError:  # a name too long to be a path, and the like
+            taken = False
+        if taken:
+            where = "" if part == path else f" (on the way to {path})"
+            raise RunFolderError(
+                f"{flag} naming a folder (new, or one to write into)",
+                f"{part} is a file{where}",
+                f"pass another {flag}, or move that file away",
+            )
+
+
 def _lock_fd(folder: Path, what: str) -> tuple[int, bool]:
-    if folder.exists() and not folder.is_dir():
-        raise RunFolderError(
-            f"a folder for the {what}",
-            f"{folder} is a file",
-            "pass another --out (a new or existing folder)",
-        )
+    check_out_folder(folder)
     created = not folder.exists()
     try:
         folder.mkdir(parents=True, exist_ok=True)
