@@ -4,6 +4,7 @@ before it or during it."""
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from pathlib import Path
 
@@ -158,6 +159,35 @@ def test_an_epoch_ignores_draws_made_after_the_epoch_before():
     torch's) and dropout depend on the seed and the epoch alone."""
     plain = _train(None, validate=False)
     _assert_same_weights(plain, _train(None, [_DrawsBetweenEpochs()], validate=False))
+
+
+class _CrashAt(Callback):
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def on_batch_end(self, state, loss) -> None:
+        if state.epoch + 1 == self.epoch:
+            raise KeyboardInterrupt
+
+
+def test_a_resumed_run_is_bitwise_the_uninterrupted_one(tmp_path):
+    """Augmentation and dropout on, a crash in the last epoch, a fresh model resumed."""
+    bb, strat, tr, va, cfg = _loop_setup()
+    cfg = dataclasses.replace(cfg, epochs=3)
+    Trainer(cfg, [], tmp_path / "whole").fit(bb, strat.param_groups(bb), tr, va, strat)
+    whole = {k: v.detach().clone() for k, v in bb.state_dict().items()}
+    bb2, strat2, tr2, va2, _ = _loop_setup()
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(cfg, [_CrashAt(2)], tmp_path / "cut").fit(
+            bb2, strat2.param_groups(bb2), tr2, va2, strat2
+        )
+    _draw_from_every_global_generator()  # a new process starts from other states
+    bb3, strat3, tr3, va3, _ = _loop_setup()
+    state = Trainer(cfg, [], tmp_path / "cut").fit(
+        bb3, strat3.param_groups(bb3), tr3, va3, strat3, resume=True
+    )
+    assert [h["epoch"] for h in state.history] == [0, 1, 2]
+    _assert_same_weights(whole, {k: v.detach() for k, v in bb3.state_dict().items()})
 
 
 # -- heads ------------------------------------------------------------------------------------
