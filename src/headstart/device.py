@@ -1,11 +1,12 @@
 """Devices and seeds: which device a run uses, the Accelerate object of the training loop,
 and seeding every random generator a run draws from.
 
-Every random choice of a run draws from a generator of its own, derived from the run's
-seed and a fixed tag naming the choice (:func:`derive_seed`): the head's initialisation,
-each epoch's shuffling, augmentation and dropout, the probe's folds, a scikit-learn
-head's solver. So no result depends on what drew from the process-wide generators before
-(a cold embedding cache runs more data loaders than a warm one, another run in the same
+Every random choice of a run draws from a generator seeded from the run's seed alone,
+mostly through a seed derived from it and a fixed tag naming the choice
+(:func:`derive_seed`): the head's initialisation, each epoch's shuffling, augmentation and
+dropout, a scikit-learn head's solver (the probe's folds and the splits take the seed
+itself). So no result depends on what drew from the process-wide generators before (a
+cold embedding cache runs more data loaders than a warm one, another run in the same
 process draws as much as it likes).
 """
 
