@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from headstart.backbones import Backbone
 from headstart.backbones.base import to_device
+from headstart.device import in_order_generator
 from headstart.errors import DiskFullError
 from headstart.storage import atomic_write, clean_temp_files
 
@@ -102,6 +103,7 @@ def compute_layer_embeddings(
         shuffle=False,
         num_workers=num_workers,
         collate_fn=backbone.collate_fn(),
+        generator=in_order_generator(),  # nothing drawn from the process-wide generator
     )
     it = track(loader, description=description, transient=True) if progress else loader
     names = [""] if layers is None else list(layers)
@@ -215,7 +217,11 @@ def calibrate_batchnorm(
         m.momentum = None  # a cumulative moving average: the mean over all batches
         m.train()
     loader: DataLoader[Any] = DataLoader(
-        dataset, batch_size=batch_size, shuffle=False, collate_fn=backbone.collate_fn()
+        dataset,
+        batch_size=batch_size,
+        shuffle=False,
+        collate_fn=backbone.collate_fn(),
+        generator=in_order_generator(),
     )
     it = track(loader, description="BatchNorm statistics", transient=True) if progress else loader
     for x, _ in it:

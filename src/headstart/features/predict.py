@@ -10,6 +10,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from headstart.backbones import Backbone
 from headstart.backbones.base import to_device
+from headstart.device import in_order_generator
 
 
 def collate_of(model: nn.Module) -> Any:
@@ -34,6 +35,7 @@ def predict_logits(
         shuffle=False,
         num_workers=num_workers,
         collate_fn=collate_of(model),
+        generator=in_order_generator(),  # nothing drawn from the process-wide generator
     )
     for x, y in loader:
         logits.append(model(to_device(x, torch.device(device))).float().cpu())

@@ -9,6 +9,7 @@ nothing is pickled, and prediction is the same code path for every head.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -17,6 +18,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import LinearSVC
 from threadpoolctl import threadpool_limits
 
+from headstart.device import sklearn_seed
 from headstart.registry import Registry
 
 #: spreads below this fraction of the median feature spread count as constant features
@@ -47,9 +49,11 @@ HEADS.add(
 
 
 def fit_sklearn_head(
-    name: str, x: np.ndarray, y: np.ndarray, num_classes: int, c: float = 1.0
+    name: str, x: np.ndarray, y: np.ndarray, num_classes: int, c: float = 1.0, seed: int = 0
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Fit a registered scikit-learn head; return an equivalent (weight, bias)."""
+    """Fit a registered scikit-learn head; return an equivalent (weight, bias). ``seed``:
+    the run's seed; the solver's own random state is derived from it (a linear SVM's
+    coordinate order), never taken from numpy's process-wide generator."""
     factory = HEADS.get(name)
     if factory is None:
         raise ValueError(f"head {name!r} is a torch head, not a scikit-learn one")
@@ -60,14 +64,16 @@ def fit_sklearn_head(
     scaler.scale_ = np.maximum(
         scaler.scale_, SCALE_FLOOR * max(float(np.median(scaler.scale_)), 1e-12)
     )
-    model = factory(c)
+    model: Any = factory(c)
+    if "random_state" in model.get_params():  # a solver that draws (a linear SVM's order)
+        model.set_params(random_state=sklearn_seed(seed, f"head {name}"))
     # one BLAS thread: after a torch forward pass, torch's OpenMP threads and a
     # multi-threaded BLAS contend for the cores and the solver runs many times slower
     with threadpool_limits(limits=1, user_api="blas"):
-        model.fit(scaler.transform(x), y)  # type: ignore[attr-defined]
-    coef = np.asarray(model.coef_, dtype=np.float64)  # type: ignore[attr-defined]
-    intercept = np.asarray(model.intercept_, dtype=np.float64)  # type: ignore[attr-defined]
-    classes = np.asarray(model.classes_)  # type: ignore[attr-defined]
+        model.fit(scaler.transform(x), y)
+    coef = np.asarray(model.coef_, dtype=np.float64)
+    intercept = np.asarray(model.intercept_, dtype=np.float64)
+    classes = np.asarray(model.classes_)
     if coef.shape[0] == 1:  # binary: one score s for classes_[1]; logits (0, s)
         coef = np.vstack([np.zeros_like(coef), coef])
         intercept = np.concatenate([[0.0], intercept])

@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader
 
 from headstart.backbones import Backbone
 from headstart.config import RunConfig, StrategyConfig
+from headstart.device import in_order_generator
 from headstart.errors import ConfigError
 from headstart.registry import Registry
 
@@ -79,6 +80,7 @@ class StrategyContext:
             batch_size=batch_size or self.batch_size,
             shuffle=False,
             collate_fn=self.model.collate_fn(),
+            generator=in_order_generator(),  # nothing drawn from the process-wide generator
         )
 
 

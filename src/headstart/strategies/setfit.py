@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from headstart.backbones import Backbone
 from headstart.config import ContrastiveConfig
+from headstart.device import in_order_generator
 from headstart.errors import ConfigError
 from headstart.fewshot.contrastive import n_pairs_for, sample_pairs, step_texts
 from headstart.strategies.base import AUTO_HEAD, STRATEGIES, Strategy
@@ -96,7 +97,9 @@ class ContrastiveStep(Step):
         self.steps_data = _PairSteps(dataset, labels, cfg, collate)
         self.encoded, self.positive = 0, 0
         self.losses: list[float] = []
-        self._loader = DataLoader(self.steps_data, batch_size=1, collate_fn=_first)
+        self._loader = DataLoader(
+            self.steps_data, batch_size=1, collate_fn=_first, generator=in_order_generator()
+        )
 
     def loader(self, epoch: int, generator: torch.Generator) -> DataLoader[Any]:
         return self._loader

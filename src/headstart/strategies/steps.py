@@ -175,7 +175,7 @@ class ProtonetStep(Step):
     def loader(self, epoch: int, generator: torch.Generator) -> DataLoader[Any]:
         lo = epoch * self.per_epoch
         part = Subset(self.data, range(lo, min(lo + self.per_epoch, len(self.data))))
-        return DataLoader(part, batch_size=1, collate_fn=_first)
+        return DataLoader(part, batch_size=1, collate_fn=_first, generator=generator)
 
     def steps_per_epoch(self) -> int:
         return self.per_epoch

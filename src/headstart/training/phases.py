@@ -72,7 +72,9 @@ def fit_head(
         return [], None
     if HEADS.get(head_name) is not None:
         x_tr = emb(data.train, "train")
-        w, b = fit_sklearn_head(head_name, x_tr.numpy(), y_tr, k, cfg.strategy.head_c)
+        w, b = fit_sklearn_head(
+            head_name, x_tr.numpy(), y_tr, k, cfg.strategy.head_c, seed=cfg.train.seed
+        )
         backbone.load_head(w, b)
         console.print(f"[bold]head[/] {head_name} fitted on {len(x_tr)} cached embeddings")
         return [], None

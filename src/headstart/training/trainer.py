@@ -18,7 +18,7 @@ from torch.utils.data import Dataset
 
 from headstart.backbones import Backbone
 from headstart.config import TrainConfig
-from headstart.device import make_accelerator, seed_everything
+from headstart.device import derive_seed, make_accelerator, seed_everything, seed_global, seeded
 from headstart.errors import ConfigError
 from headstart.features.predict import collate_of, predict_logits
 from headstart.strategies import ParamGroup, Strategy, StrategyContext
@@ -114,7 +114,8 @@ class Trainer:
             )
         if strategy is not None and ctx is not None:
             ctx.steps_per_epoch = step.steps_per_epoch()
-            strategy.setup(ctx)
+            with seeded(cfg.seed, "strategy setup"):  # modules it builds, draws it makes
+                strategy.setup(ctx)
         try:
             return self._run(acc, model, groups, val_ds, strategy, resume, step, generator)
         finally:
@@ -163,7 +164,12 @@ class Trainer:
         base = acc.unwrap_model(model)
         for epoch in range(state.epoch + 1, cfg.epochs):
             t0 = time.perf_counter()
-            generator.manual_seed(cfg.seed * 100_003 + epoch)
+            # the epoch's order from a generator of its own; augmentation and dropout draw
+            # from the process-wide generators, seeded here for this epoch alone: an epoch
+            # depends on (seed, epoch) and on nothing drawn before it (setup, validation,
+            # an embedding pass), and a resumed run continues bit for bit
+            generator.manual_seed(derive_seed(cfg.seed, f"train order, epoch {epoch}"))
+            seed_global(derive_seed(cfg.seed, f"train draws, epoch {epoch}"))
             raw = step.loader(epoch, generator)
             if id(raw) not in prepared:
                 prepared = {id(raw): acc.prepare(raw)}

@@ -43,7 +43,7 @@ from headstart.config import (
     TrainConfig,
 )
 from headstart.data import TextSamples, up_to_per_class
-from headstart.device import resolve_device
+from headstart.device import resolve_device, seeded
 from headstart.errors import ConfigError
 from headstart.features import EmbeddingCache, embed_samples
 from headstart.fewshot.episodes import Episode, episode_accuracy, mean_ci, sample_episodes
@@ -258,9 +258,9 @@ def _run_strategy(
                 pred = (unit(x[ep.query.reshape(-1)]) @ directions[ep.classes].T).argmax(1)
                 accs.append(ep.accuracy(pred))
             else:  # the ones that train a copy of the backbone: seeded per episode
-                torch.manual_seed(seed + i)
                 train = _prototypes_ft if strategy == "prototypes-ft" else _setfit
-                accs.append(train(backbone, samples, ep, device, seed + i))
+                with seeded(seed + i, "episode fine-tune"):
+                    accs.append(train(backbone, samples, ep, device, seed + i))
             bar.advance(task)
     return accs
 

@@ -27,7 +27,7 @@ from headstart.data.loading import (
     Splits,
     prepare_data,
 )
-from headstart.device import resolve_device, seed_everything
+from headstart.device import resolve_device, seed_everything, seeded
 from headstart.errors import BackboneError, ConfigError
 from headstart.evaluation.run import (
     evaluate_run,
@@ -232,9 +232,11 @@ def _fit(
     bcfg = dataclasses.replace(
         cfg.backbone, pretrained=cfg.backbone.pretrained and strategy.uses_pretrained
     )
-    backbone = create_backbone(bcfg, k, cfg.data.image_size, cfg.data.max_length)
-    if _uses_probe_features(cfg, strategy, backbone, modality):
-        backbone = ProbeFeaturesBackbone(backbone, k, tta=_tta(cfg, modality))
+    # the new head (and, from scratch, every weight) initialised from the seed alone
+    with seeded(cfg.train.seed, "backbone init"):
+        backbone = create_backbone(bcfg, k, cfg.data.image_size, cfg.data.max_length)
+        if _uses_probe_features(cfg, strategy, backbone, modality):
+            backbone = ProbeFeaturesBackbone(backbone, k, tta=_tta(cfg, modality))
     cache = cache or EmbeddingCache()
     hits0, misses0 = cache.hits, cache.misses
     emb = Embedder(backbone, cfg, cache, device, progress, console)
