@@ -51,7 +51,8 @@ from typing import Any, TypeVar
 from headstart.errors import DiskFullError, RunFolderError
 
 LOCK_NAME = ".headstart.lock"
-_TEMP = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.tmp$")
+#: a temporary file of :func:`atomic_write` (and, without the dot, of older versions)
+_TEMP = re.compile(r"^\.?(?P<name>.+)\.(?P<pid>\d+)\.tmp$")
 _FULL = {errno.ENOSPC, errno.EDQUOT}
 _writes: Counter[str] = Counter()
 
@@ -178,7 +179,7 @@ def clean_temp_files(folder: str | Path, recursive: bool = False) -> list[Path]:
     folder = Path(folder)
     if not folder.is_dir():
         return []
-    found = folder.rglob(".*.tmp") if recursive else folder.glob(".*.tmp")
+    found = folder.rglob("*.tmp") if recursive else folder.glob("*.tmp")
     removed = []
     for p in found:
         m = _TEMP.match(p.name)
