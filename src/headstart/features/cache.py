@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,13 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from headstart.backbones import Backbone
 from headstart.backbones.base import to_device
+from headstart.features.store import (
+    ShardedEmbeddings,
+    ShardWriter,
+    is_complete,
+    publish,
+    scratch_folder,
+)
 
 
 def default_cache_dir() -> Path:
@@ -120,6 +128,39 @@ def compute_layer_embeddings(
     return out
 
 
+@torch.no_grad()
+def compute_embeddings_to_disk(
+    backbone: Backbone,
+    dataset: Dataset[Any],
+    folder: Path,
+    batch_size: int = 64,
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+    description: str = "embedding",
+    num_workers: int = 0,
+    view: str | None = None,
+) -> None:
+    """:func:`compute_embeddings` written into row shards under ``folder`` as the batches
+    come (see :mod:`headstart.features.store`), never all in memory. The batches go in the
+    dataset's order (a backbone's length-sorted order would need every row at once)."""
+    was_training = backbone.training
+    backbone.eval().to(device)
+    loader: DataLoader[Any] = DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=num_workers,
+        collate_fn=backbone.collate_fn(),
+    )
+    it = track(loader, description=description, transient=True) if progress else loader
+    writer = ShardWriter(folder, backbone.spec.feature_dim)
+    for x, _ in it:
+        x = to_device(x, device)
+        writer.append(backbone.embed(x) if view is None else backbone.embed_view(x, view))
+    writer.close()
+    backbone.train(was_training)
+
+
 class EmbeddingCache:
     """Embeddings stored as ``<key>.safetensors`` under ``root``."""
 
@@ -155,6 +196,36 @@ class EmbeddingCache:
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
         save_file({"embeddings": emb.contiguous()}, str(tmp))
         tmp.replace(path)
+
+    def shard_folder(self, key: str) -> Path:
+        return self.root / "embeddings" / f"{key}.shards"
+
+    def get_or_compute_sharded(
+        self, key: str | None, compute_into: Callable[[Path], None]
+    ) -> ShardedEmbeddings:
+        """Disk-backed embeddings under ``key``: the stored shards, else ``compute_into`` a
+        temporary folder that is then renamed into place (without a cache or a key, the
+        shards live in a scratch folder removed with the matrix)."""
+        if not self.enabled or key is None:
+            tmp = scratch_folder()
+            compute_into(tmp)
+            return ShardedEmbeddings(tmp, temporary=True)
+        final = self.shard_folder(key)
+        if is_complete(final):
+            try:
+                found = ShardedEmbeddings(final)
+                self.hits += 1
+                return found
+            except (ValueError, KeyError, OSError):  # a corrupt index: compute again
+                pass
+        self.misses += 1
+        tmp = scratch_folder(final.parent)
+        try:
+            compute_into(tmp)
+            return publish(tmp, final)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
 
     def get_or_compute(self, key: str | None, compute: Callable[[], torch.Tensor]) -> torch.Tensor:
         emb = self.load(key)
