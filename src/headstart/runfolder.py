@@ -44,6 +44,7 @@ from headstart.evaluation.run import (
     EvalOutputs,
 )
 from headstart.features.predict import predict_logits
+from headstart.features.store import LazyEmbeddings
 from headstart.training.checkpoint import write_safetensors
 
 FORMAT_VERSION = 1
@@ -361,7 +362,9 @@ def save_predictions(out: Path, ev: EvalOutputs) -> None:
     tensors = {
         "logits": ev.logits.float().contiguous(),
         "labels": torch.as_tensor(np.asarray(ev.samples.labels), dtype=torch.long),
-        "map": embedding_map(ev.embeddings.numpy()).astype(np.float32),
+        "map": embedding_map(
+            ev.embeddings if isinstance(ev.embeddings, LazyEmbeddings) else ev.embeddings.numpy()
+        ).astype(np.float32),
     }
     if ev.source_agreement is not None:
         tensors["source_agreement"] = torch.as_tensor(ev.source_agreement.astype(np.uint8))
