@@ -169,3 +169,12 @@ def test_small_data_embeddings_stay_in_memory(tmp_path, monkeypatch):
     assert isinstance(x, torch.Tensor)
     assert torch.equal(x, emb(samples, "train"))
     assert not list((tmp_path / "c").rglob("*.shards"))
+
+
+def test_a_subset_shares_the_paths_it_keeps(tmp_path):
+    from headstart.data import scan_image_folder
+
+    samples = scan_image_folder(make_image_folder(tmp_path / "img", n_per_class=3))
+    sub = samples.subset(np.array([4, 1, 7]))
+    # no copy of every path per split: the same Path objects
+    assert all(sub.paths[j] is samples.paths[i] for j, i in enumerate((4, 1, 7)))
