@@ -153,7 +153,7 @@ class ShardedEmbeddings(LazyEmbeddings):
             a, b = max(lo, start) - start, min(hi, stop) - start
             # a positional read of rows a:b; the file is unmapped again on leaving
             with safe_open(self.files[s], framework="pt") as f:
-                parts.append(f.get_slice("embeddings")[a:b].clone())
+                parts.append(f.get_slice("embeddings")[a:b])
         return parts[0] if len(parts) == 1 else torch.cat(parts)
 
 
