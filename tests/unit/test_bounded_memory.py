@@ -138,7 +138,10 @@ def test_a_fit_on_disk_backed_embeddings_matches_the_one_in_memory(tmp_path, mon
     rows = [json.loads((d / "index.json").read_text())["rows"] for d in shard_dirs]
     assert max(rows) > 16  # the training split really spans shards
     head = disk.metrics["params"]["probe"]["head"]
-    assert "streamed from disk" in head["policy"]
+    assert (
+        "streamed from disk" in head["policy"]
+        and disk.metrics["params"]["probe"]["head"]["holdout"] > 0
+    )
     assert disk.metrics["test"]["accuracy"] >= ram.metrics["test"]["accuracy"] - 0.15
     assert disk.metrics["test"]["accuracy"] > 0.8
     pred = read_predictions(tmp_path / "disk")

@@ -61,6 +61,8 @@ class ProbeFit:
     #: out-of-fold logits (N, num_classes) of the labelled examples at the chosen C, or
     #: None when there were too few examples to cross-validate
     oof_logits: np.ndarray | None = None
+    #: fitted by minibatches streamed from disk-backed embeddings (not to convergence)
+    streamed: bool = False
 
     def summary(self) -> dict[str, Any]:
         return {"c": self.c, "scale": self.scale, "views": self.views, **self.cv}
@@ -314,4 +316,5 @@ def fit_probe_streaming(
         views=len(views),
         cv=info,
         oof_logits=None,
+        streamed=True,
     )

@@ -88,8 +88,9 @@ def fit_head(
     if fitted is None:
         fitted = fit_view_probe(backbone, emb, data, cfg.train.seed, console)
     backbone.load_head(fitted.weight, fitted.bias)
+    how = "by minibatch Adam, streamed from disk," if fitted.streamed else "to convergence"
     console.print(
-        f"[bold]head[/] logistic regression fitted to convergence on {len(y_tr)} embeddings"
+        f"[bold]head[/] logistic regression fitted {how} on {len(y_tr)} embeddings"
         + (f" x {fitted.views} views" if fitted.views > 1 else "")
         + f", C={fitted.c:g} ({fitted.cv['policy']})"
     )
