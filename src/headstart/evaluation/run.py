@@ -192,6 +192,9 @@ def _source_agreement(backbone: Backbone, before: Embeddings, after: Embeddings)
     head = backbone.source_head()
     assert head is not None  # the caller computed ``before`` with it
     w, b = head
+    if isinstance(before, torch.Tensor) and isinstance(after, torch.Tensor):
+        top_before = nn.functional.linear(before.float(), w, b).argmax(1)
+        return (top_before == nn.functional.linear(after.float(), w, b).argmax(1)).numpy()
     same = [
         nn.functional.linear(x.float(), w, b).argmax(1)
         == nn.functional.linear(z.float(), w, b).argmax(1)
