@@ -181,3 +181,27 @@ def test_a_subset_shares_the_paths_it_keeps(tmp_path):
     sub = samples.subset(np.array([4, 1, 7]))
     # no copy of every path per split: the same Path objects
     assert all(sub.paths[j] is samples.paths[i] for j, i in enumerate((4, 1, 7)))
+
+
+def _sharded(tmp_path: Path, full: torch.Tensor, shard_rows: int = 16) -> ShardedEmbeddings:
+    writer = ShardWriter(tmp_path / "s", dim=full.shape[1], shard_rows=shard_rows)
+    writer.append(full)
+    writer.close()
+    return ShardedEmbeddings(tmp_path / "s")
+
+
+def test_streamed_prototypes_and_map_equal_the_in_memory_ones(tmp_path):
+    from headstart.evaluation.report import embedding_map
+    from headstart.heads.prototypes import prototype_head, streamed_prototype_head
+
+    rng = np.random.default_rng(1)
+    full = torch.as_tensor(rng.normal(size=(90, 5)).astype(np.float32))
+    y = rng.integers(0, 3, 90)
+    x = _sharded(tmp_path, full)
+    w, b = streamed_prototype_head(x, y, 3)
+    w0, b0 = prototype_head(full.numpy(), y, 3)
+    assert torch.allclose(w, w0, atol=1e-6) and torch.equal(b, b0)
+    # under MAP_FIT_ROWS rows the sample is every row: the same components (up to sign)
+    m, m0 = embedding_map(x), embedding_map(full.numpy())
+    assert m.shape == (90, 2)
+    np.testing.assert_allclose(np.abs(m), np.abs(m0), atol=1e-5)
