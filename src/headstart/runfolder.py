@@ -46,9 +46,9 @@ from headstart.evaluation.run import (
     EvalOutputs,
 )
 from headstart.features.predict import predict_logits
+from headstart.features.store import LazyEmbeddings
 from headstart.paths import is_dir, is_file
-from headstart.storage import check_out_folder
-from headstart.training.checkpoint import write_safetensors
+from headstart.storage import check_out_folder, write_safetensors
 
 FORMAT_VERSION = 1
 
@@ -391,7 +391,9 @@ def save_predictions(out: Path, ev: EvalOutputs) -> None:
     tensors = {
         "logits": ev.logits.float().contiguous(),
         "labels": torch.as_tensor(np.asarray(ev.samples.labels), dtype=torch.long),
-        "map": embedding_map(ev.embeddings.numpy()).astype(np.float32),
+        "map": embedding_map(
+            ev.embeddings if isinstance(ev.embeddings, LazyEmbeddings) else ev.embeddings.numpy()
+        ).astype(np.float32),
     }
     if ev.source_agreement is not None:
         tensors["source_agreement"] = torch.as_tensor(ev.source_agreement.astype(np.uint8))

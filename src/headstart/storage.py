@@ -161,7 +161,8 @@ def write_yaml(path: str | Path, doc: Any) -> None:
     atomic_write(path, yaml.safe_dump(doc, sort_keys=False))
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` is running (on this machine)."""
     if pid == os.getpid():
         return True
     try:
@@ -183,7 +184,7 @@ def clean_temp_files(folder: str | Path, recursive: bool = False) -> list[Path]:
     removed = []
     for p in found:
         m = _TEMP.match(p.name)
-        if m is None or _alive(int(m["pid"])):
+        if m is None or process_alive(int(m["pid"])):
             continue
         with contextlib.suppress(OSError):
             p.unlink()
@@ -346,3 +347,12 @@ def locked(what: str) -> Callable[[F], F]:
         return run  # type: ignore[return-value]
 
     return decorate
+
+
+def write_safetensors(
+    tensors: dict[str, Any], path: str | Path, metadata: dict[str, str] | None = None
+) -> None:
+    """``tensors`` as a safetensors file, written atomically (:func:`atomic_write`)."""
+    from safetensors.torch import save
+
+    atomic_write(path, save(tensors, metadata=metadata))

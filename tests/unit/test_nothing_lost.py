@@ -259,3 +259,40 @@ def test_config_yaml_is_written_atomically(tmp_path, monkeypatch):
     with pytest.raises(DiskFullError):
         RunConfig(train=TrainConfig(epochs=99)).to_yaml(path)
     assert yaml.safe_load(path.read_text())["train"]["epochs"] == RunConfig().train.epochs
+
+
+def test_shard_folders_of_a_killed_process_are_removed_on_the_next_use(tmp_path):
+    from headstart.features.store import SCRATCH_PREFIX, clean_scratch, scratch_folder
+
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    left = tmp_path / f"{SCRATCH_PREFIX}{dead.stdout.strip()}-abc"
+    (left / "x").mkdir(parents=True)
+    live = scratch_folder(tmp_path)  # this process's: kept; the dead one's: gone
+    assert live.is_dir() and not left.exists()
+    assert clean_scratch(tmp_path) == [] and live.is_dir()
+
+
+def test_sharded_embeddings_go_on_without_the_cache_when_its_disk_is_full(tmp_path, monkeypatch):
+    import torch
+
+    from headstart.features import EmbeddingCache
+    from headstart.features.store import ShardWriter
+
+    def compute_into(folder):
+        w = ShardWriter(folder, dim=4, shard_rows=2)
+        w.append(torch.arange(12.0).reshape(3, 4))
+        w.close()
+
+    cache = EmbeddingCache(tmp_path / "cache")
+    monkeypatch.setenv("HEADSTART_FAULT", "enospc:shard-*.safetensors")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        emb = cache.get_or_compute_sharded("k" * 64, compute_into)
+    assert torch.equal(emb.materialise(), torch.arange(12.0).reshape(3, 4))
+    assert not cache.enabled and any("going on without it" in str(w.message) for w in caught)
+    assert not list((tmp_path / "cache" / "embeddings").iterdir())  # nothing half-written

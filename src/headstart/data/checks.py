@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
@@ -96,15 +97,36 @@ def preflight(
     return samples, report
 
 
+#: checks in flight at once per worker thread: the queue of pending checks stays this
+#: small however many files there are (submitting one future per file up front holds
+#: a future, a path and later a result for every file at once)
+IN_FLIGHT_PER_WORKER = 4
+
+
 def _bad_files(paths: list[Path], max_pixels: int, progress: bool) -> list[tuple[str, str]]:
     """(path, reason) for every file that does not decode, in input order."""
     check = partial(check_image, max_pixels=max_pixels)
     workers = min(8, os.cpu_count() or 1)
+    reasons: Iterable[str | None] = _bounded_map(check, paths, workers)
+    if progress and len(paths) > PROGRESS_THRESHOLD:
+        reasons = _track(reasons, len(paths))
+    return [(str(p), r) for p, r in zip(paths, reasons, strict=True) if r is not None]
+
+
+def _bounded_map(
+    fn: Callable[[Path], str | None], items: Iterable[Path], workers: int
+) -> Iterator[str | None]:
+    """``map(fn, items)`` on a pool of ``workers`` threads, in order, with at most
+    ``workers * IN_FLIGHT_PER_WORKER`` calls submitted and not yet consumed."""
+    window = max(1, workers * IN_FLIGHT_PER_WORKER)
     with ThreadPoolExecutor(max_workers=workers) as pool:  # PIL decodes without the GIL
-        reasons: Iterable[str | None] = pool.map(check, paths, chunksize=16)
-        if progress and len(paths) > PROGRESS_THRESHOLD:
-            reasons = _track(reasons, len(paths))
-        return [(str(p), r) for p, r in zip(paths, reasons, strict=True) if r is not None]
+        pending: deque[Future[str | None]] = deque()
+        for item in items:
+            if len(pending) >= window:
+                yield pending.popleft().result()
+            pending.append(pool.submit(fn, item))
+        while pending:
+            yield pending.popleft().result()
 
 
 def _track(items: Iterable[str | None], total: int) -> Iterator[str | None]:

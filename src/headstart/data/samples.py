@@ -49,7 +49,9 @@ class ImageSamples:
             )
         self.labels = np.asarray(self.labels, dtype=np.int64).reshape(-1)
         if self.paths is not None:
-            self.paths = [Path(p) for p in self.paths]
+            # Path objects kept as they are: a subset or a replaced field must not copy
+            # every path (about 200 bytes each, a copy per split on a large folder)
+            self.paths = [p if isinstance(p, Path) else Path(p) for p in self.paths]
             n = len(self.paths)
         else:
             n = len(cast(np.ndarray, self.arrays))

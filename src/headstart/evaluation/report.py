@@ -28,6 +28,7 @@ from safetensors import safe_open
 from sklearn.decomposition import PCA
 
 from headstart.data import ImageSamples, TextSamples
+from headstart.features.store import LazyEmbeddings
 from headstart.storage import atomic_write
 
 #: the figures of a fit report, in page order; a comparison adds BUDGET_FIGURES first
@@ -61,12 +62,37 @@ figure svg{max-width:100%;height:auto}
 
 
 # -- inputs ----------------------------------------------------------------------------------
-def embedding_map(emb: np.ndarray) -> np.ndarray:
-    """A 2-D map of embeddings (N, D) -> (N, 2): their first two principal components."""
+#: a disk-backed matrix's map is fitted on at most this many rows, drawn at random
+MAP_FIT_ROWS = 10_000
+
+
+def embedding_map(emb: Any) -> np.ndarray:
+    """A 2-D map of embeddings (N, D) -> (N, 2): their first two principal components.
+
+    A disk-backed matrix (:class:`~headstart.features.store.LazyEmbeddings`) is never read
+    whole: the components are fitted on a seeded sample of :data:`MAP_FIT_ROWS` rows and
+    every row projected batch by batch."""
+    if isinstance(emb, LazyEmbeddings):
+        return _streamed_map(emb)
     emb = np.asarray(emb, dtype=np.float64)
     if emb.ndim != 2 or len(emb) < 3 or emb.shape[1] < 2:
         return np.zeros((len(emb), 2))
     return PCA(n_components=2, random_state=0).fit_transform(emb)
+
+
+def _streamed_map(emb: LazyEmbeddings) -> np.ndarray:
+    n = len(emb)
+    if n < 3 or emb.dim < 2:
+        return np.zeros((n, 2))
+    rng = np.random.default_rng(0)
+    sample = np.sort(rng.choice(n, min(n, MAP_FIT_ROWS), replace=False))
+    pca = PCA(n_components=2, random_state=0).fit(emb.take(sample).double().numpy())
+    out = np.empty((n, 2))
+    lo = 0
+    for batch in emb.batches():
+        out[lo : lo + len(batch)] = pca.transform(batch.double().numpy())
+        lo += len(batch)
+    return out
 
 
 def read_history(path: Path) -> list[dict[str, Any]]:

@@ -24,6 +24,7 @@ from headstart.evaluation import (
     print_metrics,
 )
 from headstart.features.embedder import Embedder
+from headstart.features.store import Embeddings, LazyEmbeddings, as_batches
 from headstart.heads.prototypes import leave_one_out_predictions
 from headstart.strategies import Strategy
 
@@ -40,7 +41,8 @@ class EvalOutputs:
     split: str
     samples: Samples
     logits: torch.Tensor
-    embeddings: torch.Tensor
+    #: in memory, or disk-backed for a split above the embedder's ``disk_rows``
+    embeddings: Embeddings
     temperature: float
     source_agreement: np.ndarray | None = None  # per example, when the backbone has one
 
@@ -57,7 +59,7 @@ def shown_split(data: Splits) -> tuple[str, Samples]:
 
 def source_features(
     backbone: Backbone, strategy: Strategy, emb: Embedder, data: Splits
-) -> torch.Tensor | None:
+) -> Embeddings | None:
     """Embeddings of the shown split by the original pretrained backbone (cached), for the
     forgetting check; None when the backbone came without a source-task head."""
     source = backbone.source_backbone()  # a probe's source head reads the final layer
@@ -69,7 +71,7 @@ def source_features(
     if not strategy.uses_pretrained:
         return None
     name, samples = shown_split(data)
-    return emb(samples, name)
+    return emb.lazy(samples, name)
 
 
 def _split_outputs(
@@ -78,14 +80,21 @@ def _split_outputs(
     emb: Embedder,
     samples: Samples,
     name: str,
-) -> tuple[torch.Tensor, torch.Tensor]:
+) -> tuple[Embeddings, torch.Tensor]:
     """Embeddings and logits of a split: cached when the backbone is frozen, else computed
-    from the trained backbone (one pass; the logits are the head applied to them)."""
-    e = emb.uncached(samples, name) if strategy.loop_trains else emb(samples, name)
+    from the trained backbone (one pass; the logits are the head applied to them). A
+    frozen backbone's split above the embedder's ``disk_rows`` stays on disk and its logits
+    are computed batch by batch."""
+    e = emb.uncached(samples, name) if strategy.loop_trains else emb.lazy(samples, name)
     head = backbone.head()
     device_of_head = next(head.parameters()).device
     with torch.no_grad():  # any head module (a linear layer, timm's NormLinear, ...)
-        logits = head.eval()(e.to(device_of_head)).float().cpu()
+        if isinstance(e, LazyEmbeddings):
+            logits = torch.cat(
+                [head.eval()(b.to(device_of_head)).float().cpu() for b in e.batches()]
+            )
+        else:
+            logits = head.eval()(e.to(device_of_head)).float().cpu()
     return e, logits
 
 
@@ -98,13 +107,13 @@ def evaluate_run(
     device: str,
     console: Console,
     progress: bool = False,
-    source_before: torch.Tensor | None = None,
+    source_before: Embeddings | None = None,
     oof_logits: np.ndarray | None = None,
 ) -> tuple[dict[str, Any], EvalOutputs]:
     """Metrics of validation and test, temperature scaling fitted on validation (ECE
     before and after on both), and the forgetting check on the source task."""
     result: dict[str, Any] = {"classes": data.classes}
-    outputs: dict[str, tuple[Samples, torch.Tensor, torch.Tensor]] = {}
+    outputs: dict[str, tuple[Samples, Embeddings, torch.Tensor]] = {}
     shown, _ = shown_split(data)
     splits = [("validation", data.val), ("test", data.test)]
     if shown == "train":  # no held-out data: figures of the training data, said so
@@ -176,15 +185,22 @@ def _no_source_reason(backbone: Backbone) -> str:
     return "the backbone was not loaded with its source head (random, headless or cut weights)"
 
 
-def _source_agreement(backbone: Backbone, before: torch.Tensor, after: torch.Tensor) -> np.ndarray:
+def _source_agreement(backbone: Backbone, before: Embeddings, after: Embeddings) -> np.ndarray:
     """Per example: does the source head on the trained backbone's features predict the
-    same source class as on the original backbone's features?"""
+    same source class as on the original backbone's features? (In batches: either may be
+    disk-backed.)"""
     head = backbone.source_head()
     assert head is not None  # the caller computed ``before`` with it
     w, b = head
-    top_before = nn.functional.linear(before.float(), w, b).argmax(1)
-    top_after = nn.functional.linear(after.float(), w, b).argmax(1)
-    return (top_before == top_after).numpy()
+    if isinstance(before, torch.Tensor) and isinstance(after, torch.Tensor):
+        top_before = nn.functional.linear(before.float(), w, b).argmax(1)
+        return (top_before == nn.functional.linear(after.float(), w, b).argmax(1)).numpy()
+    same = [
+        nn.functional.linear(x.float(), w, b).argmax(1)
+        == nn.functional.linear(z.float(), w, b).argmax(1)
+        for x, z in zip(as_batches(before), as_batches(after), strict=True)
+    ]
+    return torch.cat(same).numpy() if same else np.zeros(0, dtype=bool)
 
 
 def leave_one_out(x: torch.Tensor, data: Splits, console: Console) -> dict[str, Any]:

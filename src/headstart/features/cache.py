@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -24,6 +25,13 @@ from headstart.backbones import Backbone
 from headstart.backbones.base import to_device
 from headstart.device import in_order_generator
 from headstart.errors import DiskFullError
+from headstart.features.store import (
+    ShardedEmbeddings,
+    ShardWriter,
+    is_complete,
+    publish,
+    scratch_folder,
+)
 from headstart.storage import atomic_write, clean_temp_files
 
 
@@ -129,6 +137,39 @@ def compute_layer_embeddings(
     return out
 
 
+@torch.no_grad()
+def compute_embeddings_to_disk(
+    backbone: Backbone,
+    dataset: Dataset[Any],
+    folder: Path,
+    batch_size: int = 64,
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+    description: str = "embedding",
+    num_workers: int = 0,
+    view: str | None = None,
+) -> None:
+    """:func:`compute_embeddings` written into row shards under ``folder`` as the batches
+    come (see :mod:`headstart.features.store`), never all in memory. The batches go in the
+    dataset's order (a backbone's length-sorted order would need every row at once)."""
+    was_training = backbone.training
+    backbone.eval().to(device)
+    loader: DataLoader[Any] = DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=num_workers,
+        collate_fn=backbone.collate_fn(),
+    )
+    it = track(loader, description=description, transient=True) if progress else loader
+    writer = ShardWriter(folder, backbone.spec.feature_dim)
+    for x, _ in it:
+        x = to_device(x, device)
+        writer.append(backbone.embed(x) if view is None else backbone.embed_view(x, view))
+    writer.close()
+    backbone.train(was_training)
+
+
 class EmbeddingCache:
     """Embeddings stored as ``<key>.safetensors`` under ``root``."""
 
@@ -169,15 +210,52 @@ class EmbeddingCache:
         try:
             atomic_write(path, save({"embeddings": emb.contiguous()}))
         except (DiskFullError, OSError) as e:
-            self.enabled = False
-            reason = e.found if isinstance(e, DiskFullError) else f"{type(e).__name__}: {e}"
-            warnings.warn(
-                f"the embedding cache in {path.parent} cannot be written ({reason}); going on "
-                "without it (embeddings are computed again next time). Free space there or "
-                "point HEADSTART_CACHE at another folder.",
-                CacheWriteWarning,
-                stacklevel=2,
-            )
+            self._off(path.parent, e)
+
+    def _off(self, folder: Path, e: Exception) -> None:
+        """Turn the cache off for the rest of the process, with a warning."""
+        self.enabled = False
+        reason = e.found if isinstance(e, DiskFullError) else f"{type(e).__name__}: {e}"
+        warnings.warn(
+            f"the embedding cache in {folder} cannot be written ({reason}); going on "
+            "without it (embeddings are computed again next time). Free space there or "
+            "point HEADSTART_CACHE at another folder.",
+            CacheWriteWarning,
+            stacklevel=3,
+        )
+
+    def shard_folder(self, key: str) -> Path:
+        return self.root / "embeddings" / f"{key}.shards"
+
+    def get_or_compute_sharded(
+        self, key: str | None, compute_into: Callable[[Path], None]
+    ) -> ShardedEmbeddings:
+        """Disk-backed embeddings under ``key``: the stored shards, else ``compute_into`` a
+        temporary folder that is then renamed into place (without a cache or a key, the
+        shards live in a scratch folder removed with the matrix)."""
+        if not self.enabled or key is None:
+            tmp = scratch_folder()
+            compute_into(tmp)
+            return ShardedEmbeddings(tmp, temporary=True)
+        final = self.shard_folder(key)
+        if is_complete(final):
+            try:
+                found = ShardedEmbeddings(final)
+                self.hits += 1
+                return found
+            except (ValueError, KeyError, OSError):  # a corrupt index: compute again
+                pass
+        self.misses += 1
+        tmp = scratch_folder(final.parent)
+        try:
+            compute_into(tmp)
+            return publish(tmp, final)
+        except DiskFullError as e:  # the cache only saves time: go on without it
+            self._off(final.parent, e)
+            return self.get_or_compute_sharded(None, compute_into)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
 
     def get_or_compute(self, key: str | None, compute: Callable[[], torch.Tensor]) -> torch.Tensor:
         emb = self.load(key)

@@ -10,6 +10,8 @@ makes the logits about ``cos / tau`` for a typical example.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 
@@ -90,3 +92,22 @@ def _means_where_present(x: np.ndarray, y: np.ndarray, k: int) -> np.ndarray:
     sums = np.zeros((k, x.shape[1]))
     np.add.at(sums, y, x)
     return sums / np.maximum(np.bincount(y, minlength=k), 1)[:, None]
+
+
+def streamed_prototype_head(
+    x: Any, y: np.ndarray, num_classes: int, temperature: float = TEMPERATURE
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`prototype_head` of a disk-backed matrix ``x``
+    (:class:`~headstart.features.store.LazyEmbeddings`), summed batch by batch."""
+    y = np.asarray(y)
+    counts = np.bincount(y, minlength=num_classes)[:num_classes]
+    if (counts == 0).any():  # the error class_means gives
+        class_means(np.zeros((len(y), 1)), y, num_classes)
+    sums = np.zeros((num_classes, x.dim))
+    norm_total, lo = 0.0, 0
+    for batch in x.batches():
+        b = batch.double().numpy()
+        np.add.at(sums, y[lo : lo + len(b)], b)
+        norm_total += float(np.linalg.norm(b, axis=1).sum())
+        lo += len(b)
+    return cosine_head(sums / counts[:, None], norm_total / max(len(y), 1), temperature)

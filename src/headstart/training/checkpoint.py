@@ -15,9 +15,8 @@ from typing import Any
 import numpy as np
 import torch
 from safetensors import safe_open
-from safetensors.torch import save
 
-from headstart.storage import atomic_write
+from headstart.storage import write_safetensors
 
 
 def _tensors_and_meta(obj: Any, prefix: str, tensors: dict[str, torch.Tensor]) -> Any:
@@ -50,13 +49,6 @@ def save_nested(obj: dict[str, Any], path: Path) -> None:
     tensors: dict[str, torch.Tensor] = {}
     meta = _tensors_and_meta(obj, "", tensors)
     write_safetensors(tensors, path, {"nested": json.dumps(meta)})
-
-
-def write_safetensors(
-    tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None
-) -> None:
-    """``tensors`` as a safetensors file, written atomically (:func:`atomic_write`)."""
-    atomic_write(path, save(tensors, metadata=metadata))
 
 
 def load_nested(path: Path) -> dict[str, Any]:

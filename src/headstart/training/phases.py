@@ -27,8 +27,10 @@ from headstart.features import (
     calibrate_batchnorm,
 )
 from headstart.features.embedder import Embedder, log_truncation
+from headstart.features.store import LazyEmbeddings
 from headstart.heads import HEADS, fit_sklearn_head, prototype_head
-from headstart.heads.probe import ProbeFit, fit_probe
+from headstart.heads.probe import ProbeFit, fit_probe, fit_probe_streaming
+from headstart.heads.prototypes import streamed_prototype_head
 from headstart.storage import atomic_write
 from headstart.strategies import ParamGroup, Strategy, StrategyContext, apply_freeze
 from headstart.training import HistoryWriter, ProgressBar, Trainer, count_params
@@ -65,12 +67,20 @@ def fit_head(
     y_tr = np.asarray(data.train.labels)
     k = len(data.classes)
     if head_name == PROTOTYPE_HEAD:
-        x_tr = emb(data.train, "train")
-        w, b = prototype_head(x_tr.numpy(), y_tr, k)
+        lazy = emb.lazy(data.train, "train")
+        if isinstance(lazy, LazyEmbeddings):
+            w, b = streamed_prototype_head(lazy, y_tr, k)
+        else:
+            w, b = prototype_head(lazy.numpy(), y_tr, k)
         backbone.load_head(w, b)
-        console.print(f"[bold]head[/] prototypes: class means of {len(x_tr)} embeddings")
+        console.print(f"[bold]head[/] prototypes: class means of {len(lazy)} embeddings")
         return [], None
     if HEADS.get(head_name) is not None:
+        if emb.on_disk(data.train):
+            console.print(
+                f"[yellow]note[/] the {head_name} head reads all {len(y_tr)} training "
+                "embeddings into memory; the linear head streams them from disk"
+            )
         x_tr = emb(data.train, "train")
         w, b = fit_sklearn_head(
             head_name, x_tr.numpy(), y_tr, k, cfg.strategy.head_c, seed=cfg.train.seed
@@ -81,8 +91,9 @@ def fit_head(
     if fitted is None:
         fitted = fit_view_probe(backbone, emb, data, cfg.train.seed, console)
     backbone.load_head(fitted.weight, fitted.bias)
+    how = "by minibatch Adam, streamed from disk," if fitted.streamed else "to convergence"
     console.print(
-        f"[bold]head[/] logistic regression fitted to convergence on {len(y_tr)} embeddings"
+        f"[bold]head[/] logistic regression fitted {how} on {len(y_tr)} embeddings"
         + (f" x {fitted.views} views" if fitted.views > 1 else "")
         + f", C={fitted.c:g} ({fitted.cv['policy']})"
     )
@@ -99,6 +110,13 @@ def fit_view_probe(
     drops the view (and records that in its spec)."""
     y = np.asarray(data.train.labels)
     k = len(data.classes)
+    if emb.on_disk(data.train):  # too many to hold: minibatches streamed from the shards
+        lazy = [v for v in emb.lazy_views(data.train, "train") if isinstance(v, LazyEmbeddings)]
+        console.print(
+            f"[bold]probe[/] {len(y)} training examples (over {emb.disk_rows}): embeddings "
+            "on disk, the probe trained on minibatches streamed from them"
+        )
+        return fit_probe_streaming(lazy, y, k, seed=seed)
     views = [v.numpy() for v in emb.views(data.train, "train")]
     probe = fit_probe(views, y, k, seed=seed)
     if len(views) == 1 or probe.oof_logits is None:

@@ -151,7 +151,7 @@ def _choose_strategy(
     assert probe is not None
     probe_cv = probe.cv.get("cv_accuracy_chosen")
     proto_loo = None
-    if per_class >= 2:
+    if per_class >= 2 and not emb.on_disk(data.train):  # on disk: the probe's holdout only
         pred = leave_one_out_predictions(emb(data.train, "train").numpy(), y)
         proto_loo = float(np.mean(pred == y))
     choice = choose(per_class, modality, backbone.trainable_body, probe_cv, proto_loo)
@@ -307,7 +307,7 @@ def _fit(
         if len(data.val)
         else "off: no validation data, the last epoch is kept (a fixed budget)",
     }
-    if head_name == PROTOTYPE_HEAD and strategy.frozen_features:
+    if head_name == PROTOTYPE_HEAD and strategy.frozen_features and not emb.on_disk(data.train):
         metrics["leave_one_out"] = leave_one_out(emb(data.train, "train"), data, console)
     metrics.update(
         strategy=strategy.describe(),
