@@ -24,7 +24,6 @@ embeddings: a run folder holds a plain linear head, nothing is pickled.
 
 from __future__ import annotations
 
-import math
 import warnings
 from dataclasses import dataclass, field
 from typing import Any
@@ -234,84 +233,76 @@ def _standardiser(x: Any) -> tuple[torch.Tensor, torch.Tensor]:
     return mean.float(), std.float()
 
 
-def fit_probe_streaming(
-    views: list[Any],
-    y: np.ndarray,
-    num_classes: int,
-    c: float = DEFAULT_C,
-    seed: int = 0,
-    epochs: int = STREAM_EPOCHS,
-) -> ProbeFit:
+@dataclass
+class StreamPlan:
+    """What a probe streamed from disk is fitted with: the held-out examples, the
+    standardisation, and the penalty of its objective (see :func:`plan_streamed_probe`)."""
+
+    held: np.ndarray
+    mean: torch.Tensor
+    std: torch.Tensor
+    c: float
+    n_train: int
+    epochs: int = STREAM_EPOCHS
+    lr: float = STREAM_LR
+    batch: int = STREAM_BATCH
+
+    def loss(self, layer: torch.nn.Linear, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The objective ``|W|^2 / 2 + C * sum(loss)`` divided by ``C * n_train``: the mean
+        loss of the batch plus a matching share of the penalty (``x`` standardised)."""
+        penalty = layer.weight.square().sum() / (2 * self.c * self.n_train)
+        return torch.nn.functional.cross_entropy(layer(x), y) + penalty
+
+
+def plan_streamed_probe(
+    views: list[Any], y: np.ndarray, c: float = DEFAULT_C, seed: int = 0
+) -> StreamPlan:
     """The probe for a training split too large for memory (``views``: disk-backed
-    matrices, :class:`~headstart.features.store.LazyEmbeddings`, one per view): the same
-    multinomial logistic regression with the same penalty ``|W|^2 / 2 + C * sum(loss)``,
-    fitted by Adam on minibatches read shard by shard, on standardised features.
+    matrices, :class:`~headstart.features.store.LazyEmbeddings`, one per view) is the
+    same multinomial logistic regression with the same penalty, fitted by minibatch Adam
+    on standardised features read shard by shard (the training loop runs it).
 
     With this many examples the penalty matters little and cross-validating C costs many
     passes over the disk for no gain, so C stays :data:`DEFAULT_C`; a seeded
     :data:`STREAM_HOLDOUT` of the examples is held out and its accuracy (on the mean of the
     views, as at test time) is reported in place of the cross-validated one."""
-    y = np.asarray(y, dtype=np.int64)
-    n, dim = len(y), views[0].dim
+    n = len(y)
     rng = np.random.default_rng(seed)
     n_hold = min(int(n * STREAM_HOLDOUT), STREAM_HOLDOUT_MAX) if n >= 100 else 0
     held = np.zeros(n, dtype=bool)
     held[rng.choice(n, n_hold, replace=False)] = True
     mean, std = _standardiser(views[0])
-    torch_gen = torch.Generator().manual_seed(seed)
-    layer = torch.nn.Linear(dim, num_classes)
-    torch.nn.init.zeros_(layer.weight)
-    torch.nn.init.zeros_(layer.bias)
-    opt = torch.optim.Adam(layer.parameters(), lr=STREAM_LR)
     n_train = max(int((~held).sum()) * len(views), 1)
-    chunks = [(v, lo, hi) for v in range(len(views)) for lo, hi in views[v].chunks()]
-    steps = epochs * sum(-(-int((~held[lo:hi]).sum()) // STREAM_BATCH) for _, lo, hi in chunks)
-    yt = torch.as_tensor(y)
-    step = 0
-    for _ in range(epochs):
-        for ci in rng.permutation(len(chunks)):
-            v, lo, hi = chunks[int(ci)]
-            keep = np.flatnonzero(~held[lo:hi])
-            if not len(keep):
-                continue
-            block = (views[v].rows(lo, hi)[torch.as_tensor(keep)] - mean) / std
-            target = yt[lo:hi][torch.as_tensor(keep)]
-            perm = torch.randperm(len(keep), generator=torch_gen)
-            for a in range(0, len(perm), STREAM_BATCH):
-                idx = perm[a : a + STREAM_BATCH]
-                logits = layer(block[idx])
-                # the objective divided by C * n_train: mean loss plus a matching penalty
-                loss = torch.nn.functional.cross_entropy(logits, target[idx]) + (
-                    layer.weight.square().sum() / (2 * c * n_train)
-                )
-                for group in opt.param_groups:  # cosine decay to zero over every step
-                    group["lr"] = STREAM_LR * 0.5 * (1 + math.cos(math.pi * step / max(steps, 1)))
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                step += 1
+    return StreamPlan(held, mean, std, float(c), n_train)
+
+
+def streamed_probe_fit(
+    layer: torch.nn.Linear, views: list[Any], y: np.ndarray, plan: StreamPlan
+) -> ProbeFit:
+    """The :class:`ProbeFit` of ``layer`` trained on standardised features: folded back to
+    raw features, with its accuracy on the held-out examples."""
+    y = np.asarray(y, dtype=np.int64)
+    layer = layer.cpu()
     with torch.no_grad():
-        weight = layer.weight / std
-        bias = layer.bias - weight @ mean
+        weight = layer.weight / plan.std
+        bias = layer.bias - weight @ plan.mean
+    n_hold = int(plan.held.sum())
     info: dict[str, Any] = {
-        "policy": f"C={c:g}; minibatch Adam on standardised features streamed from disk "
-        f"({epochs} passes, batch {STREAM_BATCH}), accuracy on a held-out "
+        "policy": f"C={plan.c:g}; minibatch Adam on standardised features streamed from disk "
+        f"({plan.epochs} passes, batch {plan.batch}), accuracy on a held-out "
         f"{n_hold} examples",
         "holdout": n_hold,
     }
     if n_hold:
-        correct = 0
-        hold_idx = np.flatnonzero(held)
-        parts = [v.take(hold_idx) for v in views]
-        x_hold = torch.stack(parts).mean(0)
+        hold_idx = np.flatnonzero(plan.held)
+        x_hold = torch.stack([v.take(hold_idx) for v in views]).mean(0)
         with torch.no_grad():
             pred = (x_hold @ weight.T + bias).argmax(1).numpy()
-        correct = int(np.sum(pred == y[hold_idx]))
-        info["cv_accuracy_chosen"] = correct / n_hold
+        info["cv_accuracy_chosen"] = int(np.sum(pred == y[hold_idx])) / n_hold
     return ProbeFit(
         weight=weight.detach().float(),
         bias=bias.detach().float(),
-        c=float(c),
+        c=plan.c,
         scale=1.0,
         views=len(views),
         cv=info,

@@ -12,12 +12,20 @@ SetFit's pair training, prototypical-network episodes and the per-episode fine-t
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, RandomSampler, Subset, default_collate
+from torch.utils.data import (
+    DataLoader,
+    Dataset,
+    IterableDataset,
+    RandomSampler,
+    Subset,
+    default_collate,
+)
 
 from headstart.errors import RunFolderError
 from headstart.fewshot.protonet import protonet_logits
@@ -218,3 +226,51 @@ class ProtonetStep(Step):
 
 def _first(items: list[Any]) -> Any:
     return items[0]
+
+
+class StreamedProbeStep(Step):
+    """A linear probe on embeddings too many to hold in memory (disk-backed matrices, one
+    per view): each epoch visits every shard of every view in a seeded order, the rows
+    of a shard shuffled, standardised and cut into minibatches; the loss is the probe's
+    penalised objective (:class:`~headstart.heads.probe.StreamPlan`). Only one shard is
+    in memory at a time."""
+
+    def __init__(self, views: list[Any], y: np.ndarray, plan: Any) -> None:
+        self.views, self.plan = views, plan
+        self.y = torch.as_tensor(np.asarray(y, dtype=np.int64))
+        self.keep = ~np.asarray(plan.held, dtype=bool)
+        self.chunks = [(v, lo, hi) for v in range(len(views)) for lo, hi in views[v].chunks()]
+
+    def steps_per_epoch(self) -> int:
+        batch = self.plan.batch
+        return sum(-(-int(self.keep[lo:hi].sum()) // batch) for _, lo, hi in self.chunks)
+
+    def loader(self, epoch: int, generator: torch.Generator) -> DataLoader[Any]:
+        seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+        return DataLoader(_ShardBatches(self, seed), batch_size=None)
+
+    def loss(self, model: nn.Module, batch: Any) -> torch.Tensor:
+        x, y = batch
+        return self.plan.loss(model, x, y)
+
+
+class _ShardBatches(IterableDataset[tuple[torch.Tensor, torch.Tensor]]):
+    """The minibatches of one epoch of a :class:`StreamedProbeStep`."""
+
+    def __init__(self, step: StreamedProbeStep, seed: int) -> None:
+        self.step, self.seed = step, seed
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        step, plan = self.step, self.step.plan
+        g = torch.Generator().manual_seed(self.seed)
+        for ci in torch.randperm(len(step.chunks), generator=g).tolist():
+            v, lo, hi = step.chunks[ci]
+            keep = torch.as_tensor(np.flatnonzero(step.keep[lo:hi]))
+            if not len(keep):
+                continue
+            block = (step.views[v].rows(lo, hi)[keep] - plan.mean) / plan.std
+            target = step.y[lo:hi][keep]
+            perm = torch.randperm(len(keep), generator=g)
+            for a in range(0, len(perm), plan.batch):
+                idx = perm[a : a + plan.batch]
+                yield block[idx], target[idx]

@@ -18,7 +18,7 @@ from torch import nn
 from headstart.backbones import Backbone
 from headstart.backbones.multilayer import ProbeFeaturesBackbone
 from headstart.backbones.weights import sha256_state
-from headstart.config import ContrastiveConfig, RunConfig
+from headstart.config import ContrastiveConfig, RunConfig, TrainConfig
 from headstart.data.loading import (
     Samples,
     Splits,
@@ -29,10 +29,11 @@ from headstart.features import (
 from headstart.features.embedder import Embedder, log_truncation
 from headstart.features.store import LazyEmbeddings
 from headstart.heads import HEADS, fit_sklearn_head, prototype_head
-from headstart.heads.probe import ProbeFit, fit_probe, fit_probe_streaming
+from headstart.heads.probe import ProbeFit, fit_probe, plan_streamed_probe, streamed_probe_fit
 from headstart.heads.prototypes import streamed_prototype_head
 from headstart.storage import atomic_write
 from headstart.strategies import ParamGroup, Strategy, StrategyContext, apply_freeze
+from headstart.strategies.steps import StreamedProbeStep
 from headstart.training import HistoryWriter, ProgressBar, Trainer, count_params
 from headstart.training.callbacks import json_line
 from headstart.training.procedures import contrastive_finetune
@@ -100,6 +101,33 @@ def fit_head(
     return [], fitted
 
 
+def _streamed_probe(
+    views: list[LazyEmbeddings], y: np.ndarray, k: int, seed: int, device: str
+) -> ProbeFit:
+    """The linear probe on disk-backed embeddings, trained by the loop on minibatches
+    streamed from their shards (:class:`StreamedProbeStep`)."""
+    plan = plan_streamed_probe(views, y, seed=seed)
+    layer = nn.Linear(views[0].dim, k)
+    nn.init.zeros_(layer.weight)
+    nn.init.zeros_(layer.bias)
+    tcfg = TrainConfig(
+        epochs=plan.epochs,
+        batch_size=plan.batch,
+        lr=plan.lr,
+        weight_decay=0.0,  # the penalty is in the loss, as in the in-memory probe
+        warmup_fraction=0.0,
+        label_smoothing=0.0,
+        patience=plan.epochs,
+        mixed_precision="no",
+        device=device.split(":")[0],
+        seed=seed,
+        checkpoint=False,
+    )
+    group = ParamGroup("head", list(layer.parameters()), True, 1.0)
+    Trainer(tcfg).fit(layer, [group], None, None, step=StreamedProbeStep(views, y, plan))
+    return streamed_probe_fit(layer, views, y, plan)
+
+
 def fit_view_probe(
     backbone: Backbone, emb: Embedder, data: Splits, seed: int, console: Console
 ) -> ProbeFit:
@@ -116,7 +144,7 @@ def fit_view_probe(
             f"[bold]probe[/] {len(y)} training examples (over {emb.disk_rows}): embeddings "
             "on disk, the probe trained on minibatches streamed from them"
         )
-        return fit_probe_streaming(lazy, y, k, seed=seed)
+        return _streamed_probe(lazy, y, k, seed, str(emb.device))
     views = [v.numpy() for v in emb.views(data.train, "train")]
     probe = fit_probe(views, y, k, seed=seed)
     if len(views) == 1 or probe.oof_logits is None:
