@@ -187,7 +187,10 @@ def clean_temp_files(folder: str | Path, recursive: bool = False) -> list[Path]:
         if m is None or process_alive(int(m["pid"])):
             continue
         with contextlib.suppress(OSError):
-            p.unlink()
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p)
+            else:
+                p.unlink()
             removed.append(p)
     return removed
 
@@ -356,3 +359,28 @@ def write_safetensors(
     from safetensors.torch import save
 
     atomic_write(path, save(tensors, metadata=metadata))
+
+
+@contextlib.contextmanager
+def replaced_folder(final: str | Path) -> Iterator[Path]:
+    """A temporary folder beside ``final`` for the block to fill; then it replaces
+    ``final`` by renames (the old one is moved aside first, then removed). A kill inside
+    the block leaves ``final`` as it was; its temporary folder is removed as a temporary
+    file is (:func:`clean_temp_files`)."""
+    final = Path(final)
+    tmp = temp_path(final)
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
+        _fault(final)
+        old = final.with_name(f".{final.name}.old.{os.getpid()}.tmp")
+        if final.exists():
+            os.replace(final, old)
+        os.replace(tmp, final)
+        shutil.rmtree(old, ignore_errors=True)
+        _fsync_dir(final.parent)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)

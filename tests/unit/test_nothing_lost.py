@@ -296,3 +296,24 @@ def test_sharded_embeddings_go_on_without_the_cache_when_its_disk_is_full(tmp_pa
     assert torch.equal(emb.materialise(), torch.arange(12.0).reshape(3, 4))
     assert not cache.enabled and any("going on without it" in str(w.message) for w in caught)
     assert not list((tmp_path / "cache" / "embeddings").iterdir())  # nothing half-written
+
+
+def test_a_folder_replaced_under_a_kill_is_the_old_one_whole(tmp_path):
+    final = tmp_path / "tokenizer"
+    final.mkdir()
+    (final / "vocab.txt").write_text("old")
+    code = textwrap.dedent(
+        f"""
+        from headstart.storage import replaced_folder
+        with replaced_folder({str(final)!r}) as out:
+            (out / "vocab.txt").write_text("new")
+        """
+    )
+    env = {**os.environ, "HEADSTART_FAULT": "kill:tokenizer"}
+    assert subprocess.run([sys.executable, "-c", code], env=env, check=False).returncode == -9
+    assert (final / "vocab.txt").read_text() == "old"
+    assert storage.clean_temp_files(tmp_path)  # the killed process's new folder
+    env.pop("HEADSTART_FAULT")
+    subprocess.run([sys.executable, "-c", code], env=env, check=True)
+    assert (final / "vocab.txt").read_text() == "new"
+    assert [p.name for p in tmp_path.iterdir()] == ["tokenizer"]

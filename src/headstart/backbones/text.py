@@ -29,6 +29,7 @@ from headstart.backbones.tokenization import (
     tokenizer_sha256,
 )
 from headstart.errors import BackboneError
+from headstart.storage import replaced_folder
 
 __all__ = [
     "POOLINGS",
@@ -144,12 +145,13 @@ class TextBackbone(Backbone):
 
     def save_assets(self, run_dir: Path) -> None:
         """The tokenizer, as ``run_dir/tokenizer`` (JSON and text files only)."""
-        out = Path(run_dir) / "tokenizer"
-        written = self.tokenizer.save_pretrained(str(out))
-        unsafe = [Path(f).name for f in written if Path(f).suffix in _UNSAFE_SUFFIXES]
+        final = Path(run_dir) / "tokenizer"
+        with replaced_folder(final) as out:  # a kill leaves the old folder or the new one
+            written = self.tokenizer.save_pretrained(str(out))
+            unsafe = [Path(f).name for f in written if Path(f).suffix in _UNSAFE_SUFFIXES]
         if unsafe:
             for f in unsafe:
-                (out / f).unlink(missing_ok=True)
+                (final / f).unlink(missing_ok=True)
             raise BackboneError(
                 "a tokenizer that saves as JSON and text files",
                 f"{type(self.tokenizer).__name__} wrote {unsafe}",
