@@ -340,3 +340,25 @@ def test_drug_reviews_split_by_condition_is_a_shifted_pair():
     assert set(source.extra["condition"]) == {"Birth Control"}
     assert "Birth Control" not in set(target.extra["condition"])
     assert source.classes == target.classes == ["negative", "neutral", "positive"]
+
+
+@needs_bbc
+def test_bbc_news_titles_are_the_test_articles_cut_to_their_title() -> None:
+    from headstart.data.loading import is_text_source
+
+    titles, test = load_bundled_text("bbc-news", "titles"), load_bundled_text("bbc-news", "test")
+    assert titles.name == "bbc-news[titles]" and len(titles) == len(test) == 445
+    assert titles.classes == test.classes and np.array_equal(titles.labels, test.labels)
+    assert titles.extra["file"] == test.extra["file"]  # the same articles, in the same order
+    assert all(t and "\n" not in t and t == t.strip() for t in titles.texts)
+    assert all(a.lstrip().startswith(t) for t, a in zip(titles.texts, test.texts, strict=True))
+    words = [len(t.split()) for t in titles.texts]
+    assert np.mean(words) < 20 and np.mean(words) * 20 < np.mean(
+        [len(a.split()) for a in test.texts]
+    )
+    train_files = set(load_bundled_text("bbc-news", "train").extra["file"])
+    assert not train_files & set(titles.extra["file"])  # the source never saw these articles
+    assert load_bundled_text("bbc-news", "titles").texts == titles.texts  # deterministic
+    assert is_text_source("bbc-news:titles")
+    resolved = resolve_texts("bbc-news:titles", classes=titles.classes)
+    assert resolved.texts == titles.texts and np.array_equal(resolved.labels, titles.labels)

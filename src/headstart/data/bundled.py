@@ -4,6 +4,12 @@
 fixed, stratified 20 % holdout (seed 0), ``"train"`` is the other 80 % and ``"all"``
 is everything. ``fashion-mnist`` has its own ``"train"`` (60 000) and ``"test"``
 (10 000) files.
+
+Shifted target domains for domain adaptation, built from those with a fixed seed (same
+classes and labels as their source, split like ``mnist-5k``):
+``fashion-mnist-corrupted`` (one corruption per image), ``mnist-m`` (the ``mnist-5k``
+digits blended onto crops of colour photos: a colour shift) and ``fashion-mnist-small``
+(the Fashion-MNIST test images shrunk to 40-60 % and placed at random: a scale shift).
 """
 
 from __future__ import annotations
@@ -31,6 +37,14 @@ BUNDLED_DATASETS: dict[str, str] = {
     "corruption (inverted contrast, Gaussian blur sigma 1.2, Gaussian noise sd 50, or "
     "rotation by 20-45 degrees either way): a shifted target domain for fashion-mnist; "
     "test = fixed 20% holdout",
+    "mnist-m": "MNIST-M (after Ganin & Lempitsky 2015): the 5000 mnist-5k digits, each "
+    "blended onto a seeded random 28x28 crop of one of six colour photos shipped with "
+    "scikit-image and scikit-learn (|crop - digit| per channel), 28x28 RGB: a colour-shifted "
+    "target domain for mnist-5k; test = fixed 20% holdout",
+    "fashion-mnist-small": "the 10000 Fashion-MNIST test images, each shrunk to a seeded "
+    "random 40-60% of its size (antialiased) and placed at a seeded random position on a "
+    "black 28x28 canvas: a scale-shifted target domain for fashion-mnist; test = fixed 20% "
+    "holdout",
 }
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -43,7 +57,14 @@ HOLDOUT_FRACTION = 0.2
 _SPLITS = {"fashion-mnist": ("train", "test"), "mnist-5k": ("train", "test", "all")}
 _SPLITS["digits"] = _SPLITS["mnist-5k"]
 _SPLITS["fashion-mnist-corrupted"] = _SPLITS["mnist-5k"]
+_SPLITS["mnist-m"] = _SPLITS["mnist-5k"]
+_SPLITS["fashion-mnist-small"] = _SPLITS["mnist-5k"]
 CORRUPTIONS = ("invert", "blur", "noise", "rotate")
+#: the colour photos mnist-m crops its backgrounds from: scikit-image's ``skimage.data``
+#: functions, then scikit-learn's ``load_sample_images`` files (all shipped, none downloaded)
+MNIST_M_PHOTOS = ("coffee", "chelsea", "astronaut", "rocket", "china.jpg", "flower.jpg")
+#: the range of the scale fashion-mnist-small shrinks each image to (fraction of its side)
+SMALL_SCALE = (0.4, 0.6)
 
 
 def load_bundled(name: str, split: str = "train") -> ImageSamples:
@@ -160,8 +181,95 @@ def _fashion_mnist_corrupted() -> tuple[np.ndarray, np.ndarray]:
     return _read_only(corrupted), labels
 
 
+def _photos() -> list[np.ndarray]:
+    """The ``MNIST_M_PHOTOS``, each (H, W, 3) uint8, in that order."""
+    try:
+        import skimage.data
+    except ImportError:
+        raise DataError(
+            "the package scikit-image, which ships the colour photos mnist-m is built from",
+            "it is not installed",
+            "pip install 'scikit-image>=0.22'",
+        ) from None
+    from sklearn.datasets import load_sample_images
+
+    sample = load_sample_images()
+    by_file = {Path(f).name: img for f, img in zip(sample.filenames, sample.images, strict=True)}
+    photos = []
+    for name in MNIST_M_PHOTOS:
+        try:
+            photo = by_file[name] if name in by_file else getattr(skimage.data, name)()
+        except Exception as e:  # a photo missing from the install (skimage would download it)
+            raise DataError(
+                f"the photo {name!r} shipped with scikit-image / scikit-learn",
+                f"it cannot be loaded offline ({type(e).__name__}: {e})",
+                "reinstall them: pip install --force-reinstall scikit-image scikit-learn",
+            ) from None
+        photos.append(np.asarray(photo, dtype=np.uint8)[..., :3])
+    return photos
+
+
+def blend_on_photos(
+    digits: np.ndarray, photos: list[np.ndarray], seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """MNIST-M's recipe (Ganin & Lempitsky 2015): each (H, W) uint8 digit blended onto a
+    random (H, W) crop of one of ``photos`` as ``|crop - digit|`` per RGB channel, so the
+    stroke takes the inverse of the background colour. The photo and the crop's corner
+    are drawn with ``seed``: ((N, H, W, 3) uint8 images, index of each one's photo)."""
+    n, h, w = digits.shape
+    rng = np.random.default_rng(seed)
+    which = np.asarray(rng.integers(0, len(photos), size=n), dtype=np.int64)
+    heights = np.asarray([p.shape[0] for p in photos])[which]
+    widths = np.asarray([p.shape[1] for p in photos])[which]
+    tops = rng.integers(0, heights - h + 1)
+    lefts = rng.integers(0, widths - w + 1)
+    out = np.empty((n, h, w, 3), dtype=np.uint8)
+    for i, (k, top, left) in enumerate(zip(which, tops, lefts, strict=True)):
+        crop = photos[k][top : top + h, left : left + w].astype(np.int16)
+        out[i] = np.abs(crop - digits[i].astype(np.int16)[:, :, None]).astype(np.uint8)
+    return out, which
+
+
+@lru_cache(maxsize=1)
+def _mnist_m() -> tuple[np.ndarray, np.ndarray]:
+    digits, labels = _mnist_5k()
+    images, _ = blend_on_photos(digits, _photos(), seed=0)
+    return _read_only(images), labels
+
+
+def shrink(
+    images: np.ndarray, scale: tuple[float, float] = SMALL_SCALE, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each (H, W) uint8 image shrunk to a random fraction in ``scale`` of its size
+    (Lanczos, antialiased) and pasted at a random position on a black canvas of the same
+    size; scale and position are drawn with ``seed``: (images, each one's scale)."""
+    from PIL import Image
+
+    n, h, w = images.shape
+    rng = np.random.default_rng(seed)
+    scales = np.asarray(rng.uniform(scale[0], scale[1], size=n), dtype=np.float64)
+    heights = np.maximum(1, np.rint(h * scales)).astype(np.int64)
+    widths = np.maximum(1, np.rint(w * scales)).astype(np.int64)
+    tops = rng.integers(0, h - heights + 1)
+    lefts = rng.integers(0, w - widths + 1)
+    out = np.zeros_like(images)
+    for i, (sh, sw, top, left) in enumerate(zip(heights, widths, tops, lefts, strict=True)):
+        small = Image.fromarray(images[i]).resize((int(sw), int(sh)), Image.Resampling.LANCZOS)
+        out[i, top : top + sh, left : left + sw] = np.asarray(small)
+    return out, scales
+
+
+@lru_cache(maxsize=1)
+def _fashion_mnist_small() -> tuple[np.ndarray, np.ndarray]:
+    images, labels = _fashion_mnist("t10k")
+    small, _ = shrink(images, seed=0)
+    return _read_only(small), labels
+
+
 _LOADERS: dict[str, Callable[[], tuple[np.ndarray, np.ndarray]]] = {
     "mnist-5k": _mnist_5k,
     "digits": _digits,
     "fashion-mnist-corrupted": _fashion_mnist_corrupted,
+    "mnist-m": _mnist_m,
+    "fashion-mnist-small": _fashion_mnist_small,
 }

