@@ -22,7 +22,13 @@ from headstart.config import (
 )
 from headstart.errors import ConfigError, DataError, RunFolderError
 from headstart.strategies.adaptation import METHODS
-from headstart.workflows.adapt import SOURCE_ONLY, run_adapt, summarise
+from headstart.workflows.adapt import (
+    ALIGNMENT_NAMES,
+    SOURCE_ONLY,
+    cheapest_first,
+    run_adapt,
+    summarise,
+)
 from headstart.workflows.fit import fit
 
 runner = CliRunner()
@@ -53,14 +59,19 @@ def test_every_method_runs_beside_source_only(image_folder, tmp_path):
     res = run_adapt(
         _base(image_folder), spec, tmp_path / "da", progress=False, console=Console(quiet=True)
     )
-    assert list(res.summary["methods"]) == [SOURCE_ONLY, *METHODS.names()]
+    # the closed-form alignments run first: seconds on cached features
+    assert list(res.summary["methods"]) == [SOURCE_ONLY, *cheapest_first(METHODS.names())]
+    assert list(res.summary["methods"])[1:7] == sorted(ALIGNMENT_NAMES)
+    assert res.summary["recommendation"]["sentence"].startswith("Recommended: ")
     for row in res.runs:
         assert 0.0 <= row["target_accuracy"] <= 1.0 and -2.0 <= row["a_distance"] <= 2.0
         assert (tmp_path / "da" / "0" / row["method"] / "metrics.json").is_file()
     doc = json.loads((tmp_path / "da" / "adapt.json").read_text())
     assert set(doc["summary"]["picks"]) == {
-        "source-val", "target-entropy", "target-infomax", "oracle"
+        "source-val", "target-entropy", "target-infomax", "dev", "snd", "oracle"
     }  # fmt: skip
+    for row in doc["runs"]:
+        assert np.isfinite(row["dev_risk"]) and np.isfinite(row["target_snd"])
     assert doc["summary"]["a_distance_before"] > 1.0  # inverted colours are easy to tell apart
 
 
@@ -68,20 +79,23 @@ def test_summary_picks_by_each_criterion():
     runs = [
         {"seed": 0, "method": "source-only", "source_val_accuracy": 0.9, "target_entropy": 0.5,
          "target_diversity": 2.0, "a_distance": 1.5, "target_accuracy": 0.4,
-         "target_macro_f1": 0.4},
+         "target_macro_f1": 0.4, "target_snd": 5.0, "dev_risk": 0.6},
         {"seed": 0, "method": "dann", "source_val_accuracy": 0.8, "target_entropy": 0.2,
          "target_diversity": 2.2, "a_distance": 0.5, "target_accuracy": 0.7,
-         "target_macro_f1": 0.7},
+         "target_macro_f1": 0.7, "target_snd": 5.1, "dev_risk": 0.4},
         # confident but collapsed onto one class: the lowest entropy, no diversity
         {"seed": 0, "method": "fixmatch", "source_val_accuracy": 0.7, "target_entropy": 0.05,
          "target_diversity": 0.1, "a_distance": 1.0, "target_accuracy": 0.1,
-         "target_macro_f1": 0.02},
+         "target_macro_f1": 0.02, "target_snd": 6.0, "dev_risk": 0.9},
     ]  # fmt: skip
     s = summarise(runs, 1.9, labelled=True)
     assert s["picks"]["source-val"]["methods"] == ["source-only"]
     assert s["picks"]["target-entropy"]["methods"] == ["fixmatch"]
     assert s["picks"]["target-infomax"]["methods"] == ["dann"]
     assert s["picks"]["oracle"]["target_accuracy"] == 0.7
+    assert s["picks"]["dev"]["methods"] == ["dann"]
+    assert s["picks"]["snd"]["methods"] == ["fixmatch"]  # SND rewards a collapse too
+    assert s["recommendation"]["method"] in ("source-only", "dann")
 
 
 def test_an_adaptation_strategy_without_target_data_is_refused_before_any_work(tmp_path):
@@ -121,7 +135,7 @@ def test_cli_adapt_prints_the_table(image_folder, tmp_path):
     )
     assert r.exit_code == 0, r.output
     assert "coral" in r.output and "source-only" in r.output and "A-distance" in r.output
-    assert "target-entropy" in r.output
+    assert "target-entropy" in r.output and "Recommended: " in r.output
 
 
 def _flat_copy(folder, out):
@@ -170,7 +184,9 @@ def test_an_unlabelled_target_scored_on_a_separate_labelled_folder(image_folder,
         _base(image_folder), spec, tmp_path / "da2", progress=False, console=Console(quiet=True)
     )
     assert "target_accuracy" not in res.runs[0]
-    assert set(res.summary["picks"]) == {"source-val", "target-entropy", "target-infomax"}
+    assert set(res.summary["picks"]) == {
+        "source-val", "target-entropy", "target-infomax", "dev", "snd"
+    }  # fmt: skip
 
 
 def test_a_repeated_adapt_reads_finished_runs_back_and_refuses_other_settings(
@@ -216,8 +232,9 @@ def test_text_leaves_out_the_image_only_methods_from_all_and_refuses_them_by_nam
     every = METHODS.names()
     assert methods_for("image", every, console) == every
     text = methods_for("text", every, console)
-    assert "fixmatch" not in text and len(text) == len(every) - 1
-    assert "fixmatch left out: images only" in console.export_text()
+    assert "fixmatch" not in text and "adabn" not in text and "ft-adabn" not in text
+    assert len(text) == len(every) - 3 and "feature-std" in text
+    assert "adabn, fixmatch, ft-adabn left out: images only" in console.export_text()
     with pytest.raises(ConfigError, match="images only"):
         methods_for("text", ["dann", "fixmatch"], console)
     assert methods_for("text", ["dann", "mmd"], console) == ["dann", "mmd"]

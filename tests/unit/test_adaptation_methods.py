@@ -273,3 +273,27 @@ def test_self_training_reads_its_labels_from_unaugmented_target_images(image_fol
         assert st.labelling[i][1] == -1
     augmented = stream.loader.dataset
     assert any(not torch.equal(augmented[i][0], plain[i][0]) for i in range(3))
+
+
+def test_the_adaptation_term_stops_when_the_target_predictions_collapse():
+    model = PointNet()
+    mmd = METHODS.get("mmd")(StrategyConfig())
+    xt, _ = _moons(64, 1)
+    mmd.attach(model, TargetStream(TensorDataset(xt, torch.zeros(64)), 16), 20, num_classes=2)
+    spread = torch.tensor([[2.0, -2.0], [-2.0, 2.0]]).repeat(8, 1)  # both classes
+    mmd.watch(spread)
+    assert mmd.adapting and mmd.start_diversity == pytest.approx(np.log(2), abs=1e-3)
+    for _ in range(3):
+        mmd.watch(spread)
+    assert mmd.adapting  # spread predictions: the term goes on
+    collapsed = torch.tensor([[9.0, -9.0]]).repeat(16, 1)  # everything one class
+    for _ in range(10):
+        mmd.step += 1
+        mmd.watch(collapsed)
+    assert not mmd.adapting and mmd.stopped_at is not None
+    out = model(torch.randn(4, 2))
+    assert mmd.loss_term(None, (torch.randn(4, 2), None), out) is None  # no term any more
+    assert "collapse_stop" in mmd.summary()
+    again = METHODS.get("mmd")(StrategyConfig())
+    again.load_state_dict(mmd.state_dict())  # a resumed run stays stopped
+    assert again.stopped_at == mmd.stopped_at and not again.adapting

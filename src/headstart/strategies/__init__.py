@@ -4,7 +4,7 @@ run, and hooks into training (a loss term, setup and teardown) through a context
 Each strategy module registers its strategies in :data:`STRATEGIES` when imported; the
 import list below is the registry's one place to add a module."""
 
-from headstart.strategies import adaptation, auto, builtin, l2sp, setfit
+from headstart.strategies import adaptation, alignment, auto, builtin, l2sp, setfit
 from headstart.strategies.base import (
     PHASES,
     STRATEGIES,
@@ -22,6 +22,7 @@ __all__ = [
     "Strategy",
     "StrategyContext",
     "adaptation",
+    "alignment",
     "apply_freeze",
     "auto",
     "build_strategy",

@@ -37,7 +37,8 @@ from headstart.backbones.base import to_device
 from headstart.config import StrategyConfig
 from headstart.errors import ConfigError
 from headstart.registry import Registry
-from headstart.strategies.base import STRATEGIES, ParamGroup, StrategyContext
+from headstart.strategies.alignment import ALIGNMENTS
+from headstart.strategies.base import STRATEGIES, ParamGroup, Strategy, StrategyContext
 from headstart.strategies.builtin import Finetune
 
 
@@ -107,6 +108,15 @@ class AdaptationMethod(Finetune):
     weight: float = 1.0
     #: needs image augmentations (left out of ``headstart adapt --method all`` on texts)
     image_only: ClassVar[bool] = False
+    #: the adaptation term stops for good when the target predictions collapse: the
+    #: entropy of the running mean target prediction falls below this fraction of its
+    #: value at the start (the source-trained head's). An adversary or a discrepancy term
+    #: can reach its optimum by mapping the whole target onto a few classes; once there,
+    #: more of the term only makes it worse (measured on the held-out shifts of
+    #: benchmarks/adapt_results.md)
+    COLLAPSE_FRACTION: ClassVar[float] = 0.5
+    #: momentum of the running mean target prediction the guard watches
+    WATCH_MOMENTUM: ClassVar[float] = 0.8
 
     def __init__(self, cfg: StrategyConfig, arg: str | None = None) -> None:
         super().__init__(cfg, arg)
@@ -117,6 +127,9 @@ class AdaptationMethod(Finetune):
         self.step = 0
         self._caught: list[torch.Tensor] = []
         self._hook: Any = None
+        self.marginal: torch.Tensor | None = None
+        self.start_diversity: float | None = None
+        self.stopped_at: int | None = None
 
     def check_inputs(self, target: Any) -> None:
         if target is None:
@@ -184,6 +197,35 @@ class AdaptationMethod(Finetune):
     def progress(self) -> float:
         return min(1.0, self.step / self.total_steps)
 
+    def watch(self, logits_t: torch.Tensor) -> None:
+        """Follow the target predictions; stop the adaptation term when they collapse
+        (see :attr:`COLLAPSE_FRACTION`)."""
+        p = torch.softmax(logits_t.detach().float(), 1).mean(0).cpu()
+        m = self.WATCH_MOMENTUM
+        self.marginal = p if self.marginal is None else m * self.marginal + (1 - m) * p
+        diversity = float(-(self.marginal * self.marginal.clamp_min(1e-12).log()).sum())
+        if self.start_diversity is None:
+            self.start_diversity = diversity
+        elif self.stopped_at is None and diversity < self.COLLAPSE_FRACTION * self.start_diversity:
+            self.stopped_at = self.step
+
+    @property
+    def adapting(self) -> bool:
+        """The adaptation term is still on (the target predictions have not collapsed)."""
+        return self.stopped_at is None
+
+    def summary(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"adaptation_steps": self.step}
+        if self.stopped_at is not None:
+            out["collapse_stop"] = {
+                "step": self.stopped_at,
+                "of": self.total_steps,
+                "diversity_at_start": self.start_diversity,
+                "why": "the target predictions collapsed (entropy of their mean below "
+                f"{self.COLLAPSE_FRACTION:g} of its start): the adaptation term stopped",
+            }
+        return out
+
     def loss_term(
         self, ctx: StrategyContext | None, batch: Any, outputs: torch.Tensor
     ) -> torch.Tensor | None:
@@ -204,10 +246,13 @@ class AdaptationMethod(Finetune):
             )
         f_s = self._caught[-1]
         self._caught.clear()
+        if not self.adapting:
+            return None
         logits_t = self.backbone(self.target.next(outputs.device))
         f_t = self._caught[-1]
         self._caught.clear()
         self.step += 1
+        self.watch(logits_t)
         return self.weight * self.loss(f_s.float(), f_t.float(), outputs.float(), logits_t.float())
 
     def loss(
@@ -219,11 +264,21 @@ class AdaptationMethod(Finetune):
         """For the epoch checkpoint: the step (DANN's warm-up) and the weights of the
         method's own modules (the domain discriminator), so a resumed run goes on with them."""
         own = [m.state_dict() for m in self.own_modules()]
-        return {**super().state_dict(), "step": self.step, "modules": own}
+        return {
+            **super().state_dict(),
+            "step": self.step,
+            "modules": own,
+            "marginal": self.marginal,
+            "start_diversity": self.start_diversity,
+            "stopped_at": self.stopped_at,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
         self.step = int(state.get("step", 0))
+        self.marginal = state.get("marginal")
+        self.start_diversity = state.get("start_diversity")
+        self.stopped_at = state.get("stopped_at")
         saved = state.get("modules")
         own = self.own_modules()
         if saved is None:  # a checkpoint written before the modules were kept: fresh ones
@@ -568,6 +623,8 @@ class FixMatch(AdaptationMethod):
         self._caught.clear()
         if self.backbone is None or self.target is None:
             return super().loss_term(ctx, batch, outputs)  # the clear error
+        if not self.adapting:
+            return None
         views = self.target.next(outputs.device)
         if not isinstance(views, (tuple, list)) or len(views) != 2:
             raise ConfigError(
@@ -577,7 +634,9 @@ class FixMatch(AdaptationMethod):
             )
         weak, strong = views
         with torch.no_grad():
-            probs = torch.softmax(self.backbone(weak).float(), 1)
+            weak_logits = self.backbone(weak).float()
+            self.watch(weak_logits)
+            probs = torch.softmax(weak_logits, 1)
             if self.ALIGN:
                 probs = self.align(probs)
         conf, pseudo = probs.max(1)
@@ -595,7 +654,11 @@ class FixMatch(AdaptationMethod):
         raise NotImplementedError("fixmatch's loss is the consistency term of loss_term")
 
 
-METHODS: Registry[type[AdaptationMethod]] = Registry("adaptation method")
+#: every adaptation method of ``headstart adapt``: the closed-form alignments first (seconds
+#: on cached features), then the methods that train
+METHODS: Registry[type[Strategy]] = Registry("adaptation method")
+for _align in ALIGNMENTS:
+    METHODS.add(_align.name, _align, STRATEGIES.help(_align.name))
 for _cls, _help in (
     (DANN, "domain classifier behind gradient reversal (Ganin & Lempitsky 2015)"),
     (CDAN, "domain classifier conditioned on class probabilities (Long et al. 2018)"),

@@ -39,8 +39,9 @@ class ParamGroup:
 #: the phases a strategy may list, run in its order by the fit workflow:
 #: ``contrastive`` trains the body on pairs of the labelled texts (SetFit), ``probe`` fits
 #: the head on embeddings of the frozen backbone, ``train`` runs the training loop with
-#: the strategy's parameter groups and hooks, ``refit`` takes the prototypes again
-PHASES = ("contrastive", "probe", "train", "refit")
+#: the strategy's parameter groups and hooks, ``refit`` takes the prototypes again,
+#: ``align`` fits the head for a target domain by a closed-form alignment (its own method)
+PHASES = ("contrastive", "probe", "train", "refit", "align")
 #: phases that change the backbone's body weights
 BODY_PHASES = ("contrastive", "train")
 
@@ -202,6 +203,11 @@ class Strategy:
 
     def teardown(self, ctx: StrategyContext) -> None:
         """After the training loop: undo what ``setup`` attached (hooks)."""
+
+    def summary(self) -> dict[str, Any]:
+        """What the strategy did that the run's metrics should record (after training;
+        nothing by default), e.g. an adaptation term stopped early."""
+        return {}
 
     def state_dict(self) -> dict[str, Any]:
         return {"name": self.name, "arg": self.arg, "epoch": self.epoch}

@@ -23,6 +23,7 @@ from headstart.data.loading import (
     Samples,
     Splits,
 )
+from headstart.errors import ConfigError
 from headstart.features import (
     calibrate_batchnorm,
 )
@@ -31,8 +32,10 @@ from headstart.features.store import LazyEmbeddings
 from headstart.heads import HEADS, fit_sklearn_head, prototype_head
 from headstart.heads.probe import ProbeFit, fit_probe, plan_streamed_probe, streamed_probe_fit
 from headstart.heads.prototypes import streamed_prototype_head
-from headstart.storage import atomic_write
+from headstart.storage import append_line, atomic_write
 from headstart.strategies import ParamGroup, Strategy, StrategyContext, apply_freeze
+from headstart.strategies.adaptation import without_labels
+from headstart.strategies.alignment import AlignContext, FeatureAlignment, swap_batchnorm
 from headstart.strategies.steps import StreamedProbeStep
 from headstart.training import HistoryWriter, ProgressBar, Trainer, count_params
 from headstart.training.callbacks import json_line
@@ -302,9 +305,61 @@ def _train_phase(run: RunState) -> None:
         ctx=ctx,
     )
     run.params["best_epoch"] = state.best_epoch
+    done = strategy.summary()
+    if done:
+        run.params["strategy"] = done
+        stop = done.get("collapse_stop")
+        if stop:
+            console.print(
+                f"[yellow]note[/] {strategy.describe()}: {stop['why']} at step {stop['step']} "
+                f"of {stop['of']}"
+            )
     rows = [{"phase": "train", **h} for h in state.history]
     rewrite_history(out / "history.jsonl", "train", rows)
     run.history += rows
+
+
+def _align_phase(run: RunState) -> None:
+    """The head for the target domain by the strategy's closed-form alignment of source
+    and (unlabelled) target features; the model's source side is written beside it."""
+    strategy = run.strategy
+    if not isinstance(strategy, FeatureAlignment):
+        raise ConfigError(
+            "a feature-alignment strategy for the align phase",
+            strategy.describe(),
+            "list the align phase only in strategies of headstart.strategies.alignment",
+        )
+    strategy.check_inputs(run.target)
+    assert run.target is not None  # check_inputs raised otherwise
+    ctx = AlignContext(
+        run.backbone,
+        run.emb,
+        run.data.train,
+        run.data.val,
+        without_labels(run.target),  # the alignment never sees a target label
+        len(run.data.classes),
+        seed=run.cfg.train.seed,
+        batch_size=run.cfg.eval.batch_size,
+        device=run.emb.device,
+        progress=run.progress,
+        console=run.console,
+        cached="train" not in strategy.phases,
+    )
+    side, summary = strategy.align(ctx)
+    side.save(run.out)
+    if len(run.data.val):
+        if side.batchnorm:  # the source statistics for the source's validation data
+            replaced = side.apply_batchnorm(run.backbone)
+            x_val = run.emb.uncached(run.data.val, "validation").numpy()
+            swap_batchnorm(run.backbone, replaced)
+        else:
+            x_val = ctx.features(run.data.val, "validation")
+        pred = side.probs(x_val).argmax(1)
+        summary["source_val_accuracy"] = float(np.mean(pred == np.asarray(run.data.val.labels)))
+    run.params["alignment"] = summary
+    line = {"phase": "align", "epoch": 0, **summary}
+    append_line(run.out / "history.jsonl", json_line(line))
+    run.history.append(line)
 
 
 #: what each phase a strategy lists does (strategies.base.PHASES)
@@ -313,6 +368,7 @@ PHASE_RUNNERS: dict[str, Callable[[RunState], None]] = {
     "probe": _probe_phase,
     "train": _train_phase,
     "refit": _refit_phase,
+    "align": _align_phase,
 }
 
 

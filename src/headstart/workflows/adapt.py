@@ -32,7 +32,14 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from headstart.adaptation import entropy, proxy_a_distance
+from headstart.adaptation import (
+    deep_embedded_validation,
+    entropy,
+    per_example_cross_entropy,
+    proxy_a_distance,
+    soft_neighborhood_density,
+)
+from headstart.adaptation.recommend import recommend
 from headstart.backbones import Backbone, check_backbone, create_backbone
 from headstart.backbones.catalog import DEFAULT_BACKBONES
 from headstart.config import AdaptConfig, RunConfig
@@ -51,14 +58,26 @@ from headstart.features import compute_embeddings
 from headstart.runfolder import Predictor, can_resume, check_out_folder, write_json
 from headstart.storage import locked
 from headstart.strategies.adaptation import METHODS, without_labels
+from headstart.strategies.alignment import ALIGNMENTS, read_source_side, swap_batchnorm
 from headstart.workflows.fit import fit
 from headstart.workflows.sweep import REUSED, Sweep, SweepCell
 
 SOURCE_ONLY = "source-only"
+ALIGNMENT_NAMES = [a.name for a in ALIGNMENTS]
 CRITERIA = {
     "source-val": "highest source validation accuracy",
     "target-entropy": "lowest mean prediction entropy on the target",
     "target-infomax": "highest entropy of the mean target prediction minus the mean entropy",
+    "dev": "lowest deep embedded validation risk (importance-weighted source loss)",
+    "snd": "highest soft neighbourhood density of the target predictions",
+}
+#: per criterion: the row's key and whether higher is better
+_CRITERION_KEYS = {
+    "source-val": ("source_val_accuracy", True),
+    "target-entropy": ("target_entropy", False),
+    "target-infomax": ("target_infomax", True),
+    "dev": ("dev_risk", False),
+    "snd": ("target_snd", True),
 }
 
 
@@ -112,6 +131,62 @@ def _head_probs(backbone: Backbone, features: np.ndarray) -> torch.Tensor:
     return torch.softmax(logits, 1)
 
 
+def cheapest_first(methods: list[str]) -> list[str]:
+    """The closed-form alignments (seconds on cached features) before the methods that
+    train, each group in the order given."""
+    cheap = [m for m in methods if m in ALIGNMENT_NAMES]
+    return cheap + [m for m in methods if m not in ALIGNMENT_NAMES]
+
+
+def on_source_only(cfg: RunConfig, strategy: str, source_only: Path) -> RunConfig:
+    """The run of ``strategy`` on the source-only run folder of the same seed (an ``ft-``
+    alignment: lp-ft, then the alignment; the fine-tuning is the source-only run's)."""
+    return dataclasses.replace(
+        cfg,
+        strategy=dataclasses.replace(cfg.strategy, name=strategy),
+        backbone=dataclasses.replace(cfg.backbone, name=str(source_only)),
+    )
+
+
+def label_free_scores(
+    model: Backbone,
+    folder: Path,
+    source: Splits,
+    target: Samples,
+    batch: int,
+    device: str,
+) -> dict[str, Any]:
+    """What can be measured of a finished run without target labels: its source validation
+    accuracy, the entropy, diversity and soft neighbourhood density of its target
+    predictions, the deep embedded validation risk and the proxy A-distance. A
+    feature-level run is scored on the source with its source side (its head before the
+    target's statistics were folded in; for AdaBN, the source's BatchNorm statistics)."""
+    side = read_source_side(folder)
+    target_x = _features(model, without_labels(target), batch, device)
+    target_p = _head_probs(model, target_x)  # one pass over the target, not two
+    val = source.val if len(source.val) else source.train
+    replaced = side.apply_batchnorm(model) if side is not None and side.batchnorm else None
+    try:
+        val_x = _features(model, val, batch, device)
+        train_x = _features(model, source.train, batch, device)
+    finally:
+        if replaced is not None:
+            swap_batchnorm(model, replaced)
+    val_p = side.probs(val_x) if side is not None else _head_probs(model, val_x).numpy()
+    y_val = np.asarray(val.labels)
+    dev = deep_embedded_validation(
+        train_x, target_x, val_x, per_example_cross_entropy(val_p, y_val), seed=0
+    )
+    return {
+        "source_val_accuracy": float(np.mean(val_p.argmax(1) == y_val)),
+        "target_entropy": float(entropy(target_p).mean()),
+        "target_diversity": float(entropy(target_p.mean(0, keepdim=True))[0]),
+        "target_snd": soft_neighborhood_density(target_p.numpy()),
+        "dev_risk": dev.risk,
+        "a_distance": proxy_a_distance(val_x, target_x),
+    }
+
+
 def methods_for(modality: str, methods: list[str], console: Console) -> list[str]:
     """The registered methods asked for (``all``: every one) that apply to ``modality``:
     for text, ``all`` leaves out the image-only ones (with a note) and naming one is an
@@ -119,16 +194,19 @@ def methods_for(modality: str, methods: list[str], console: Console) -> list[str
     asked_all = methods == ["all"] or set(methods) == set(METHODS.names())
     if asked_all:
         methods = METHODS.names()
-    image_only = [m for m in methods if METHODS.get(m).image_only]
+    image_only = [m for m in methods if getattr(METHODS.get(m), "image_only", False)]
     if modality == "image" or not image_only:
         return methods
     if asked_all:
-        console.print(f"[bold]methods[/] {', '.join(image_only)} left out: images only")
+        console.print(
+            f"[bold]methods[/] {', '.join(image_only)} left out: images only (image "
+            "augmentations or BatchNorm layers)"
+        )
         return [m for m in methods if m not in image_only]
-    text_ones = [m for m in METHODS.names() if not METHODS.get(m).image_only]
+    text_ones = [m for m in METHODS.names() if not getattr(METHODS.get(m), "image_only", False)]
     raise ConfigError(
         "adaptation methods that apply to text",
-        f"{', '.join(image_only)} (images only: weak and strong image augmentations)",
+        f"{', '.join(image_only)} (images only: image augmentations or BatchNorm layers)",
         f"use {', '.join(text_ones)} for text",
     )
 
@@ -203,8 +281,12 @@ def run_adapt(
         # a run stopped mid-training resumes from its last epoch checkpoint; one stopped
         # before its first has nothing to lose and starts over
         resume = can_resume(run_dir)
+        cfg = run_config(runs_base, method, seed)
+        after = getattr(METHODS.get(method), "on_source_only", None) if method in METHODS else None
+        if after:  # the alignment of the source-only model: no second training
+            cfg = on_source_only(cfg, after, out / str(seed) / SOURCE_ONLY)
         result = fit(
-            run_config(runs_base, method, seed),
+            cfg,
             run_dir,
             resume=resume,
             overwrite=not resume,
@@ -221,7 +303,7 @@ def run_adapt(
     cells_of = {
         f"{seed}/{method}": (method, seed)
         for seed in range(base.train.seed, base.train.seed + spec.seeds)
-        for method in (SOURCE_ONLY, *spec.methods)
+        for method in (SOURCE_ONLY, *cheapest_first(spec.methods))
     }
     sweep = Sweep.bind(
         out,
@@ -263,19 +345,11 @@ def run_adapt(
             bb = trained.pop(outcome.name)
             state = "resumed and finished" if outcome.name in resumed else "finished"
         bb.eval()
-        target_features = _features(bb, without_labels(target), bs, device)
-        probs = _head_probs(bb, target_features)  # one pass over the target, not two
-        row: dict[str, Any] = {
+        row = {
             "seed": seed,
             "method": method,
             "seconds": float(metrics.get("seconds", time.perf_counter() - t0)),
-            "source_val_accuracy": metrics["validation"]["accuracy"],
-            "target_entropy": float(entropy(probs).mean()),
-            "target_diversity": float(entropy(probs.mean(0, keepdim=True))[0]),
-            "a_distance": proxy_a_distance(
-                _features(bb, source.val if len(source.val) else source.train, bs, device),
-                target_features,
-            ),
+            **label_free_scores(bb, outcome.folder, source, target, bs, device),
         }
         if evaluation is not None:
             row["target_accuracy"] = metrics["test"]["accuracy"]
@@ -299,7 +373,14 @@ def summarise(runs: list[dict[str, Any]], gap_before: float, labelled: bool) -> 
     """Mean and std per method; which method each criterion picks per seed, and what the
     picks score against the oracle (the best target accuracy of the seed)."""
     methods = list(dict.fromkeys(r["method"] for r in runs))
-    keys = ["source_val_accuracy", "target_entropy", "target_diversity", "a_distance"]
+    keys = [
+        "source_val_accuracy",
+        "target_entropy",
+        "target_diversity",
+        "target_snd",
+        "dev_risk",
+        "a_distance",
+    ]
     if labelled:
         keys += ["target_accuracy", "target_macro_f1"]
     table = {}
@@ -320,14 +401,8 @@ def summarise(runs: list[dict[str, Any]], gap_before: float, labelled: bool) -> 
         chosen = []
         for seed in seeds:
             mine = [r for r in runs if r["seed"] == seed]
-            if criterion == "source-val":
-                best = max(mine, key=lambda r: r["source_val_accuracy"])
-            elif criterion == "target-entropy":
-                best = min(mine, key=lambda r: r["target_entropy"])
-            elif criterion == "target-infomax":
-                best = max(mine, key=lambda r: r["target_infomax"])
-            else:
-                best = max(mine, key=lambda r: r["target_accuracy"])
+            key, higher = _CRITERION_KEYS.get(criterion, ("target_accuracy", True))
+            best = max(mine, key=lambda r: r[key] if higher else -r[key])
             chosen.append(best)
         picks[criterion] = {
             "methods": [r["method"] for r in chosen],
@@ -335,7 +410,19 @@ def summarise(runs: list[dict[str, Any]], gap_before: float, labelled: bool) -> 
             if labelled
             else None,
         }
-    return {"methods": table, "a_distance_before": gap_before, "picks": picks, "criteria": CRITERIA}
+    rec = recommend(runs)
+    if labelled:
+        chosen = [r for r in runs if r["method"] == rec["method"]]
+        base = [r for r in runs if r["method"] == SOURCE_ONLY]
+        rec["target_accuracy"] = float(np.mean([r["target_accuracy"] for r in chosen]))
+        rec["source_only_accuracy"] = float(np.mean([r["target_accuracy"] for r in base]))
+    return {
+        "methods": table,
+        "a_distance_before": gap_before,
+        "picks": picks,
+        "criteria": CRITERIA,
+        "recommendation": rec,
+    }
 
 
 def print_adaptation(summary: dict[str, Any], console: Console) -> None:
@@ -344,7 +431,7 @@ def print_adaptation(summary: dict[str, Any], console: Console) -> None:
     cols = ["method"]
     if labelled:
         cols += ["target accuracy", "target macro-F1"]
-    cols += ["A-distance", "source val acc", "target entropy", "target infomax"]
+    cols += ["A-distance", "source val acc", "target infomax", "SND", "DEV risk"]
     for c in cols:
         table.add_column(c, justify="left" if c == "method" else "right")
     for m, v in summary["methods"].items():
@@ -355,9 +442,8 @@ def print_adaptation(summary: dict[str, Any], console: Console) -> None:
         cells = [m]
         if labelled:
             cells += [pm("target_accuracy"), pm("target_macro_f1")]
-        cells += [pm("a_distance"), pm("source_val_accuracy"), pm("target_entropy")]
-        infomax = v.get("target_infomax")
-        cells.append(f"{infomax['mean']:.3f} ± {infomax['std']:.3f}" if infomax else "-")
+        cells += [pm("a_distance"), pm("source_val_accuracy"), pm("target_infomax")]
+        cells += [pm(k) if k in v else "-" for k in ("target_snd", "dev_risk")]
         table.add_row(*cells)
     console.print(table)
     console.print(
@@ -372,3 +458,6 @@ def print_adaptation(summary: dict[str, Any], console: Console) -> None:
             else ""
         )
         console.print(f"  {name} ({what}) picks {', '.join(pick['methods'])}{acc}", highlight=False)
+    rec = summary.get("recommendation")
+    if rec:
+        console.print(f"[bold]{rec['sentence']}[/]", highlight=False)
