@@ -194,13 +194,23 @@ def fit(
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace an earlier run in --out.")
     ] = False,
+    target: Annotated[
+        str | None,
+        typer.Option(
+            "--target",
+            help="Unlabelled target-domain data for a domain adaptation strategy "
+            "(feature-std, feature-coral, adabn, dann, ...): a flat image folder, a table "
+            "without the label column or a bundled dataset; labels, if any, are never shown "
+            "to the strategy. The model written is the target domain's.",
+        ),
+    ] = None,
     progress: PROGRESS_OPT = True,
 ) -> None:
     """Transfer a pretrained backbone to a labelled image folder or bundled dataset."""
     options = {k: v for k, v in locals().items() if k != "ctx"}  # named like config fields
     from headstart.workflows.fit import fit as run_fit
 
-    skip = ("out", "resume", "overwrite", "progress")
+    skip = ("out", "resume", "overwrite", "progress", "target")
     if resume:  # the run's config, with the options given on the command line over it
         from headstart.runfolder import read_run_config
 
@@ -208,7 +218,20 @@ def fit(
         cfg = _run_config(given, skip, base=read_run_config(out))
     else:
         cfg = _run_config(options, skip)
-    run_fit(cfg, out, resume=resume, overwrite=overwrite, progress=progress, console=console)
+    target_samples = None
+    if target:
+        from headstart.data.loading import load_target
+
+        target_samples = load_target(target, cfg.data)
+    run_fit(
+        cfg,
+        out,
+        resume=resume,
+        overwrite=overwrite,
+        progress=progress,
+        console=console,
+        target=target_samples,
+    )
 
 
 def _given(ctx: typer.Context, name: str) -> bool:

@@ -251,3 +251,42 @@ def test_the_recommendation_picks_a_method_better_under_every_criterion_in_every
     rec = recommend(runs)
     assert rec["method"] == "feature-std"  # the lower DEV risk of the two that pass
     assert rec["confidence"] == "high" and rec["sentence"].startswith("Recommended: feature-std")
+
+
+def test_cli_fit_takes_a_target_for_an_alignment_strategy(image_folder, tmp_path):
+    from typer.testing import CliRunner
+
+    from headstart.cli import app
+
+    common = ["--backbone", "toy-efficientnet", "--image-size", "32", "--no-progress"]
+    runner = CliRunner()
+    missing = runner.invoke(
+        app,
+        [
+            "fit",
+            str(image_folder),
+            "--strategy",
+            "feature-std",
+            "--out",
+            str(tmp_path / "none"),
+            *common,
+        ],  # fmt: skip
+    )
+    assert missing.exit_code != 0 and "--target DATA" in str(missing.exception)
+    r = runner.invoke(
+        app,
+        [
+            "fit",
+            str(image_folder),
+            "--strategy",
+            "feature-coral",
+            "--target",
+            str(image_folder),
+            "--out",
+            str(tmp_path / "run"),
+            *common,
+        ],  # fmt: skip
+        env={"COLUMNS": "200"},
+    )
+    assert r.exit_code == 0, r.output
+    assert "align" in r.output and (tmp_path / "run" / SOURCE_SIDE_FILE).is_file()

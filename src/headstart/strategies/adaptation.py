@@ -136,8 +136,9 @@ class AdaptationMethod(Finetune):
             raise ConfigError(
                 f"unlabelled target-domain data for the adaptation strategy {self.name!r}",
                 "none",
-                "run it with `headstart adapt --source DATA --target DATA --method "
-                f"{self.name}`, or pass target= to fit()",
+                f"pass --target DATA to `headstart fit --strategy {self.name}` (target= in "
+                "Python), or compare it with `headstart adapt --source DATA --target DATA "
+                f"--method {self.name}`",
             )
 
     def setup(self, ctx: StrategyContext) -> None:

@@ -161,8 +161,9 @@ class FeatureAlignment(Strategy):
             raise ConfigError(
                 f"unlabelled target-domain data for the alignment strategy {self.name!r}",
                 "none",
-                f"run it with `headstart adapt --target DATA --method {self.name}`, or pass "
-                "target= to fit()",
+                f"pass --target DATA to `headstart fit --strategy {self.name}` (target= in "
+                f"Python), or compare it with `headstart adapt --target DATA --method "
+                f"{self.name}`",
             )
 
     def maps(self, source: np.ndarray, target: np.ndarray) -> tuple[AffineMap, AffineMap]:
