@@ -270,7 +270,7 @@ def test_cli_fit_takes_a_target_for_an_alignment_strategy(image_folder, tmp_path
             "--out",
             str(tmp_path / "none"),
             *common,
-        ],  # fmt: skip
+        ],
     )
     assert missing.exit_code != 0 and "--target DATA" in str(missing.exception)
     r = runner.invoke(
@@ -285,7 +285,7 @@ def test_cli_fit_takes_a_target_for_an_alignment_strategy(image_folder, tmp_path
             "--out",
             str(tmp_path / "run"),
             *common,
-        ],  # fmt: skip
+        ],
         env={"COLUMNS": "200"},
     )
     assert r.exit_code == 0, r.output
