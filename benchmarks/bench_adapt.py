@@ -28,7 +28,7 @@ from rich.console import Console
 
 from headstart.adaptation.recommend import recommend
 from headstart.config import AdaptConfig, BackboneConfig, DataConfig, RunConfig, TrainConfig
-from headstart.workflows.adapt import print_adaptation, run_adapt
+from headstart.workflows.adapt import confident_methods, print_adaptation, run_adapt
 
 #: name: (source, target, modality, max_length for text)
 PAIRS: dict[str, tuple[str, str, str]] = {
@@ -103,7 +103,7 @@ def pair_summary(res: dict[str, Any]) -> dict[str, Any]:
     deep = max((m for m in acc if m not in ALIGNMENT and m != "source-only"),
                key=acc.__getitem__, default=None)  # fmt: skip
     best = max((m for m in acc if m != "source-only"), key=acc.__getitem__)
-    rec = recommend(runs)
+    rec = recommend(runs, confident=confident_methods())
     chosen = [r["target_accuracy"] for r in runs if r["method"] == rec["method"]]
     secs: dict[str, float] = {}
     for r in runs:

@@ -226,9 +226,12 @@ def test_the_recommendation_keeps_source_only_when_every_method_is_worse():
         runs.append(_row(seed, "dann", dev=0.9, snd=5.5, infomax=0.8))  # worse risk
         runs.append(_row(seed, "self-training", dev=0.6, snd=6.0, infomax=1.4))  # overconfident
         runs.append(_row(seed, "adabn", dev=0.3, snd=5.1, infomax=1.2, val=0.6))  # lost source
-    rec = recommend(runs)
-    assert rec["method"] == BASELINE
+    rec = recommend(runs, confident=["self-training"])
+    assert rec["method"] == BASELINE and rec["passed"] == {"dann": 0, "self-training": 0,
+                                                             "adabn": 0}  # fmt: skip
     assert rec["sentence"].startswith("Recommended: source-only")
+    # its own confidence is no evidence for self-training: without that rule it would win
+    assert recommend(runs)["method"] == "self-training"
 
 
 def test_the_recommendation_needs_every_seed_and_names_the_closest():
@@ -236,10 +239,12 @@ def test_the_recommendation_needs_every_seed_and_names_the_closest():
     for seed in range(3):
         runs.append(_row(seed, BASELINE, dev=0.5, snd=5.0, infomax=1.0))
         good = seed != 2  # better in two seeds of three only
-        runs.append(_row(seed, "mmd", dev=0.3 if good else 0.7, snd=5.2, infomax=1.3))
+        runs.append(_row(seed, "mmd", dev=0.3, snd=5.2, infomax=1.3 if good else 0.9))
     rec = recommend(runs)
     assert rec["method"] == BASELINE and rec["passed"]["mmd"] == 2
     assert "closest was mmd" in rec["sentence"] and "2 of 3 seeds" in rec["sentence"]
+    one = recommend([r for r in runs if r["seed"] == 0])  # one seed: a pick, said to be weak
+    assert one["method"] == "mmd" and one["confidence"] == "low"
 
 
 def test_the_recommendation_picks_a_method_better_under_every_criterion_in_every_seed():
@@ -249,7 +254,7 @@ def test_the_recommendation_picks_a_method_better_under_every_criterion_in_every
         runs.append(_row(seed, "feature-std", dev=0.3, snd=5.2, infomax=1.5))
         runs.append(_row(seed, "mmd", dev=0.4, snd=5.3, infomax=1.4))
     rec = recommend(runs)
-    assert rec["method"] == "feature-std"  # the lower DEV risk of the two that pass
+    assert rec["method"] == "feature-std"  # the larger infomax gain of the two that pass
     assert rec["confidence"] == "high" and rec["sentence"].startswith("Recommended: feature-std")
 
 

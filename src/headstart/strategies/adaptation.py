@@ -108,6 +108,9 @@ class AdaptationMethod(Finetune):
     weight: float = 1.0
     #: needs image augmentations (left out of ``headstart adapt --method all`` on texts)
     image_only: ClassVar[bool] = False
+    #: trains on its own confident target predictions, so a confidence criterion
+    #: (entropy, infomax) is no evidence for it (see headstart.adaptation.recommend)
+    optimises_confidence: ClassVar[bool] = False
     #: the adaptation term stops for good when the target predictions collapse: the
     #: entropy of the running mean target prediction falls below this fraction of its
     #: value at the start (the source-trained head's). An adversary or a discrepancy term
@@ -427,6 +430,7 @@ class SelfTraining(AdaptationMethod):
     collapse onto 4 to 6 classes), with the refined ones 0.565."""
 
     name = "self-training"
+    optimises_confidence = True
     ROUNDS = 3
     #: cluster refinement passes of the pseudo-labels (0: the model's own predictions)
     REFINE = 2
@@ -586,6 +590,7 @@ class FixMatch(AdaptationMethod):
 
     name = "fixmatch"
     image_only = True
+    optimises_confidence = True
     THRESHOLD = 0.95
     ALIGN = True
     #: momentum of the running mean of the target's weak-view probabilities

@@ -131,6 +131,11 @@ def _head_probs(backbone: Backbone, features: np.ndarray) -> torch.Tensor:
     return torch.softmax(logits, 1)
 
 
+def confident_methods() -> list[str]:
+    """The methods that train on their own confident target predictions."""
+    return [m for m in METHODS.names() if getattr(METHODS.get(m), "optimises_confidence", False)]
+
+
 def cheapest_first(methods: list[str]) -> list[str]:
     """The closed-form alignments (seconds on cached features) before the methods that
     train, each group in the order given."""
@@ -410,7 +415,7 @@ def summarise(runs: list[dict[str, Any]], gap_before: float, labelled: bool) -> 
             if labelled
             else None,
         }
-    rec = recommend(runs)
+    rec = recommend(runs, confident=confident_methods())
     if labelled:
         chosen = [r for r in runs if r["method"] == rec["method"]]
         base = [r for r in runs if r["method"] == SOURCE_ONLY]
