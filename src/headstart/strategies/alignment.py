@@ -13,8 +13,9 @@ cached features), and are the plainest strong baselines any deep method must bea
 
 Each runs on the frozen pretrained backbone (``phases = ("align",)``); the ``ft-`` forms
 fine-tune first as lp-ft does (``("probe", "train", "align")``) and align the fine-tuned
-model's features. ``headstart adapt`` runs the ``ft-`` forms on its source-only run
-instead of training it again, so they add seconds, not a second training.
+model's features. On images ``headstart adapt`` runs the ``ft-`` forms on its source-only
+run instead of training it again, so they add seconds, not a second training (a text run
+folder cannot be trained from, so on text they are left out of ``--method all``).
 
 The run's model is the *target-domain* model: its head (and for AdaBN its statistics)
 reads target inputs. What the same model is on the source domain (the head before the

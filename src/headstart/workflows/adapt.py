@@ -203,11 +203,17 @@ def methods_for(modality: str, methods: list[str], console: Console) -> list[str
     if modality == "image" or not image_only:
         return methods
     if asked_all:
+        # on images the ft- alignments reuse the source-only run; a text run folder cannot
+        # be trained from, so on text they would train lp-ft a second time: named only
+        again = [m for m in methods if getattr(METHODS.get(m), "on_source_only", None)]
+        again = [m for m in again if m not in image_only]
         console.print(
             f"[bold]methods[/] {', '.join(image_only)} left out: images only (image "
-            "augmentations or BatchNorm layers)"
+            "augmentations or BatchNorm layers); "
+            f"{', '.join(again)} left out on text (each would fine-tune again: name them "
+            "to run them)"
         )
-        return [m for m in methods if m not in image_only]
+        return [m for m in methods if m not in image_only and m not in again]
     text_ones = [m for m in METHODS.names() if not getattr(METHODS.get(m), "image_only", False)]
     raise ConfigError(
         "adaptation methods that apply to text",
@@ -288,7 +294,8 @@ def run_adapt(
         resume = can_resume(run_dir)
         cfg = run_config(runs_base, method, seed)
         after = getattr(METHODS.get(method), "on_source_only", None) if method in METHODS else None
-        if after:  # the alignment of the source-only model: no second training
+        if after and modality == "image":  # align the source-only model: no 2nd training
+            # (a text run folder cannot be trained from: text runs lp-ft again, same seed)
             cfg = on_source_only(cfg, after, out / str(seed) / SOURCE_ONLY)
         result = fit(
             cfg,
