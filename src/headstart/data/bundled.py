@@ -174,11 +174,18 @@ def corrupt(images: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     return out, kinds
 
 
+def _shifted_fashion_test(
+    shift: Callable[..., tuple[np.ndarray, np.ndarray]],
+) -> tuple[np.ndarray, np.ndarray]:
+    """The 10000 Fashion-MNIST test images through ``shift`` (seed 0), with their labels."""
+    images, labels = _fashion_mnist("t10k")
+    shifted, _ = shift(images, seed=0)
+    return _read_only(shifted), labels
+
+
 @lru_cache(maxsize=1)
 def _fashion_mnist_corrupted() -> tuple[np.ndarray, np.ndarray]:
-    images, labels = _fashion_mnist("t10k")
-    corrupted, _ = corrupt(images, seed=0)
-    return _read_only(corrupted), labels
+    return _shifted_fashion_test(corrupt)
 
 
 def _photos() -> list[np.ndarray]:
@@ -261,9 +268,7 @@ def shrink(
 
 @lru_cache(maxsize=1)
 def _fashion_mnist_small() -> tuple[np.ndarray, np.ndarray]:
-    images, labels = _fashion_mnist("t10k")
-    small, _ = shrink(images, seed=0)
-    return _read_only(small), labels
+    return _shifted_fashion_test(shrink)
 
 
 _LOADERS: dict[str, Callable[[], tuple[np.ndarray, np.ndarray]]] = {
