@@ -100,6 +100,8 @@ MIXED_PRECISION_OPT = Annotated[str, _opt(TrainConfig, "mixed_precision", "--mix
 NUM_WORKERS_OPT = Annotated[int, _opt(TrainConfig, "num_workers", "--num-workers")]
 PROGRESS_OPT = Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")]
 POOLING_OPT = Annotated[str | None, _opt(BackboneConfig, "pooling", "--pooling")]
+OOV_OPT = Annotated[str, _opt(BackboneConfig, "oov", "--oov")]
+WORD_TOKENIZER_OPT = Annotated[str, _opt(BackboneConfig, "tokenizer", "--tokenizer")]
 SKIP_BAD_OPT = Annotated[bool, _opt(DataConfig, "skip_bad", "--skip-bad")]
 TEST_FRACTION_OPT = Annotated[float, _opt(DataConfig, "test_fraction", "--test-fraction")]
 TEST_OPT = Annotated[str | None, _opt(DataConfig, "test", "--test")]
@@ -152,6 +154,8 @@ def fit(
     ] = _d(BackboneConfig, "pretrained"),
     allow_download: ALLOW_DOWNLOAD_OPT = _d(BackboneConfig, "allow_download"),
     pooling: POOLING_OPT = _d(BackboneConfig, "pooling"),
+    oov: OOV_OPT = _d(BackboneConfig, "oov"),
+    tokenizer: WORD_TOKENIZER_OPT = _d(BackboneConfig, "tokenizer"),
     drop_rate: DROPOUT_OPT = _d(BackboneConfig, "drop_rate"),
     layer_decay: LAYER_DECAY_OPT = _d(StrategyConfig, "layer_decay"),
     backbone_lr_scale: BACKBONE_LR_SCALE_OPT = _d(StrategyConfig, "backbone_lr_scale"),
@@ -376,6 +380,8 @@ def compare(
     skip_bad: SKIP_BAD_OPT = _d(DataConfig, "skip_bad"),
     allow_download: ALLOW_DOWNLOAD_OPT = _d(BackboneConfig, "allow_download"),
     pooling: POOLING_OPT = _d(BackboneConfig, "pooling"),
+    oov: OOV_OPT = _d(BackboneConfig, "oov"),
+    tokenizer: WORD_TOKENIZER_OPT = _d(BackboneConfig, "tokenizer"),
     drop_rate: DROPOUT_OPT = _d(BackboneConfig, "drop_rate"),
     weight_decay: WEIGHT_DECAY_OPT = _d(TrainConfig, "weight_decay"),
     label_smoothing: LABEL_SMOOTHING_OPT = _d(TrainConfig, "label_smoothing"),
@@ -456,6 +462,8 @@ def rank(
     weights: WEIGHTS_OPT = _d(BackboneConfig, "weights"),
     allow_download: ALLOW_DOWNLOAD_OPT = _d(BackboneConfig, "allow_download"),
     pooling: POOLING_OPT = _d(BackboneConfig, "pooling"),
+    oov: OOV_OPT = _d(BackboneConfig, "oov"),
+    tokenizer: WORD_TOKENIZER_OPT = _d(BackboneConfig, "tokenizer"),
     batch_size: Annotated[int, _opt(EvalConfig, "batch_size", "--batch-size")] = _d(
         EvalConfig, "batch_size"
     ),
@@ -493,7 +501,13 @@ def rank(
         image_size=image_size,
         skip_bad=skip_bad,
     )
-    bcfg = BackboneConfig(weights=weights, allow_download=allow_download, pooling=pooling)
+    bcfg = BackboneConfig(
+        weights=weights,
+        allow_download=allow_download,
+        pooling=pooling,
+        oov=oov,
+        tokenizer=tokenizer,
+    )
     result = run_rank(
         data_cfg,
         rank_cfg,

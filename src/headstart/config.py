@@ -171,7 +171,22 @@ class BackboneConfig:
     allow_download: bool = _f(False, "Allow downloading weights from the Hugging Face hub.")
     drop_rate: float = _f(0.0, "Dropout before the classifier head.")
     pooling: str | None = _f(
-        None, "Text encoders: mean (over tokens) or cls; default: the backbone's own."
+        None,
+        "Text: how token vectors become one embedding. Transformer encoders: mean (over "
+        "tokens) or cls; word vectors: sif (smooth inverse frequency, the default), mean or "
+        "max. Default: the backbone's own.",
+    )
+    oov: str = _f(
+        "auto",
+        "Word vectors: what a word outside the vocabulary becomes: unk (one shared vector), "
+        "skip (dropped), subword (composed from fastText character n-grams), domain (the "
+        "domain words of vectors from `headstart embed-train`); auto: subword when the "
+        "vectors have n-grams, domain for domain-trained vectors, else skip.",
+    )
+    tokenizer: str = _f(
+        "default",
+        "Word vectors: how texts become words: default (numbers, clitics and punctuation "
+        "split as GloVe's and word2vec's corpora were) or simple (runs of letters and digits).",
     )
     features: str = _f(
         "auto",
@@ -184,7 +199,9 @@ class BackboneConfig:
     def __post_init__(self) -> None:
         _choice(self, "features", ("auto", "layers", "final"))
         if self.pooling is not None:
-            _choice(self, "pooling", ("mean", "cls"))
+            _choice(self, "pooling", ("mean", "cls", "sif", "max"))
+        _choice(self, "oov", ("auto", "unk", "skip", "subword", "domain"))
+        _choice(self, "tokenizer", ("default", "simple"))
         if not self.name:
             raise ConfigError("a backbone name", "an empty name", "pass --backbone NAME")
         _fraction(self, "drop_rate")

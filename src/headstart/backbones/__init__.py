@@ -14,6 +14,7 @@ from headstart.backbones import (  # noqa: F401
     onnx_text,
     run_folder,
     vision,
+    word_vectors,
 )
 from headstart.backbones.base import Backbone, BackboneSpec, LayerGroup
 from headstart.backbones.catalog import BACKBONES, BackboneEntry, describe_backbones
@@ -29,8 +30,10 @@ from headstart.backbones.hf_text import HFTextBackbone
 from headstart.backbones.multilayer import ProbeFeaturesBackbone
 from headstart.backbones.onnx_text import OnnxTextBackbone
 from headstart.backbones.text import TextBackbone, TextDataset
+from headstart.backbones.vectors_io import WordVectors, read_vectors
 from headstart.backbones.vision import TimmBackbone
 from headstart.backbones.weights import load_weights_file
+from headstart.backbones.word_vectors import WordVectorsBackbone
 
 __all__ = [
     "BACKBONES",
@@ -47,9 +50,12 @@ __all__ = [
     "TextBackbone",
     "TextDataset",
     "TimmBackbone",
+    "WordVectors",
+    "WordVectorsBackbone",
     "backbone_from_spec",
     "check_backbone",
     "create_backbone",
     "describe_backbones",
     "load_weights_file",
+    "read_vectors",
 ]

@@ -119,6 +119,12 @@ class Backbone(nn.Module, ABC):
         None keeps the dataset's order."""
         return None
 
+    def vocabulary_report(self, texts: Any, top: int = 15) -> dict[str, Any] | None:
+        """How well the backbone's vocabulary covers ``texts`` (text backbones): for word
+        vectors the out-of-vocabulary shares and words, for subword tokenizers the pieces
+        per word and the most fragmented words. None where it does not apply (images)."""
+        return None
+
     def save_assets(self, run_dir: Path) -> None:
         """Write what rebuilding the architecture needs besides the weights (JSON only)."""
 

