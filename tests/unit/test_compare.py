@@ -174,7 +174,9 @@ def test_forgetting_check(folder, tmp_path):
     assert not scratch["applicable"] and "source head" in scratch["reason"]
 
 
-@pytest.mark.parametrize("name", ["toy-efficientnet", "toy-resnet", "toy-vit", "toy-bert"])
+@pytest.mark.parametrize(
+    "name", ["toy-efficientnet", "toy-resnet", "toy-vit", "toy-bert", "toy-vectors"]
+)
 def test_head_on_embeddings_equals_forward(name):
     """Evaluation computes logits as the head applied to the pooled embeddings (one pass
     gives both): this must equal the backbone's own forward in eval mode."""
