@@ -121,6 +121,43 @@ def _tta(cfg: RunConfig, modality: str) -> str:
     return cfg.data.tta
 
 
+#: words of the vocabulary report named on the console (metrics.json keeps more)
+SHOWN_WORDS = 8
+
+
+def _vocabulary(
+    cfg: RunConfig, backbone: Backbone, data: Splits, console: Console
+) -> dict[str, Any] | None:
+    """For text data: how the backbone's vocabulary covers the training texts (printed;
+    kept in metrics.json)."""
+    if not isinstance(data.train, TextSamples):
+        return None
+    report = backbone.vocabulary_report(data.train.texts)
+    if report is not None:
+        console.print(f"[bold]vocabulary[/] {vocabulary_line(report)}")
+    return report
+
+
+def vocabulary_line(report: dict[str, Any], n: int = SHOWN_WORDS) -> str:
+    """The vocabulary report in one line."""
+    if report.get("kind") == "subword":
+        words = ", ".join(f"{w} ({p} pieces)" for w, _c, p in report["most_fragmented"][:n])
+        unk = report["unk_rate"]
+        return (
+            f"pieces per word {report['pieces_per_word']:.2f}, "
+            f"{100 * report['split_word_rate']:.0f}% of words split"
+            + (f", {100 * unk:.1f}% with an unknown piece" if unk else "")
+            + (f"; most fragmented: {words}" if words else "")
+        )
+    words = ", ".join(f"{w} ({c})" for w, c in report.get("top_oov", [])[:n])
+    return (
+        f"OOV: {100 * report['oov_token_rate']:.1f}% of tokens, "
+        f"{100 * report['oov_word_rate']:.1f}% of distinct words not in the vocabulary"
+        + (f" (--oov {report['oov_policy']})" if report.get("oov_policy") else "")
+        + (f"; most frequent: {words}" if words else "")
+    )
+
+
 def _check_fit(backbone: Backbone, modality: str, strategy: Strategy) -> None:
     """The backbone can read this data and train the way the strategy asks."""
     if backbone.spec.modality != modality:
@@ -235,6 +272,7 @@ def _fit(
     # the new head (and, from scratch, every weight) initialised from the seed alone
     with seeded(cfg.train.seed, "backbone init"):
         backbone = create_backbone(bcfg, k, cfg.data.image_size, cfg.data.max_length)
+        vocabulary = _vocabulary(cfg, backbone, data, console)
         if _uses_probe_features(cfg, strategy, backbone, modality):
             backbone = ProbeFeaturesBackbone(backbone, k, tta=_tta(cfg, modality))
     cache = cache or EmbeddingCache()
@@ -307,6 +345,8 @@ def _fit(
         if len(data.val)
         else "off: no validation data, the last epoch is kept (a fixed budget)",
     }
+    if vocabulary is not None:
+        metrics["vocabulary"] = vocabulary
     if head_name == PROTOTYPE_HEAD and strategy.frozen_features and not emb.on_disk(data.train):
         metrics["leave_one_out"] = leave_one_out(emb(data.train, "train"), data, console)
     metrics.update(
