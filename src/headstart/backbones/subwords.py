@@ -1,4 +1,5 @@
-"""How well a subword tokenizer's vocabulary covers a corpus.
+"""How well a subword tokenizer's vocabulary covers a corpus, and which domain words to
+add to it.
 
 Texts become words as the tokenizer itself splits them before its model runs: its
 normaliser, then its pre-tokenizer (BERT's splits on whitespace and punctuation); a
@@ -20,6 +21,9 @@ from typing import Any
 from headstart.backbones.tokenization import quiet_transformers
 
 _WORD = re.compile(r"\w+|[^\w\s]")
+#: a domain word added to the tokenizer: letters only, at least this long and this frequent
+DOMAIN_MIN_LETTERS = 4
+DOMAIN_MIN_COUNT = 2
 #: words split into at least this many pieces are the fragmented ones, ranked first
 FRAGMENTED = 3
 
@@ -122,3 +126,24 @@ def subword_report(tokenizer: Any, texts: Sequence[str], top: int = 15) -> dict[
         "unk_rate": share(sum(w.count for w in words if unk is not None and unk in w.ids)),
         "most_fragmented": [[w.shown, w.count, w.pieces] for w in most_fragmented(words)][:top],
     }
+
+
+def domain_words(tokenizer: Any, texts: Sequence[str], n: int) -> list[WordPieces]:
+    """The ``n`` words of ``texts`` to add to the tokenizer: letters only, at least
+    :data:`DOMAIN_MIN_LETTERS` (4) long, seen at least :data:`DOMAIN_MIN_COUNT` (2) times
+    and split into 2 or more pieces; ranked as the report's most fragmented words (3 or
+    more pieces first, each group by frequency). Words are as the tokenizer reads them
+    (lower-cased by an uncased tokenizer)."""
+    merged: dict[str, WordPieces] = {}
+    for w in corpus_words(tokenizer, texts):
+        word = w.shown
+        if len(word) < DOMAIN_MIN_LETTERS or not word.isalpha():
+            continue
+        seen = merged.get(word)
+        if seen is None:
+            merged[word] = WordPieces(word, w.count, w.ids)
+        else:  # " word" and "word" (byte-level): the pieces of the commoner form
+            ids = w.ids if w.count > seen.count else seen.ids
+            merged[word] = WordPieces(word, seen.count + w.count, ids)
+    eligible = [w for w in merged.values() if w.count >= DOMAIN_MIN_COUNT]
+    return most_fragmented(eligible)[: max(int(n), 0)]

@@ -524,6 +524,16 @@ def vocabulary_html(vocab: dict[str, Any]) -> str:
         )
         rows = vocab.get("most_fragmented", [])
         table = _table(["most fragmented word", "occurrences", "pieces"], rows) if rows else ""
+        added = vocab.get("added_tokens")
+        if added:
+            after = vocab.get("pieces_per_word_after")
+            text += (
+                f" Added to the tokenizer (--add-domain-tokens), each embedding the mean of "
+                f"its former pieces': {html.escape(', '.join(added))}"
+                + (f"; pieces per word then {after:.2f}." if after is not None else ".")
+            )
+        elif added is not None:
+            text += " --add-domain-tokens found no word to add."
     else:
         policy = vocab.get("oov_policy")
         text = (

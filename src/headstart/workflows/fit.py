@@ -129,12 +129,38 @@ def _vocabulary(
     cfg: RunConfig, backbone: Backbone, data: Splits, console: Console
 ) -> dict[str, Any] | None:
     """For text data: how the backbone's vocabulary covers the training texts (printed;
-    kept in metrics.json)."""
+    kept in metrics.json), after adding ``--add-domain-tokens`` words to the tokenizer."""
+    n_add = cfg.backbone.add_domain_tokens
     if not isinstance(data.train, TextSamples):
+        if n_add:
+            raise ConfigError(
+                "text data for --add-domain-tokens",
+                f"images ({data.train.name})",
+                "drop --add-domain-tokens: it adds words to a text encoder's tokenizer",
+            )
         return None
-    report = backbone.vocabulary_report(data.train.texts)
-    if report is not None:
-        console.print(f"[bold]vocabulary[/] {vocabulary_line(report)}")
+    texts = data.train.texts
+    report = backbone.vocabulary_report(texts)
+    added = backbone.add_domain_tokens(texts, n_add) if n_add else None  # HF encoders only
+    if report is None:
+        return None
+    console.print(f"[bold]vocabulary[/] {vocabulary_line(report)}")
+    if added is None:
+        return report
+    report["added_tokens"] = added
+    if not added:
+        console.print(
+            "[bold]domain tokens[/] none added: no word of 4 or more letters seen twice is "
+            "split into pieces"
+        )
+        return report
+    after = backbone.vocabulary_report(texts, 0) or {}
+    report["pieces_per_word_after"] = after.get("pieces_per_word")
+    console.print(
+        f"[bold]domain tokens[/] {len(added)} words added to the tokenizer, each embedding the "
+        f"mean of its former pieces': {', '.join(added)}; pieces per word now "
+        f"{after.get('pieces_per_word', float('nan')):.2f}"
+    )
     return report
 
 
@@ -264,6 +290,7 @@ def _fit(
         cfg = dataclasses.replace(
             cfg, backbone=dataclasses.replace(cfg.backbone, name=DEFAULT_BACKBONES[modality])
         )
+        check_backbone(cfg.backbone)  # e.g. --add-domain-tokens with an image backbone
     cfg = _auto_image_size(cfg, data, modality, console)
     seed_everything(cfg.train)
     bcfg = dataclasses.replace(
