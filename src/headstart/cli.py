@@ -101,6 +101,9 @@ NUM_WORKERS_OPT = Annotated[int, _opt(TrainConfig, "num_workers", "--num-workers
 PROGRESS_OPT = Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")]
 POOLING_OPT = Annotated[str | None, _opt(BackboneConfig, "pooling", "--pooling")]
 OOV_OPT = Annotated[str, _opt(BackboneConfig, "oov", "--oov")]
+ADD_DOMAIN_TOKENS_OPT = Annotated[
+    int, _opt(BackboneConfig, "add_domain_tokens", "--add-domain-tokens")
+]
 WORD_TOKENIZER_OPT = Annotated[str, _opt(BackboneConfig, "tokenizer", "--tokenizer")]
 SKIP_BAD_OPT = Annotated[bool, _opt(DataConfig, "skip_bad", "--skip-bad")]
 TEST_FRACTION_OPT = Annotated[float, _opt(DataConfig, "test_fraction", "--test-fraction")]
@@ -156,6 +159,7 @@ def fit(
     pooling: POOLING_OPT = _d(BackboneConfig, "pooling"),
     oov: OOV_OPT = _d(BackboneConfig, "oov"),
     tokenizer: WORD_TOKENIZER_OPT = _d(BackboneConfig, "tokenizer"),
+    add_domain_tokens: ADD_DOMAIN_TOKENS_OPT = _d(BackboneConfig, "add_domain_tokens"),
     drop_rate: DROPOUT_OPT = _d(BackboneConfig, "drop_rate"),
     layer_decay: LAYER_DECAY_OPT = _d(StrategyConfig, "layer_decay"),
     backbone_lr_scale: BACKBONE_LR_SCALE_OPT = _d(StrategyConfig, "backbone_lr_scale"),
@@ -382,6 +386,7 @@ def compare(
     pooling: POOLING_OPT = _d(BackboneConfig, "pooling"),
     oov: OOV_OPT = _d(BackboneConfig, "oov"),
     tokenizer: WORD_TOKENIZER_OPT = _d(BackboneConfig, "tokenizer"),
+    add_domain_tokens: ADD_DOMAIN_TOKENS_OPT = _d(BackboneConfig, "add_domain_tokens"),
     drop_rate: DROPOUT_OPT = _d(BackboneConfig, "drop_rate"),
     weight_decay: WEIGHT_DECAY_OPT = _d(TrainConfig, "weight_decay"),
     label_smoothing: LABEL_SMOOTHING_OPT = _d(TrainConfig, "label_smoothing"),

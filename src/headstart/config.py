@@ -188,6 +188,14 @@ class BackboneConfig:
         "Word vectors: how texts become words: default (numbers, clitics and punctuation "
         "split as GloVe's and word2vec's corpora were) or simple (runs of letters and digits).",
     )
+    add_domain_tokens: int = _f(
+        0,
+        "Hugging Face text encoders: add the N most frequent over-fragmented words of the "
+        "training texts to the tokenizer (letters only, 4 or more long, seen twice or more, "
+        "split into 2 or more pieces; those of 3 or more pieces first), each new embedding "
+        "the mean of its former pieces'; then train as --strategy says (finetune trains "
+        "them). Saved with the run. 0: none.",
+    )
     features: str = _f(
         "auto",
         "Features a frozen backbone gives its probe: layers (the pooled outputs of its "
@@ -202,6 +210,12 @@ class BackboneConfig:
             _choice(self, "pooling", ("mean", "cls", "sif", "max"))
         _choice(self, "oov", ("auto", "unk", "skip", "subword", "domain"))
         _choice(self, "tokenizer", ("default", "simple"))
+        if self.add_domain_tokens < 0:
+            raise ConfigError(
+                "add_domain_tokens >= 0",
+                repr(self.add_domain_tokens),
+                "pass 0 (none) or a positive number of words",
+            )
         if not self.name:
             raise ConfigError("a backbone name", "an empty name", "pass --backbone NAME")
         _fraction(self, "drop_rate")

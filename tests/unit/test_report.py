@@ -120,7 +120,9 @@ def test_text_fit_report_shows_snippets(browser, tmp_path):
     res = fit(_cfg(str(table), "toy-bert"), out, progress=False)
     page = out / "report.html"
     _check(render(browser, page), page, FIT_FIGURES, res.metrics["test"]["accuracy"] == 1.0)
-    assert "Not applicable" in page.read_text()  # no source head on a text encoder
+    text = page.read_text()
+    assert "Not applicable" in text  # no source head on a text encoder
+    assert 'data-section="vocabulary"' in text and "pieces per word" in text
 
 
 def test_compare_report_renders_every_figure(browser, image_folder, tmp_path):

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from headstart import PretrainedEmbedder, TransferClassifier, load
 from headstart.cli import app
 from headstart.config import BackboneConfig, DataConfig, RunConfig, StrategyConfig, TrainConfig
-from headstart.errors import ConfigError, DataError
+from headstart.errors import BackboneError, ConfigError, DataError
 from headstart.workflows.fit import fit
 
 runner = CliRunner()
@@ -262,4 +262,7 @@ def test_cls_pooling_takes_the_first_token():
         torch.testing.assert_close(cls.embed(batch), hidden[:, 0])
         assert not torch.allclose(mean.eval().embed(batch), hidden[:, 0])
     with pytest.raises(ConfigError):
-        BackboneConfig(name="toy-bert", pooling="max")
+        BackboneConfig(name="toy-bert", pooling="median")
+    # max pools word vectors, not a transformer encoder's tokens
+    with pytest.raises(BackboneError, match="mean or cls"):
+        create_backbone(BackboneConfig(name="toy-bert", pooling="max"), 2)

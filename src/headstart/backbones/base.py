@@ -125,6 +125,13 @@ class Backbone(nn.Module, ABC):
         per word and the most fragmented words. None where it does not apply (images)."""
         return None
 
+    def add_domain_tokens(self, texts: Any, n: int) -> list[str]:
+        """Add the ``n`` most frequent over-fragmented words of ``texts`` to the tokenizer,
+        returning them; only Hugging Face encoders can (see ``HFTextBackbone``)."""
+        kind = str(self.spec.extra.get("kind", ""))
+        what = _FIXED_VOCABULARY.get(kind, f"a {self.spec.modality} backbone")
+        raise domain_tokens_error(self.spec.name, what)
+
     def save_assets(self, run_dir: Path) -> None:
         """Write what rebuilding the architecture needs besides the weights (JSON only)."""
 
@@ -280,6 +287,24 @@ class Backbone(nn.Module, ABC):
                 "a linear classifier head", f"{head}", "use a backbone with a linear head"
             )
         return head.weight.detach(), head.bias.detach()
+
+
+_FIXED_VOCABULARY = {
+    "vectors": "word vectors: whole words, no subword pieces to merge",
+    "onnx": "a frozen ONNX graph: its embedding table cannot grow",
+}
+
+
+def domain_tokens_error(name: str, what: str) -> BackboneError:
+    """The error of ``--add-domain-tokens`` on a backbone whose vocabulary cannot grow."""
+    return BackboneError(
+        "a Hugging Face encoder for --add-domain-tokens (e.g. minilm-l6, toy-bert, a "
+        "transformers folder or hub name)",
+        f"{name} ({what})",
+        "pass --backbone minilm-l6 (or another transformers encoder); word vectors learn "
+        "domain words from `headstart embed-train CORPUS --out VEC`, then --backbone VEC "
+        "--oov domain; or drop --add-domain-tokens",
+    )
 
 
 class _StopForward(Exception):

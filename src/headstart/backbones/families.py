@@ -23,7 +23,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import ClassVar
 
-from headstart.backbones.base import Backbone, BackboneSpec
+from headstart.backbones.base import Backbone, BackboneSpec, domain_tokens_error
 from headstart.backbones.catalog import entry_for
 from headstart.config import BackboneConfig
 from headstart.errors import BackboneError
@@ -41,6 +41,8 @@ class BackboneFamily:
 
     #: where a claiming family is asked, lower first (only matters among claimants)
     order: ClassVar[int] = 100
+    #: its backbones can add words to their tokenizer (``Backbone.add_domain_tokens``)
+    grows_vocabulary: ClassVar[bool] = False
 
     def claims_name(self, name: str) -> bool:
         """True if this family builds ``name`` whatever the catalog says (e.g. a folder)."""
@@ -102,9 +104,14 @@ def family_for_name(name: str) -> BackboneFamily:
 def check_backbone(cfg: BackboneConfig) -> None:
     """What can be checked of a backbone before any data is read or weights are loaded:
     the name is one that can be built (an unknown name raises the did-you-mean error) and
-    a ``weights`` file given exists. ``"auto"`` is resolved later, from the data."""
+    a ``weights`` file given exists, and ``add_domain_tokens`` asks it of a family that
+    can add words. ``"auto"`` is resolved later, from the data."""
     if cfg.name != "auto":
-        family_for_name(cfg.name).check_name(cfg.name)
+        family = family_for_name(cfg.name)
+        family.check_name(cfg.name)
+        if cfg.add_domain_tokens and not family.grows_vocabulary:
+            kind = next(k for k in FAMILIES.names() if FAMILIES.get(k) is family)
+            raise domain_tokens_error(cfg.name, FAMILIES.help(kind))
     if cfg.weights:
         path = Path(cfg.weights).expanduser()
         if not is_file(path):

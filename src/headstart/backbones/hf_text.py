@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import inspect
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +21,12 @@ from torch import nn
 from headstart.backbones.base import Backbone, BackboneSpec, LayerGroup
 from headstart.backbones.catalog import BackboneEntry, entry_for
 from headstart.backbones.families import FAMILIES, BackboneFamily
+from headstart.backbones.subwords import domain_words, word_pieces
 from headstart.backbones.text import TextBackbone, mean_pool
 from headstart.backbones.tokenization import (
     BUILT_IN_CHARS,
     Batch,
+    add_words,
     char_tokenizer,
     load_tokenizer,
     max_tokens,
@@ -148,6 +151,46 @@ class HFTextBackbone(TextBackbone):
             mask = torch.ones(hidden.shape[:2], dtype=torch.long, device=hidden.device)
         return mean_pool(hidden, mask)
 
+    def add_domain_tokens(self, texts: Sequence[str], n: int) -> list[str]:
+        """Add the ``n`` domain words of ``texts`` that the tokenizer splits worst
+        (:func:`~headstart.backbones.subwords.domain_words`) to its vocabulary; each new
+        input embedding starts as the mean of the embeddings of the word's former pieces.
+        The spec records the words and the grown vocabulary, so a saved run rebuilds the
+        same encoder (the tokenizer saved by :meth:`save_assets` holds the words)."""
+        chosen = domain_words(self.tokenizer, texts, n)
+        if not chosen:
+            return []
+        words = [w.word for w in chosen]
+        add_words(self.tokenizer, words)
+        split = [
+            w
+            for w, ids in zip(words, word_pieces(self.tokenizer, words), strict=True)
+            if len(ids) != 1
+        ]
+        if split:
+            raise BackboneError(
+                "each added word read back as one token",
+                f"{', '.join(split[:5])} still split by {type(self.tokenizer).__name__}",
+                "drop --add-domain-tokens for this tokenizer",
+            )
+        encoder: Any = self.encoder
+        table = encoder.get_input_embeddings()
+        if len(self.tokenizer) > table.num_embeddings:
+            resize = encoder.resize_token_embeddings
+            kw = (
+                {"mean_resizing": False}
+                if "mean_resizing" in inspect.signature(resize).parameters
+                else {}
+            )
+            table = resize(len(self.tokenizer), **kw)  # the new rows are set below
+        ids = self.tokenizer.convert_tokens_to_ids(words)
+        with torch.no_grad():
+            for i, w in zip(ids, chosen, strict=True):
+                table.weight[i] = table.weight[list(w.ids)].mean(0)
+        self.spec.extra["hf_config"] = jsonable(encoder.config.to_dict())
+        self.spec.extra["added_tokens"] = [*self.spec.extra.get("added_tokens", []), *words]
+        return words
+
     def layer_groups(self) -> list[LayerGroup]:
         """``embeddings``, ``layer.0`` .. ``layer.{L-1}``, then ``head``. Parameters outside
         both (e.g. a final norm) join the group before the layers or form ``final``."""
@@ -191,6 +234,8 @@ _TEXT_HEAD_PREFIXES = ("pooler.", "classifier.", "pre_classifier.", "cls.", "lm_
 class HFTextFamily(BackboneFamily):
     """Text encoders from transformers (``kind="hf"``): registered names, toys, local
     folders and hub names."""
+
+    grows_vocabulary = True
 
     def create(
         self,

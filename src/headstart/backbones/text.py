@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from headstart.backbones.base import Backbone, BackboneSpec
+from headstart.backbones.subwords import subword_report
 from headstart.backbones.tokenization import (
     SPECIAL_TOKENS,
     Batch,
@@ -136,6 +137,12 @@ class TextBackbone(Backbone):
         if lengths is None:
             return None
         return np.argsort(-np.asarray(lengths), kind="stable").tolist()
+
+    def vocabulary_report(self, texts: Any, top: int = 15) -> dict[str, Any]:
+        """How the tokenizer splits the words of ``texts``: pieces per word, the share of
+        words split and of words with an unknown piece, and the most fragmented words
+        (:func:`~headstart.backbones.subwords.subword_report`)."""
+        return subword_report(self.tokenizer, list(texts), top)
 
     def preprocess_id(self) -> str:
         return (

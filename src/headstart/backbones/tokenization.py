@@ -94,6 +94,17 @@ def load_tokenizer(path: str | Path) -> Any:
         ) from e
 
 
+def add_words(tokenizer: Any, words: Sequence[str]) -> int:
+    """Add ``words`` to the tokenizer as tokens of their own (after its vocabulary, in
+    order), each matched only as a whole word of the normalised text (so an uncased
+    tokenizer matches it in any case); returns how many were new."""
+    from tokenizers import AddedToken
+
+    return int(
+        tokenizer.add_tokens([AddedToken(w, single_word=True, normalized=True) for w in words])
+    )
+
+
 def tokenizer_sha256(tokenizer: Any) -> str:
     """sha256 of everything that decides the tokenisation (vocabulary, normaliser, ...)."""
     backend = getattr(tokenizer, "backend_tokenizer", None)
@@ -122,7 +133,9 @@ def run_tokenizer(spec: BackboneSpec, run_dir: Path | None) -> Any:
     if run_dir is not None and (Path(run_dir) / "tokenizer").is_dir():
         return load_tokenizer(Path(run_dir) / "tokenizer")
     if spec.extra.get("tokenizer") == BUILT_IN_CHARS:
-        return char_tokenizer(int(spec.extra.get("max_length", 128)))
+        tokenizer = char_tokenizer(int(spec.extra.get("max_length", 128)))
+        add_words(tokenizer, [str(w) for w in spec.extra.get("added_tokens", [])])
+        return tokenizer
     raise BackboneError(
         "the run's tokenizer in RUN/tokenizer (written by save_assets)",
         f"none in {run_dir}" if run_dir is not None else "no run folder given",

@@ -43,5 +43,8 @@ class WrappedBackbone(Backbone):
     def batch_order(self, dataset: Any) -> list[int] | None:
         return self.inner.batch_order(dataset)
 
+    def vocabulary_report(self, texts: Any, top: int = 15) -> dict[str, Any] | None:
+        return self.inner.vocabulary_report(texts, top)
+
     def save_assets(self, run_dir: Path) -> None:
         self.inner.save_assets(run_dir)

@@ -501,9 +501,50 @@ def fit_report_html(
         f"{html.escape(json.dumps(params))}.</p>"
     )
     config = f"<details><summary>Configuration</summary><pre>{html.escape(json.dumps(cfg_doc, indent=2))}</pre></details>"  # noqa: E501
-    sections = [f"<h2>Summary</h2>{info}{summary}{config}", "<h2>Figures</h2>"]
+    sections = [f"<h2>Summary</h2>{info}{summary}{config}"]
+    if metrics.get("vocabulary"):
+        sections.append(vocabulary_html(metrics["vocabulary"]))
+    sections.append("<h2>Figures</h2>")
     sections += model_sections(metrics, history, preds, samples)
     return _page(title, sections)
+
+
+def vocabulary_html(vocab: dict[str, Any]) -> str:
+    """How the backbone's vocabulary covers the training texts: a sentence and a table of
+    the most fragmented words (subword tokenizers) or the most frequent words missing from
+    it (word vectors)."""
+    tokens, distinct = vocab.get("tokens", 0), vocab.get("distinct_words", 0)
+    if vocab.get("kind") == "subword":
+        text = (
+            f"The tokenizer ({vocab.get('vocabulary')} tokens) reads the {tokens} words of "
+            f"the training texts ({distinct} distinct) as <b>{vocab['pieces_per_word']:.2f}"
+            f"</b> pieces per word; {100 * vocab['split_word_rate']:.1f}% of the words are "
+            f"split into 2 or more pieces and {100 * vocab['unk_rate']:.2f}% hold the "
+            "unknown token."
+        )
+        rows = vocab.get("most_fragmented", [])
+        table = _table(["most fragmented word", "occurrences", "pieces"], rows) if rows else ""
+        added = vocab.get("added_tokens")
+        if added:
+            after = vocab.get("pieces_per_word_after")
+            text += (
+                f" Added to the tokenizer (--add-domain-tokens), each embedding the mean of "
+                f"its former pieces': {html.escape(', '.join(added))}"
+                + (f"; pieces per word then {after:.2f}." if after is not None else ".")
+            )
+        elif added is not None:
+            text += " --add-domain-tokens found no word to add."
+    else:
+        policy = vocab.get("oov_policy")
+        text = (
+            f"<b>{100 * vocab['oov_token_rate']:.1f}%</b> of the {tokens} tokens of the "
+            f"training texts and {100 * vocab['oov_word_rate']:.1f}% of their {distinct} "
+            f"distinct words are out of the vocabulary ({vocab.get('vocabulary')} words)"
+            + (f"; --oov {html.escape(str(policy))} decides what they become." if policy else ".")
+        )
+        rows = vocab.get("top_oov", [])
+        table = _table(["word out of the vocabulary", "occurrences"], rows) if rows else ""
+    return f'<h2>Vocabulary</h2><div data-section="vocabulary"><p>{text}</p>{table}</div>'
 
 
 def _strategy_names(summary: dict[str, Any]) -> list[str]:

@@ -121,6 +121,69 @@ def _tta(cfg: RunConfig, modality: str) -> str:
     return cfg.data.tta
 
 
+#: words of the vocabulary report named on the console (metrics.json keeps more)
+SHOWN_WORDS = 8
+
+
+def _vocabulary(
+    cfg: RunConfig, backbone: Backbone, data: Splits, console: Console
+) -> dict[str, Any] | None:
+    """For text data: how the backbone's vocabulary covers the training texts (printed;
+    kept in metrics.json), after adding ``--add-domain-tokens`` words to the tokenizer."""
+    n_add = cfg.backbone.add_domain_tokens
+    if not isinstance(data.train, TextSamples):
+        if n_add:
+            raise ConfigError(
+                "text data for --add-domain-tokens",
+                f"images ({data.train.name})",
+                "drop --add-domain-tokens: it adds words to a text encoder's tokenizer",
+            )
+        return None
+    texts = data.train.texts
+    report = backbone.vocabulary_report(texts)
+    added = backbone.add_domain_tokens(texts, n_add) if n_add else None  # HF encoders only
+    if report is None:
+        return None
+    console.print(f"[bold]vocabulary[/] {vocabulary_line(report)}")
+    if added is None:
+        return report
+    report["added_tokens"] = added
+    if not added:
+        console.print(
+            "[bold]domain tokens[/] none added: no word of 4 or more letters seen twice is "
+            "split into pieces"
+        )
+        return report
+    after = backbone.vocabulary_report(texts, 0) or {}
+    report["pieces_per_word_after"] = after.get("pieces_per_word")
+    console.print(
+        f"[bold]domain tokens[/] {len(added)} words added to the tokenizer, each embedding the "
+        f"mean of its former pieces': {', '.join(added)}; pieces per word now "
+        f"{after.get('pieces_per_word', float('nan')):.2f}"
+    )
+    return report
+
+
+def vocabulary_line(report: dict[str, Any], n: int = SHOWN_WORDS) -> str:
+    """The vocabulary report in one line."""
+    if report.get("kind") == "subword":
+        words = ", ".join(f"{w} ({p} pieces)" for w, _c, p in report["most_fragmented"][:n])
+        unk = report["unk_rate"]
+        return (
+            f"pieces per word {report['pieces_per_word']:.2f}, "
+            f"{100 * report['split_word_rate']:.0f}% of words split"
+            + (f", {100 * unk:.1f}% with an unknown piece" if unk else "")
+            + (f"; most fragmented: {words}" if words else "")
+        )
+    words = ", ".join(f"{w} ({c})" for w, c in report.get("top_oov", [])[:n])
+    return (
+        f"OOV: {100 * report['oov_token_rate']:.1f}% of tokens, "
+        f"{100 * report['oov_word_rate']:.1f}% of distinct words not in the vocabulary"
+        + (f" (--oov {report['oov_policy']})" if report.get("oov_policy") else "")
+        + (f"; most frequent: {words}" if words else "")
+    )
+
+
 def _check_fit(backbone: Backbone, modality: str, strategy: Strategy) -> None:
     """The backbone can read this data and train the way the strategy asks."""
     if backbone.spec.modality != modality:
@@ -227,6 +290,7 @@ def _fit(
         cfg = dataclasses.replace(
             cfg, backbone=dataclasses.replace(cfg.backbone, name=DEFAULT_BACKBONES[modality])
         )
+        check_backbone(cfg.backbone)  # e.g. --add-domain-tokens with an image backbone
     cfg = _auto_image_size(cfg, data, modality, console)
     seed_everything(cfg.train)
     bcfg = dataclasses.replace(
@@ -235,6 +299,7 @@ def _fit(
     # the new head (and, from scratch, every weight) initialised from the seed alone
     with seeded(cfg.train.seed, "backbone init"):
         backbone = create_backbone(bcfg, k, cfg.data.image_size, cfg.data.max_length)
+        vocabulary = _vocabulary(cfg, backbone, data, console)
         if _uses_probe_features(cfg, strategy, backbone, modality):
             backbone = ProbeFeaturesBackbone(backbone, k, tta=_tta(cfg, modality))
     cache = cache or EmbeddingCache()
@@ -307,6 +372,8 @@ def _fit(
         if len(data.val)
         else "off: no validation data, the last epoch is kept (a fixed budget)",
     }
+    if vocabulary is not None:
+        metrics["vocabulary"] = vocabulary
     if head_name == PROTOTYPE_HEAD and strategy.frozen_features and not emb.on_disk(data.train):
         metrics["leave_one_out"] = leave_one_out(emb(data.train, "train"), data, console)
     metrics.update(
