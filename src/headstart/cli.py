@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 # Only light modules at import time: the library (torch and the rest) is imported inside
@@ -893,7 +894,7 @@ def main() -> None:
     except HeadstartError as e:
         if debug:
             raise
-        err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        err.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except (OSError, RuntimeError, TypeError, ValueError, ImportError) as e:
         if debug:
@@ -902,10 +903,10 @@ def main() -> None:
             from headstart.storage import disk_full
 
             full = disk_full(Path(e.filename or Path.cwd() / "?"), None, e)
-            err.print(f"[bold red]error:[/] {full}", highlight=False, soft_wrap=True)
+            err.print(f"[bold red]error:[/] {escape(str(full))}", highlight=False, soft_wrap=True)
             sys.exit(2)
         err.print(
-            f"[bold red]error:[/] {type(e).__name__}: {e}\n"
+            f"[bold red]error:[/] {type(e).__name__}: {escape(str(e))}\n"
             "This is unexpected: run again with --debug for the traceback and report it.",
             highlight=False,
             soft_wrap=True,
