@@ -24,6 +24,7 @@ from headstart.config import (
     BackboneConfig,
     CompareConfig,
     DataConfig,
+    EmbedTrainConfig,
     EvalConfig,
     FewShotConfig,
     MetaConfig,
@@ -657,6 +658,73 @@ def zeroshot(
         label_col=label_col,
     )
     run_zeroshot(source, zcfg, out, console=console, progress=progress, overwrite=overwrite)
+
+
+@app.command("embed-train")
+def embed_train(
+    corpus: Annotated[
+        str,
+        typer.Argument(
+            help="Unlabelled domain texts: a .txt file (one document per line), a table "
+            "(.csv .tsv .jsonl .parquet; its text column) or a bundled text dataset "
+            "(drug-reviews, drug-reviews:train, bbc-news)."
+        ),
+    ],
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out", "-o", help="Folder for the vectors (use it as `fit --backbone OUT`)."
+        ),
+    ],
+    init: Annotated[str, _opt(EmbedTrainConfig, "init", "--init")] = _d(EmbedTrainConfig, "init"),
+    model: Annotated[str, _opt(EmbedTrainConfig, "model", "--model")] = _d(
+        EmbedTrainConfig, "model"
+    ),
+    epochs: Annotated[int, _opt(EmbedTrainConfig, "epochs", "--epochs")] = _d(
+        EmbedTrainConfig, "epochs"
+    ),
+    window: Annotated[int, _opt(EmbedTrainConfig, "window", "--window")] = _d(
+        EmbedTrainConfig, "window"
+    ),
+    min_count: Annotated[int, _opt(EmbedTrainConfig, "min_count", "--min-count")] = _d(
+        EmbedTrainConfig, "min_count"
+    ),
+    keep: Annotated[str, _opt(EmbedTrainConfig, "keep", "--keep")] = _d(EmbedTrainConfig, "keep"),
+    max_shift: Annotated[float, _opt(EmbedTrainConfig, "max_shift", "--max-shift")] = _d(
+        EmbedTrainConfig, "max_shift"
+    ),
+    buckets: Annotated[int, _opt(EmbedTrainConfig, "buckets", "--buckets")] = _d(
+        EmbedTrainConfig, "buckets"
+    ),
+    text_col: Annotated[list[str] | None, _opt(EmbedTrainConfig, "text_cols", "--text-col")] = None,
+    seed: Annotated[int, _opt(EmbedTrainConfig, "seed", "--seed")] = _d(EmbedTrainConfig, "seed"),
+    workers: Annotated[int, _opt(EmbedTrainConfig, "workers", "--workers")] = _d(
+        EmbedTrainConfig, "workers"
+    ),
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace earlier vectors in --out.")
+    ] = False,
+    progress: PROGRESS_OPT = True,
+) -> None:
+    """Train word vectors on an unlabelled domain corpus (gensim word2vec or fastText),
+    starting from pretrained ones: the domain's own words are learned in the pretrained
+    space, the others keep their vectors. Needs gensim (the embeddings extra of headstart)."""
+    from headstart.workflows.embed_train import embed_train as run_embed_train
+
+    ecfg = EmbedTrainConfig(
+        init=init,
+        model=model,
+        epochs=epochs,
+        window=window,
+        min_count=min_count,
+        keep=keep,
+        max_shift=max_shift,
+        buckets=buckets,
+        text_cols=text_col or None,
+        seed=seed,
+        workers=workers,
+    )
+    run_embed_train(corpus, out, ecfg, console=console, progress=progress, overwrite=overwrite)
 
 
 @app.command()
