@@ -19,6 +19,7 @@ _EXPORTS: dict[str, str] = {
     "BackboneConfig": "headstart.config",
     "CompareConfig": "headstart.config",
     "DataConfig": "headstart.config",
+    "EmbedTrainConfig": "headstart.config",
     "EvalConfig": "headstart.config",
     "RankConfig": "headstart.config",
     "RunConfig": "headstart.config",
@@ -27,6 +28,7 @@ _EXPORTS: dict[str, str] = {
     "HeadstartError": "headstart.errors",
     "PretrainedEmbedder": "headstart.estimator",
     "TransferClassifier": "headstart.estimator",
+    "embed_train": "headstart.workflows.embed_train",
     "fit": "headstart.workflows.fit",
     "run_compare": "headstart.workflows.compare",
     "run_rank": "headstart.workflows.rank",
@@ -38,6 +40,7 @@ __all__ = [
     "BackboneConfig",
     "CompareConfig",
     "DataConfig",
+    "EmbedTrainConfig",
     "EvalConfig",
     "HeadstartError",
     "Predictor",
@@ -48,6 +51,7 @@ __all__ = [
     "TrainConfig",
     "TransferClassifier",
     "__version__",
+    "embed_train",
     "fit",
     "load",
     "run_compare",
@@ -59,6 +63,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; nothing is imported at run
         BackboneConfig,
         CompareConfig,
         DataConfig,
+        EmbedTrainConfig,
         EvalConfig,
         RankConfig,
         RunConfig,
@@ -69,6 +74,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; nothing is imported at run
     from headstart.estimator import PretrainedEmbedder, TransferClassifier
     from headstart.runfolder import Predictor, load
     from headstart.workflows.compare import run_compare
+    from headstart.workflows.embed_train import embed_train
     from headstart.workflows.fit import fit
     from headstart.workflows.rank import run_rank
 

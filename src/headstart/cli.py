@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 # Only light modules at import time: the library (torch and the rest) is imported inside
@@ -23,6 +24,7 @@ from headstart.config import (
     BackboneConfig,
     CompareConfig,
     DataConfig,
+    EmbedTrainConfig,
     EvalConfig,
     FewShotConfig,
     MetaConfig,
@@ -663,6 +665,73 @@ def zeroshot(
     run_zeroshot(source, zcfg, out, console=console, progress=progress, overwrite=overwrite)
 
 
+@app.command("embed-train")
+def embed_train(
+    corpus: Annotated[
+        str,
+        typer.Argument(
+            help="Unlabelled domain texts: a .txt file (one document per line), a table "
+            "(.csv .tsv .jsonl .parquet; its text column) or a bundled text dataset "
+            "(drug-reviews, drug-reviews:train, bbc-news)."
+        ),
+    ],
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out", "-o", help="Folder for the vectors (use it as `fit --backbone OUT`)."
+        ),
+    ],
+    init: Annotated[str, _opt(EmbedTrainConfig, "init", "--init")] = _d(EmbedTrainConfig, "init"),
+    model: Annotated[str, _opt(EmbedTrainConfig, "model", "--model")] = _d(
+        EmbedTrainConfig, "model"
+    ),
+    epochs: Annotated[int, _opt(EmbedTrainConfig, "epochs", "--epochs")] = _d(
+        EmbedTrainConfig, "epochs"
+    ),
+    window: Annotated[int, _opt(EmbedTrainConfig, "window", "--window")] = _d(
+        EmbedTrainConfig, "window"
+    ),
+    min_count: Annotated[int, _opt(EmbedTrainConfig, "min_count", "--min-count")] = _d(
+        EmbedTrainConfig, "min_count"
+    ),
+    keep: Annotated[str, _opt(EmbedTrainConfig, "keep", "--keep")] = _d(EmbedTrainConfig, "keep"),
+    max_shift: Annotated[float, _opt(EmbedTrainConfig, "max_shift", "--max-shift")] = _d(
+        EmbedTrainConfig, "max_shift"
+    ),
+    buckets: Annotated[int, _opt(EmbedTrainConfig, "buckets", "--buckets")] = _d(
+        EmbedTrainConfig, "buckets"
+    ),
+    text_col: Annotated[list[str] | None, _opt(EmbedTrainConfig, "text_cols", "--text-col")] = None,
+    seed: Annotated[int, _opt(EmbedTrainConfig, "seed", "--seed")] = _d(EmbedTrainConfig, "seed"),
+    workers: Annotated[int, _opt(EmbedTrainConfig, "workers", "--workers")] = _d(
+        EmbedTrainConfig, "workers"
+    ),
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace earlier vectors in --out.")
+    ] = False,
+    progress: PROGRESS_OPT = True,
+) -> None:
+    """Train word vectors on an unlabelled domain corpus (gensim word2vec or fastText),
+    starting from pretrained ones: the domain's own words are learned in the pretrained
+    space, the others keep their vectors. Needs gensim (the embeddings extra of headstart)."""
+    from headstart.workflows.embed_train import embed_train as run_embed_train
+
+    ecfg = EmbedTrainConfig(
+        init=init,
+        model=model,
+        epochs=epochs,
+        window=window,
+        min_count=min_count,
+        keep=keep,
+        max_shift=max_shift,
+        buckets=buckets,
+        text_cols=text_col or None,
+        seed=seed,
+        workers=workers,
+    )
+    run_embed_train(corpus, out, ecfg, console=console, progress=progress, overwrite=overwrite)
+
+
 @app.command()
 def fewshot(
     source: Annotated[str, typer.Argument(help=help_for(DataConfig, "source"))],
@@ -898,7 +967,7 @@ def main() -> None:
     except HeadstartError as e:
         if debug:
             raise
-        err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        err.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except (OSError, RuntimeError, TypeError, ValueError, ImportError) as e:
         if debug:
@@ -907,10 +976,10 @@ def main() -> None:
             from headstart.storage import disk_full
 
             full = disk_full(Path(e.filename or Path.cwd() / "?"), None, e)
-            err.print(f"[bold red]error:[/] {full}", highlight=False, soft_wrap=True)
+            err.print(f"[bold red]error:[/] {escape(str(full))}", highlight=False, soft_wrap=True)
             sys.exit(2)
         err.print(
-            f"[bold red]error:[/] {type(e).__name__}: {e}\n"
+            f"[bold red]error:[/] {type(e).__name__}: {escape(str(e))}\n"
             "This is unexpected: run again with --debug for the traceback and report it.",
             highlight=False,
             soft_wrap=True,

@@ -613,6 +613,74 @@ class ContrastiveConfig:
     seed: int = _f(0, "Seed of the pairs and of the texts of each step.")
 
 
+#: the engines of ``headstart embed-train`` (gensim's models)
+EMBED_MODELS = ("word2vec", "fasttext")
+#: what ``embed-train`` does to the vectors of words the init vectors already have
+EMBED_KEEP = ("frozen", "slow")
+
+
+@dataclass
+class EmbedTrainConfig:
+    """``headstart embed-train``: word vectors trained on an unlabelled domain corpus,
+    starting from pretrained ones."""
+
+    init: str = _f(
+        "glove-6b-50d",
+        "Pretrained word vectors to start from: a registered name (glove-6b-50d), a "
+        "word2vec, fastText or GloVe file, or a headstart vectors folder. Their dimension "
+        "is the new vectors' own.",
+    )
+    model: str = _f(
+        "word2vec",
+        "Engine (gensim): word2vec (CBOW), or fasttext (CBOW with character n-grams, which "
+        "also compose vectors for words never seen: --oov subword).",
+    )
+    epochs: int = _f(30, "Passes over the corpus (a corpus of a few hundred documents needs many).")
+    window: int = _f(5, "Context words on each side of a word.")
+    min_count: int = _f(
+        2, "A word outside the init vectors is learned when the corpus has it this often."
+    )
+    keep: str = _f(
+        "slow",
+        "Vectors of the words the init vectors have: frozen (exactly the pretrained ones) or "
+        "slow (updated at a tenth of the learning rate, then held within --max-shift).",
+    )
+    max_shift: float = _f(
+        0.25,
+        "With --keep slow: each pretrained word's vector ends at most this fraction of its "
+        "length away from the pretrained vector.",
+    )
+    buckets: int = _f(
+        100_000,
+        "fasttext: rows of hashed character n-gram vectors (ignored when the init vectors "
+        "carry their own n-grams).",
+    )
+    text_cols: list[str] | None = _like(DataConfig, "text_cols")  # noqa: RUF009 (None)
+    seed: int = _f(0, "Seed of the initial vectors and of gensim's sampling.")
+    workers: int = _f(1, "gensim worker threads (1: the same vectors on every run).")
+
+    def __post_init__(self) -> None:
+        if self.model not in EMBED_MODELS:
+            raise ConfigError(
+                f"--model one of {', '.join(EMBED_MODELS)}",
+                repr(self.model),
+                "pass --model word2vec (the default) or --model fasttext",
+            )
+        if self.keep not in EMBED_KEEP:
+            raise ConfigError(
+                f"--keep one of {', '.join(EMBED_KEEP)}",
+                repr(self.keep),
+                "pass --keep slow (the default) or --keep frozen",
+            )
+        _positive(self, "epochs", "window", "min_count", "buckets", "workers")
+        if not 0.0 <= self.max_shift < float("inf"):
+            raise ConfigError(
+                "--max-shift a fraction >= 0", repr(self.max_shift), "pass e.g. --max-shift 0.25"
+            )
+        if not self.init:
+            raise ConfigError("init word vectors", "an empty name", "pass --init glove-6b-50d")
+
+
 SECTIONS: dict[str, type] = {
     "data": DataConfig,
     "backbone": BackboneConfig,

@@ -31,6 +31,7 @@ HEAVY = (
     "pandas",
     "PIL",
     "onnxruntime",
+    "gensim",
 )
 SRC = str(Path(headstart.__file__).resolve().parents[1])
 
@@ -130,6 +131,7 @@ COMMANDS: dict[str, tuple[type, dict[str, str]]] = {
     "rank": (config.RankConfig, {"text_col": "text_cols"}),
     "compare": (config.CompareConfig, {}),
     "adapt": (config.AdaptConfig, {"method": "methods"}),
+    "embed-train": (config.EmbedTrainConfig, {"text_col": "text_cols"}),
 }
 
 

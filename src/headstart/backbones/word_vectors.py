@@ -31,7 +31,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -296,19 +296,10 @@ class WordVectorsBackbone(Backbone):
     def vocabulary_report(self, texts: Sequence[str], top: int = 15) -> dict[str, Any]:
         """How much of ``texts`` the vocabulary covers: the share of tokens and of distinct
         words out of it, and the most frequent OOV words (what ``--oov`` decides)."""
-        tokens: Counter[str] = Counter()
-        for text in texts:
-            tokens.update(self.tokenizer.split(str(text)))
-        oov = Counter({w: c for w, c in tokens.items() if self.tokenizer.lookup(w) is None})
-        n_tok, n_oov = sum(tokens.values()), sum(oov.values())
         return {
             "kind": "word vectors",
             "vocabulary": len(self.words),
-            "tokens": n_tok,
-            "distinct_words": len(tokens),
-            "oov_token_rate": n_oov / n_tok if n_tok else 0.0,
-            "oov_word_rate": len(oov) / len(tokens) if tokens else 0.0,
-            "top_oov": [[w, c] for w, c in oov.most_common(top)],
+            **vocabulary_coverage(self.tokenizer, texts, top),
             "oov_policy": self.oov,
         }
 
@@ -404,6 +395,26 @@ class WordVectorsBackbone(Backbone):
         write_json(
             folder / ASSET_FILE, {"format": "headstart-run-vocabulary/1", "words": self.words}
         )
+
+
+def vocabulary_coverage(
+    tokenizer: WordTokenizer, texts: Iterable[str], top: int = 15
+) -> dict[str, Any]:
+    """The tokens of ``texts`` and how many ``tokenizer`` does not find in its vocabulary:
+    ``tokens``, ``distinct_words``, ``oov_token_rate``, ``oov_word_rate`` and the ``top``
+    most frequent OOV words (``top_oov``, [word, count] pairs)."""
+    tokens: Counter[str] = Counter()
+    for text in texts:
+        tokens.update(tokenizer.split(str(text)))
+    oov = Counter({w: c for w, c in tokens.items() if tokenizer.lookup(w) is None})
+    n_tok, n_oov = sum(tokens.values()), sum(oov.values())
+    return {
+        "tokens": n_tok,
+        "distinct_words": len(tokens),
+        "oov_token_rate": n_oov / n_tok if n_tok else 0.0,
+        "oov_word_rate": len(oov) / len(tokens) if tokens else 0.0,
+        "top_oov": [[w, c] for w, c in oov.most_common(top)],
+    }
 
 
 # -- the SIF common component -------------------------------------------------------------

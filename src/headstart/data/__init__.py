@@ -4,6 +4,7 @@ The flow is ``resolve_images`` / ``scan_image_folder`` / ``from_arrays`` /
 ``load_bundled`` -> ``preflight`` -> ``stratified_split`` -> ``ImageDataset`` with a
 ``build_transform`` transform. Text datasets: ``resolve_texts`` / ``read_text_table`` /
 ``from_texts`` / ``load_bundled_text`` -> ``preflight_text`` -> ``stratified_split``.
+Unlabelled corpora to train word vectors on: ``read_corpus``.
 """
 
 from headstart.data.bundled import BUNDLED_DATASETS, load_bundled
@@ -24,6 +25,7 @@ from headstart.data.text import (
     from_texts,
     load_bundled_text,
     preflight_text,
+    read_corpus,
     read_text_table,
     resolve_texts,
 )
@@ -49,6 +51,7 @@ __all__ = [
     "per_class_subsample",
     "preflight",
     "preflight_text",
+    "read_corpus",
     "read_text_table",
     "resolve_images",
     "resolve_texts",

@@ -19,11 +19,12 @@ from headstart.data.text_bundled import (
 )
 from headstart.data.text_checks import preflight_text
 from headstart.data.text_samples import TextSamples
-from headstart.data.text_sources import from_texts, resolve_texts
+from headstart.data.text_sources import CORPUS_SUFFIXES, from_texts, read_corpus, resolve_texts
 from headstart.data.text_tables import TEXT_TABLE_SUFFIXES, read_text_table
 
 __all__ = [
     "BUNDLED_TEXT_DATASETS",
+    "CORPUS_SUFFIXES",
     "DRUG_REVIEW_CLASSES",
     "DRUG_SOURCE_CONDITION",
     "HOLDOUT_FRACTION",
@@ -32,6 +33,7 @@ __all__ = [
     "from_texts",
     "load_bundled_text",
     "preflight_text",
+    "read_corpus",
     "read_text_table",
     "resolve_texts",
 ]

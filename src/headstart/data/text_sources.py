@@ -121,3 +121,93 @@ def _align_classes(samples: TextSamples, classes: Sequence[str]) -> TextSamples:
     unit = "row" if samples.rows is not None else "index"
     labels = index_labels(names, class_list, where, samples.name, unit)
     return replace(samples, classes=class_list, labels=labels)
+
+
+#: plain-text corpus files: one document per line
+CORPUS_SUFFIXES = (".txt",)
+
+
+def read_corpus(spec: str | Path, text_cols: Sequence[str] | str | None = None) -> TextSamples:
+    """Unlabelled texts to train word vectors on: a ``.txt`` file (one document per line,
+    UTF-8), a table (its text column(s); a label column, if any, is ignored) or a bundled
+    text dataset (``name`` or ``name:split``, its texts alone). Blank documents are left
+    out; a corpus without any is an error."""
+    text = str(spec)
+    name, _, split = text.partition(":")
+    path = Path(text).expanduser()
+    suffix = path.suffix.lower()
+    if isinstance(spec, str) and name in BUNDLED_TEXT_DATASETS and not is_file(path):
+        if text_cols:
+            raise DataError(
+                "--text-col with a table",
+                f"--text-col {', '.join(_names(text_cols))} for the bundled dataset {name!r}",
+                "drop --text-col (a bundled dataset's texts are known)",
+            )
+        samples = load_bundled_text(name, split or "train")
+    elif suffix in TEXT_TABLE_SUFFIXES:
+        samples = read_text_table(path, text_cols=text_cols, label_col=None)
+    elif suffix in CORPUS_SUFFIXES:
+        if text_cols:
+            raise DataError(
+                "--text-col with a table",
+                f"--text-col {', '.join(_names(text_cols))} for the text file {path.name}",
+                "drop --text-col: each line of a .txt file is one document",
+            )
+        samples = _read_lines(path)
+    else:
+        hints = did_you_mean(name, BUNDLED_TEXT_DATASETS)
+        hint = f"did you mean {', '.join(repr(h) for h in hints)}? " if hints else ""
+        raise DataError(
+            "a corpus: a .txt file (one document per line), a table "
+            f"({', '.join(TEXT_TABLE_SUFFIXES)}) or a bundled text dataset "
+            f"({', '.join(BUNDLED_TEXT_DATASETS)})",
+            f"{text!r}" + (" (a folder)" if is_dir(path) else ""),
+            f"{hint}pass one of those; save other text as UTF-8 .txt, one document per line",
+        )
+    keep = [i for i, t in enumerate(samples.texts) if str(t).strip()]
+    if not keep:
+        where = (
+            f"the text column(s) {', '.join(_names(text_cols or 'text'))} of {path}"
+            if suffix in TEXT_TABLE_SUFFIXES
+            else samples.name
+        )
+        raise DataError(
+            "a corpus with at least one non-empty document",
+            f"{len(samples.texts)} documents, all empty, in {where}",
+            "pass --text-col naming the column that holds the text"
+            if suffix in TEXT_TABLE_SUFFIXES
+            else "check that the right file was given",
+        )
+    return (
+        samples.subset(np.asarray(keep, dtype=np.int64))
+        if len(keep) < len(samples.texts)
+        else samples
+    )
+
+
+def _names(cols: Sequence[str] | str) -> list[str]:
+    return [cols] if isinstance(cols, str) else [str(c) for c in cols]
+
+
+def _read_lines(path: Path) -> TextSamples:
+    if not is_file(path):
+        found = f"{path} is a folder" if is_dir(path) else f"nothing at {path}"
+        raise DataError("an existing .txt corpus file", found, "check the path")
+    try:
+        text = path.read_bytes().decode("utf-8").removeprefix("\ufeff")
+    except UnicodeDecodeError as e:
+        raise DataError(
+            "a UTF-8 encoded text file",
+            f"{path}: byte offset {e.start} is not valid UTF-8",
+            "re-save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8 in.txt > out.txt)",
+        ) from None
+    except OSError as e:
+        raise DataError("a readable file", f"{path}: {e.strerror or e}", "check it") from None
+    lines = text.splitlines()
+    return TextSamples(
+        classes=[],
+        labels=np.full(len(lines), -1, dtype=np.int64),
+        texts=lines,
+        name=str(path),
+        rows=np.arange(1, len(lines) + 1),
+    )
