@@ -95,12 +95,9 @@ def domain_vectors(dataset: str, model: str, pool: Any, test: Any) -> tuple[Path
     stats_file = out / "bench.json"
     if stats_file.is_file():
         return out, json.loads(stats_file.read_text())
-    corpus = VECTORS / f"{dataset}-corpus.txt"
-    corpus.parent.mkdir(parents=True, exist_ok=True)
-    corpus.write_text("\n".join(t.replace("\n", " ") for t in pool.texts) + "\n")
     t0 = time.perf_counter()
-    cfg = EmbedTrainConfig(corpus=str(corpus), init="glove-6b-50d", model=model, out=str(out))
-    embed_train(cfg, console=Console(quiet=True))
+    cfg = EmbedTrainConfig(init="glove-6b-50d", model=model)
+    embed_train(list(pool.texts), out, cfg, console=Console(quiet=True), progress=False)
     seconds = time.perf_counter() - t0
     before = create_backbone(BackboneConfig(name="glove-6b-50d"), 2)
     after = create_backbone(BackboneConfig(name=str(out)), 2)

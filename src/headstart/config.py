@@ -638,7 +638,10 @@ class EmbedTrainConfig:
     epochs: int = _f(30, "Passes over the corpus (a corpus of a few hundred documents needs many).")
     window: int = _f(5, "Context words on each side of a word.")
     min_count: int = _f(
-        2, "A word outside the init vectors is learned when the corpus has it this often."
+        1,
+        "A word outside the init vectors is learned when the corpus has it this often (1: "
+        "every domain word; one that is seen once starts from the pretrained vectors of its "
+        "context, a fair estimate).",
     )
     keep: str = _f(
         "slow",

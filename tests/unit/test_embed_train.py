@@ -27,7 +27,7 @@ DRUG_CONTEXT = ("drug", "dose", "pain", "headache", "helped", "sleep", "side", "
 SPORT_CONTEXT = ("team", "game", "match", "win", "player", "season", "goal", "won")
 #: made-up domain words: two drugs and a sport, each always among its own context words
 DOMAIN = {"zorblax": DRUG_CONTEXT, "quvidine": DRUG_CONTEXT, "flumpball": SPORT_CONTEXT}
-RARE = "blorptastic"  # once in the corpus: below min_count, never learned
+RARE = "blorptastic"  # once in the corpus: below min_count 2 (set here), never learned
 
 
 def _corpus(n: int = 240, seed: int = 0) -> list[str]:
@@ -55,7 +55,12 @@ def _quiet() -> Console:
 
 
 def _train(corpus: Path, out: Path, **options: object):
-    settings: dict[str, object] = {"init": "toy-vectors", "epochs": 5, "buckets": 2000}
+    settings: dict[str, object] = {
+        "init": "toy-vectors",
+        "epochs": 5,
+        "buckets": 2000,
+        "min_count": 2,
+    }
     cfg = EmbedTrainConfig(**{**settings, **options})  # type: ignore[arg-type]
     return embed_train(corpus, out, cfg, console=_quiet(), progress=False)
 
@@ -191,7 +196,7 @@ def test_cli_writes_the_folder_and_prints_the_summary(corpus_file, tmp_path):
             *("embed-train", str(corpus_file), "--init", "toy-vectors", "--out", str(out)),
             "--epochs",
             "3",
-            "--no-progress",
+            *("--min-count", "2", "--no-progress"),
         ],
         env={"COLUMNS": "300"},
     )
@@ -312,3 +317,10 @@ def test_init_vectors_with_ngrams_keep_them(corpus_file, tmp_path):
     assert again.n_pretrained == len(first.words)
     _train(corpus_file, tmp_path / "w2v", init=str(tmp_path / "first"))
     assert np.array_equal(read_vectors(tmp_path / "w2v").ngrams, first.ngrams)  # type: ignore[arg-type]
+
+
+def test_min_count_one_learns_a_word_seen_once(corpus_file, tmp_path):
+    _train(corpus_file, tmp_path / "vec", min_count=1)
+    vectors = read_vectors(tmp_path / "vec")
+    assert RARE in vectors.words[vectors.n_pretrained :]
+    assert EmbedTrainConfig().min_count == 1  # the default
