@@ -335,3 +335,27 @@ def test_word_vectors_rank_beside_a_transformer():
     )
     scores = {r.candidate: r.scores["knn"] for r in res.rows}
     assert set(scores) == {"toy-vectors", "toy-bert"} and scores["toy-vectors"] > 0.9
+
+
+def test_compare_runs_word_vectors_against_scratch(tmp_path):
+    import json
+
+    import pandas as pd
+
+    from headstart.config import CompareConfig, DataConfig, RunConfig, TrainConfig
+    from headstart.workflows.compare import run_compare
+
+    texts = [f"{w} {x} {w}" for w in ("good", "bad", "pain") for x in TOY_WORDS[:20]]
+    src = tmp_path / "t.csv"
+    pd.DataFrame({"text": texts, "label": [t.split()[0] for t in texts]}).to_csv(src, index=False)
+    base = RunConfig(
+        data=DataConfig(source=str(src), test_fraction=0.3),
+        backbone=BackboneConfig(name="toy-vectors"),
+        train=TrainConfig(epochs=2, batch_size=8),
+    )
+    spec = CompareConfig(strategies=["scratch", "linear-probe"], budgets=[4], seeds=1)
+    result = run_compare(base, spec, tmp_path / "cmp", progress=False)
+    assert len(result.cells) == 2 and not result.not_run
+    doc = json.loads((tmp_path / "cmp" / "comparison.json").read_text())
+    acc = {s: v["accuracy"]["mean"] for s, v in doc["budgets"]["4"]["strategies"].items()}
+    assert acc["linear-probe"] == 1.0  # pretrained (toy) vectors: the class word decides
