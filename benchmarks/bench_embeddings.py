@@ -28,6 +28,11 @@ row already there is not run again. ``--report`` writes ``benchmarks/embeddings_
     python benchmarks/bench_embeddings.py                      # everything, 3 seeds
     python benchmarks/bench_embeddings.py --methods tfidf-lr,glove-sif-skip --seeds 1
     python benchmarks/bench_embeddings.py --report
+
+The MiniLM fine-tuning rows cost about 5 minutes each on 2 cores; they were run at 8 per
+class only, into ``embeddings_runs_ft.jsonl`` (``--budgets 8 --methods
+minilm-ft,minilm-ft-tokens --runs benchmarks/embeddings_runs_ft.jsonl``); the report reads
+every ``embeddings_runs*.jsonl``.
 """
 
 from __future__ import annotations
@@ -231,7 +236,8 @@ def _append(path: Path, row: dict) -> None:
 
 
 def report(runs: Path, out: Path) -> None:
-    rows = [json.loads(line) for line in runs.read_text().splitlines()]
+    files = sorted({runs, *runs.parent.glob("embeddings_runs*.jsonl")})
+    rows = [json.loads(line) for f in files if f.is_file() for line in f.read_text().splitlines()]
     lines = [
         "# Word embeddings as transfer",
         "",
