@@ -58,6 +58,18 @@ def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tenso
     return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
 
 
+def texts_of(samples: Any) -> Any:
+    """``samples.texts``, or the error a text backbone gives for samples without texts."""
+    texts = getattr(samples, "texts", None)
+    if texts is None or isinstance(texts, str):
+        raise BackboneError(
+            "text samples with .texts (a list of strings) and .labels",
+            f"a {type(samples).__name__}",
+            "load texts with headstart.data (e.g. from_texts) for a text backbone",
+        )
+    return texts
+
+
 # -- the backbones ----------------------------------------------------------------------------
 class TextBackbone(Backbone):
     """What every text backbone shares: the tokenizer (not a module, not in the state dict),
@@ -106,13 +118,7 @@ class TextBackbone(Backbone):
     # -- preprocessing ------------------------------------------------------------------------
     def make_dataset(self, samples: Any, train: bool = False, augment: str = "none") -> Any:
         """Tokenise ``samples.texts`` once (``augment`` does not apply to text)."""
-        texts = getattr(samples, "texts", None)
-        if texts is None or isinstance(texts, str):
-            raise BackboneError(
-                "text samples with .texts (a list of strings) and .labels",
-                f"a {type(samples).__name__}",
-                "load texts with headstart.data (e.g. from_texts) for a text backbone",
-            )
+        texts = texts_of(samples)
         return TextDataset(self.tokenizer, texts, samples.labels, self.max_length)
 
     def pool_layer(self, hidden: torch.Tensor, x: Any, module: nn.Module) -> torch.Tensor:

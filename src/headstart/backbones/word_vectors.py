@@ -43,6 +43,7 @@ from torch.utils.data import Dataset
 from headstart.backbones.base import Backbone, BackboneSpec, LayerGroup
 from headstart.backbones.catalog import BackboneEntry, entry_for
 from headstart.backbones.families import FAMILIES, BackboneFamily
+from headstart.backbones.text import texts_of
 from headstart.backbones.vectors_io import (
     PICKLE_SUFFIXES,
     WordVectors,
@@ -362,13 +363,7 @@ class WordVectorsBackbone(Backbone):
 
     # -- preprocessing --------------------------------------------------------------------
     def make_dataset(self, samples: Any, train: bool = False, augment: str = "none") -> Any:
-        texts = getattr(samples, "texts", None)
-        if texts is None or isinstance(texts, str):
-            raise BackboneError(
-                "text samples with .texts (a list of strings) and .labels",
-                f"a {type(samples).__name__}",
-                "load texts with headstart.data (e.g. from_texts) for a text backbone",
-            )
+        texts = texts_of(samples)
         return WordDataset(self, texts, samples.labels)
 
     def collate_fn(self) -> Callable[[list[Any]], Any] | None:
