@@ -31,7 +31,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -638,12 +638,6 @@ def _run_words(spec: BackboneSpec, run_dir: Path | None) -> list[str]:
         f"none in {run_dir}" if run_dir is not None else "no run folder given",
         "pass the run folder, or re-run `headstart fit` to write it",
     )
-
-
-def iter_corpus_words(texts: Sequence[str], tokenizer: WordTokenizer) -> Iterator[list[str]]:
-    """Each text as its list of words, as ``tokenizer`` splits them (for training vectors)."""
-    for text in texts:
-        yield tokenizer.split(str(text))
 
 
 FAMILIES.add("vectors", WordVectorsFamily(), help="word vectors: GloVe, word2vec, fastText")
