@@ -193,6 +193,9 @@ def fit(
     deterministic: Annotated[bool, _opt(TrainConfig, "deterministic", "--deterministic")] = _d(
         TrainConfig, "deterministic"
     ),
+    keep_checkpoint: Annotated[
+        bool, _opt(TrainConfig, "keep_checkpoint", "--keep-checkpoint")
+    ] = _d(TrainConfig, "keep_checkpoint"),
     resume: Annotated[
         bool,
         typer.Option(
@@ -313,7 +316,16 @@ RENAMED_OPTIONS = {
     "backbone": ("backbone", "name"),
     "strategy": ("strategy", "name"),
 }
-COMPARE_ONLY = ("strategies", "budgets", "seeds", "baseline", "alpha", "confidence", "time_budget")
+COMPARE_ONLY = (
+    "strategies",
+    "budgets",
+    "seeds",
+    "baseline",
+    "alpha",
+    "confidence",
+    "time_budget",
+    "keep_models",
+)
 
 
 def _run_config(
@@ -368,6 +380,9 @@ def compare(
     seeds: Annotated[int, _opt(CompareConfig, "seeds", "--seeds")] = _d(CompareConfig, "seeds"),
     time_budget: Annotated[float | None, _opt(CompareConfig, "time_budget", "--time-budget")] = _d(
         CompareConfig, "time_budget"
+    ),
+    keep_models: Annotated[str, _opt(CompareConfig, "keep_models", "--keep-models")] = _d(
+        CompareConfig, "keep_models"
     ),
     baseline: Annotated[str, _opt(CompareConfig, "baseline", "--baseline")] = _d(
         CompareConfig, "baseline"
@@ -434,6 +449,7 @@ def compare(
         alpha=alpha,
         confidence=confidence,
         time_budget=time_budget,
+        keep_models=keep_models,
     )
     options["patience"] = epochs  # the same training budget for every strategy
     base = _run_config(options, skip=(*COMPARE_ONLY, "out", "overwrite", "progress"))

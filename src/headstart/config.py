@@ -270,6 +270,11 @@ class TrainConfig:
     deterministic: bool = _f(False, "Use deterministic algorithms only (slower on GPU).")
     num_workers: int = _f(0, "Data loading worker processes.")
     checkpoint: bool = _f(True, "Save a checkpoint after every epoch, for --resume.")
+    keep_checkpoint: bool = _f(
+        False,
+        "Keep the training checkpoint (weights and optimiser state, for --resume) when the "
+        "run finishes; by default it is removed, since a finished run has nothing to resume.",
+    )
 
     def __post_init__(self) -> None:
         _positive(self, "epochs", "batch_size", "lr", "grad_accum", "patience")
@@ -286,6 +291,10 @@ class EvalConfig:
 
     def __post_init__(self) -> None:
         _positive(self, "batch_size")
+
+
+#: what --keep-models may keep of a sweep's cells
+KEEP_MODELS = ("best", "all", "none")
 
 
 @dataclass
@@ -306,6 +315,12 @@ class CompareConfig:
         "Minutes: start no new cell after this long (each run trains at least one); run "
         "the same command again to go on.",
     )
+    keep_models: str = _f(
+        "best",
+        "Which cells keep their model once the comparison is complete: best (the cells of "
+        "the most accurate strategy at each budget), all, or none. The others keep what "
+        "the report needs (metrics, history, test predictions).",
+    )
 
     def __post_init__(self) -> None:
         if not self.strategies:
@@ -322,6 +337,7 @@ class CompareConfig:
             )
         self.budgets = sorted({int(b) for b in self.budgets})
         _positive(self, "seeds", "time_budget")
+        _choice(self, "keep_models", KEEP_MODELS)
         for name in ("alpha", "confidence"):
             v = getattr(self, name)
             if not 0.0 < v < 1.0:

@@ -117,9 +117,18 @@ RUN_OUTPUTS = (
     "config.yaml",
     "labels.json",
     "tokenizer",
+    "vectors",
+    "export",
     "zeroshot.json",
     "predictions.csv",
+    "model-removed.json",
 )
+#: what a finished run needs only to predict (or to resume): removed from sweep cells
+#: whose model is not kept (``--keep-models``); their metrics, history and test
+#: predictions stay, which is all their reports read
+MODEL_FILES = ("model.safetensors", "checkpoint", "tokenizer", "vectors", "export")
+#: written by a cell whose model was removed, naming why (read by :func:`load`)
+MODEL_REMOVED = RUN_OUTPUTS[-1]
 
 
 def earlier_outputs(out: Path) -> list[str]:
@@ -137,8 +146,52 @@ def clear_outputs(out: Path) -> None:
             path.unlink()
 
 
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
+def remove_checkpoint(run_dir: Path) -> int:
+    """Remove the training checkpoint of a finished run; returns the bytes freed."""
+    folder = run_dir / "checkpoint"
+    if not folder.is_dir():
+        return 0
+    freed = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+    shutil.rmtree(folder, ignore_errors=True)
+    return freed
+
+
+def remove_model(run_dir: Path, reason: str) -> int:
+    """Keep only what a finished run's reports read: remove :data:`MODEL_FILES` and say
+    why in :data:`MODEL_REMOVED`; returns the bytes freed."""
+    freed = 0
+    for name in MODEL_FILES:
+        path = run_dir / name
+        if path.is_file():
+            freed += path.stat().st_size
+        elif path.is_dir():
+            freed += sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+        _remove(path)
+    write_json(run_dir / MODEL_REMOVED, {"reason": reason})
+    return freed
+
+
 def _require(run_dir: Path, name: str) -> Path:
     p = run_dir / name
+    removed = run_dir / MODEL_REMOVED
+    if not p.is_file() and name == "model.safetensors" and removed.is_file():
+        try:
+            reason = str(json.loads(removed.read_text())["reason"])
+        except (json.JSONDecodeError, KeyError, TypeError):
+            reason = "to save space"
+        raise RunFolderError(
+            "a run folder with its model.safetensors",
+            f"a finished run in {run_dir} whose model was removed ({reason})",
+            "run the comparison again with --keep-models all (its other cells are reused), "
+            "or `headstart fit` this cell's settings on their own",
+        )
     if not p.is_file():
         raise RunFolderError(
             f"a run folder with {name}",
@@ -221,9 +274,10 @@ class Predictor:
                 f"format {labels['format_version']}",
                 "upgrade headstart",
             )
+        weights = _require(run_dir, "model.safetensors")
         backbone = backbone_from_spec(spec, len(classes), run_dir)
         try:
-            backbone.load_state_dict(load_file(str(_require(run_dir, "model.safetensors"))))
+            backbone.load_state_dict(load_file(str(weights)))
         except Exception as e:  # truncated file, or weights of another architecture
             raise RunFolderError(
                 f"model.safetensors matching {spec.arch} with {len(classes)} classes",
@@ -419,8 +473,9 @@ def check_out(out: Path, resume: bool, overwrite: bool) -> None:
         clear_outputs(out)
 
 
-#: settings a resumed run may change: where and how fast it runs, not what it computes
-MAY_CHANGE_ON_RESUME = ("train.device", "train.num_workers")
+#: settings a resumed run may change: where and how fast it runs, and what it keeps, not
+#: what it computes
+MAY_CHANGE_ON_RESUME = ("train.device", "train.num_workers", "train.keep_checkpoint")
 #: values that ask headstart to choose; the run's config holds what was chosen
 _CHOOSE = (None, "auto")
 
@@ -509,9 +564,17 @@ def resumed_config(run_dir: Path, given: RunConfig) -> RunConfig:
             "(another --out, or --overwrite)",
         )
     train = dataclasses.replace(
-        saved.train, device=given.train.device, num_workers=given.train.num_workers
+        saved.train,
+        device=given.train.device,
+        num_workers=given.train.num_workers,
+        keep_checkpoint=given.train.keep_checkpoint,
     )
     return dataclasses.replace(saved, train=train)
+
+
+def is_finished(run_dir: Path) -> bool:
+    """Whether the run in ``run_dir`` finished: ``metrics.json``, written last, is there."""
+    return (run_dir / "metrics.json").is_file()
 
 
 def can_resume(run_dir: Path) -> bool:

@@ -44,11 +44,11 @@ def test_run_folder_round_trip_gives_identical_predictions(image_folder, tmp_pat
         "labels.json",
         "metrics.json",
         "history.jsonl",
-        "checkpoint",
         "calibration.json",
         "predictions.safetensors",
         "report.html",
     } <= names
+    assert "checkpoint" not in names  # a finished run keeps no training checkpoint
     every = [p for p in out.rglob("*") if p.is_file() and p.name != ".headstart.lock"]
     assert {p.suffix for p in every} <= {".safetensors", ".json", ".yaml", ".jsonl", ".html"}
     assert (out / ".headstart.lock").read_text() == ""  # released: no holder named

@@ -44,7 +44,7 @@ from headstart.evaluation.report import (
     comparison_rows,
 )
 from headstart.features import EmbeddingCache
-from headstart.runfolder import can_resume, check_out_folder, write_json
+from headstart.runfolder import can_resume, check_out_folder, remove_model, write_json
 from headstart.storage import atomic_write, locked, write_csv
 from headstart.strategies import build_strategy
 from headstart.workflows.fit import fit
@@ -260,7 +260,7 @@ def run_compare(
         settings_file=SETTINGS_FILE,
         result_file="metrics.json",
         # the time budget may change between runs: it limits a run, not the results
-        may_change=("compare.time_budget",),
+        may_change=("compare.time_budget", "compare.keep_models"),
         owned=OUTPUTS,
         kind="comparison",
     )
@@ -296,8 +296,45 @@ def run_compare(
     result = CompareResult(out, summary, cells, not_run, time.perf_counter() - t0)
     _write_outputs(result, spec, metrics_of, data)
     print_comparison(summary, console)
+    if not not_run:  # a comparison still going on may yet need any model
+        freed = keep_models(out, cells, spec.keep_models)
+        if freed:
+            console.print(
+                f"[bold]models[/] kept: {spec.keep_models} (--keep-models); "
+                f"{freed / 2**20:.1f} MB of other cells' models removed"
+            )
     console.print(f"[bold green]comparison[/] {out} (report.html, comparison.json, .csv)")
     return result
+
+
+def kept_cells(cells: list[Cell], keep: str) -> set[tuple[str, int, int]]:
+    """The cells whose model ``--keep-models keep`` keeps: all, none, or (best) every seed
+    of the strategy with the highest mean test accuracy at each budget."""
+    if keep == "all":
+        return {(c.strategy, c.budget, c.seed) for c in cells}
+    if keep == "none":
+        return set()
+    kept: set[tuple[str, int, int]] = set()
+    for budget in sorted({c.budget for c in cells}):
+        at = [c for c in cells if c.budget == budget]
+        by_strategy: dict[str, list[float]] = {}
+        for c in at:
+            by_strategy.setdefault(c.strategy, []).append(c.accuracy)
+        best = max(by_strategy, key=lambda s: float(np.mean(by_strategy[s])))
+        kept |= {(c.strategy, c.budget, c.seed) for c in at if c.strategy == best}
+    return kept
+
+
+def keep_models(out: Path, cells: list[Cell], keep: str) -> int:
+    """Remove the models of the cells ``keep`` does not keep (their metrics, history and
+    test predictions stay: the report reads only those); returns the bytes freed."""
+    kept = kept_cells(cells, keep)
+    freed = 0
+    for c in cells:
+        folder = cell_dir(out, c.strategy, c.budget, c.seed)
+        if (c.strategy, c.budget, c.seed) not in kept and (folder / "model.safetensors").exists():
+            freed += remove_model(folder, f"compare --keep-models {keep}")
+    return freed
 
 
 def _forgetting_rows(metrics_of: dict[tuple[str, int, int], dict[str, Any]]) -> list[dict]:

@@ -5,6 +5,7 @@ estimator both call :func:`fit`."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ from headstart.data.loading import (
 )
 from headstart.device import resolve_device, seed_everything, seeded
 from headstart.errors import BackboneError, ConfigError
+from headstart.evaluation.report import read_history
 from headstart.evaluation.run import (
     evaluate_run,
     leave_one_out,
@@ -44,6 +46,9 @@ from headstart.heads.prototypes import leave_one_out_predictions
 from headstart.paths import is_dir
 from headstart.runfolder import (
     check_out,
+    is_finished,
+    load,
+    remove_checkpoint,
     resumed_config,
     save_config,
     save_results,
@@ -261,7 +266,27 @@ def fit(
         check_out(out, resume, overwrite)
         if resume:
             cfg = resumed_config(out, cfg)
+            if is_finished(out):
+                return _finished(out, cfg, console)
         return _fit(cfg, out, resume, progress, console, data, cache, target)
+
+
+def _finished(out: Path, cfg: RunConfig, console: Console) -> FitResult:
+    """``--resume`` of a finished run: nothing is trained again; the run as it is."""
+    metrics = json.loads((out / "metrics.json").read_text())
+    console.print(
+        f"[bold]resume[/]: the run in {out} is finished, nothing is left to train (pass "
+        "--overwrite instead of --resume to train it again)"
+    )
+    model = load(out, cfg.train.device)
+    return FitResult(
+        out,
+        model.backbone,
+        model.classes,
+        metrics,
+        read_history(out / "history.jsonl"),
+        float(metrics.get("seconds", 0.0)),
+    )
 
 
 def _fit(
@@ -386,6 +411,8 @@ def _fit(
         cache={"hits": cache.hits - hits0, "misses": cache.misses - misses0},
     )
     save_results(out, cfg, backbone, metrics, outputs, console)
+    if not cfg.train.keep_checkpoint:  # a finished run has nothing to resume
+        remove_checkpoint(out)
     return FitResult(out, backbone, data.classes, metrics, history, metrics["seconds"])
 
 
