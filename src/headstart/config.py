@@ -713,7 +713,9 @@ class ServeConfig:
         32, "Most inputs per forward pass, gathered across requests (1: no batching)."
     )
     batch_wait_ms: float = _f(
-        5.0, "How long a batch waits for more requests before it runs, in milliseconds."
+        5.0,
+        "How long a batch waits, at most, for requests still being received, in "
+        "milliseconds (a lone request runs at once).",
     )
     top_k: int = _f(5, "Labels per input in a response, unless the request asks ?top_k=N.")
     device: str = _like(TrainConfig, "device")

@@ -576,3 +576,22 @@ def test_fuzzing_the_api_finds_no_server_error(main):
     assert len(statuses) >= 40 and 500 not in statuses
     assert {400, 404} <= set(statuses)  # the fuzzer reached the predict routes
     assert "Traceback" not in main.log
+
+
+# -- the load benchmark, bounded ---------------------------------------------------------------
+
+
+def test_the_load_benchmark_gets_only_200s(main, runs):
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_serve.py"
+    spec = importlib.util.spec_from_file_location("bench_serve", path)
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    images = [p.read_bytes() for p in _files(runs)]
+    url = f"{main.url}/models/shapes/predict"
+    with ThreadPoolExecutor(1) as pool:  # a thread of its own: the browser's loop runs here
+        result = pool.submit(bench.load_test, url, images, 8, 16).result()
+    assert result["codes"] == [200] and result["ok"] == result["requests"] == 16
+    assert result["rps"] > 0 and 0 < result["p50_ms"] <= result["p99_ms"]

@@ -1,9 +1,10 @@
 """``headstart serve``: run folders behind an HTTP API and a web page.
 
 One process serves one or more run folders, each under its name. Requests for one model
-are queued and run in batches (up to ``max_batch`` inputs, gathered for at most
-``batch_wait_ms``) by one worker task per model, which runs the forward pass in a thread
-of its own so that the event loop keeps accepting requests.
+are queued and run in batches by one worker task per model, which runs the forward pass
+in a thread of its own so that the event loop keeps accepting requests. A batch takes
+what is queued, up to ``max_batch`` inputs, and waits at most ``batch_wait_ms`` for more
+only while other requests are still being received: a lone request runs at once.
 
 Safe by default: the server listens on 127.0.0.1 only; ``--token`` requires a bearer
 token on everything but ``/health`` and the page; a request body over the size limit is
@@ -194,6 +195,8 @@ class Batcher:
     max_batch: int
     wait_s: float
     stats: BatchStats = field(default_factory=BatchStats)
+    #: requests whose body is being read or decoded: the inputs a batch may wait for
+    arriving: int = 0
     queue: asyncio.Queue[_Job] | None = None
     _carry: _Job | None = None
     _executor: ThreadPoolExecutor = field(
@@ -222,8 +225,8 @@ class Batcher:
             return None
 
     async def run(self) -> None:
-        """Forever: take a job, add more until the batch is full or the wait is over, run
-        the batch, and answer each job with its rows."""
+        """Forever: take a job, add more until the batch is full, the wait is over or no
+        other request is on its way, run the batch, and answer each job with its rows."""
         self.queue = asyncio.Queue()
         loop = asyncio.get_running_loop()
         while True:
@@ -232,6 +235,8 @@ class Batcher:
             jobs, n = [first], len(first.inputs)
             deadline = loop.time() + self.wait_s
             while n < self.max_batch:
+                if self.arriving == 0 and self.queue.empty() and self._carry is None:
+                    break  # nothing else on its way: a lone request does not wait
                 job = await self._next(deadline - loop.time())
                 if job is None:
                     break
@@ -688,10 +693,14 @@ def create_app(models: dict[str, Served], cfg: ServeConfig) -> Any:
         }
 
     async def predict_with(served: Served, request: Request, top_k: int | None) -> Any:
-        if served.modality == "text":
-            inputs, names = await read_texts(request, cfg)
-        else:
-            inputs, names = await read_images(request, cfg)
+        served.batcher.arriving += 1
+        try:
+            if served.modality == "text":
+                inputs, names = await read_texts(request, cfg)
+            else:
+                inputs, names = await read_images(request, cfg)
+        finally:
+            served.batcher.arriving -= 1
         try:
             rows = await served.batcher.submit(inputs)
         except HeadstartError as e:
