@@ -30,6 +30,7 @@ from headstart.config import (
     MetaConfig,
     RankConfig,
     RunConfig,
+    ServeConfig,
     StrategyConfig,
     TrainConfig,
     ZeroShotConfig,
@@ -965,6 +966,67 @@ def demo(
         console=console,
     )
     print_demo_table(rows, console)
+
+
+@app.command()
+def serve(
+    runs: Annotated[
+        list[str],
+        typer.Argument(
+            help="Run folders written by `headstart fit`, each served under its folder name, "
+            "or under NAME with NAME=FOLDER."
+        ),
+    ],
+    host: Annotated[str, _opt(ServeConfig, "host", "--host")] = _d(ServeConfig, "host"),
+    port: Annotated[int, _opt(ServeConfig, "port", "--port")] = _d(ServeConfig, "port"),
+    token: Annotated[
+        str | None,
+        typer.Option(
+            "--token",
+            envvar="HEADSTART_TOKEN",
+            show_envvar=False,
+            help=help_for(ServeConfig, "token"),
+        ),
+    ] = _d(ServeConfig, "token"),
+    max_body_mb: Annotated[float, _opt(ServeConfig, "max_body_mb", "--max-body-mb")] = _d(
+        ServeConfig, "max_body_mb"
+    ),
+    max_inputs: Annotated[int, _opt(ServeConfig, "max_inputs", "--max-inputs")] = _d(
+        ServeConfig, "max_inputs"
+    ),
+    max_batch: Annotated[int, _opt(ServeConfig, "max_batch", "--max-batch")] = _d(
+        ServeConfig, "max_batch"
+    ),
+    batch_wait_ms: Annotated[float, _opt(ServeConfig, "batch_wait_ms", "--batch-wait-ms")] = _d(
+        ServeConfig, "batch_wait_ms"
+    ),
+    top_k: Annotated[int, _opt(ServeConfig, "top_k", "--top-k", "-k")] = _d(ServeConfig, "top_k"),
+    device: Annotated[str, _opt(ServeConfig, "device", "--device")] = _d(ServeConfig, "device"),
+    engine: Annotated[str, _opt(ServeConfig, "engine", "--engine")] = _d(ServeConfig, "engine"),
+) -> None:
+    """Serve run folders over HTTP: a JSON API (/predict, /info, /docs) and a web page at /.
+    Needs the extra: pip install 'headstart[serve]'."""
+    cfg = ServeConfig(
+        host=host,
+        port=port,
+        token=token,
+        max_body_mb=max_body_mb,
+        max_inputs=max_inputs,
+        max_batch=max_batch,
+        batch_wait_ms=batch_wait_ms,
+        top_k=top_k,
+        device=device,
+        engine=engine,
+    )
+    try:
+        from headstart.workflows.serve import run_serve
+    except ImportError as e:
+        raise ConfigError(
+            "FastAPI, uvicorn and python-multipart for `headstart serve`",
+            f"{e.name or 'one of them'} not installed",
+            "pip install 'headstart[serve]'",
+        ) from e
+    run_serve(runs, cfg, console)
 
 
 def _terminated(signum: int, frame: Any) -> None:

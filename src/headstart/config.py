@@ -700,6 +700,62 @@ class EmbedTrainConfig:
             raise ConfigError("init word vectors", "an empty name", "pass --init glove-6b-50d")
 
 
+#: what ``headstart serve --engine`` accepts (``auto``: ONNX when the run folder has an
+#: exported model and onnxruntime is installed, else torch)
+SERVE_ENGINES = ("auto", "onnx", "torch")
+
+
+@dataclass
+class ServeConfig:
+    """``headstart serve``: run folders behind an HTTP API and a web page."""
+
+    host: str = _f(
+        "127.0.0.1",
+        "Address to listen on. The default answers this machine only; 0.0.0.0 listens on "
+        "every network interface (then set --token).",
+    )
+    port: int = _f(8000, "TCP port to listen on.")
+    token: str | None = _f(
+        None,
+        "Require this bearer token (header `Authorization: Bearer TOKEN`) on every request "
+        "but /health and the web page; default: the HEADSTART_TOKEN environment variable, "
+        "else none.",
+    )
+    max_body_mb: float = _f(
+        16.0, "Largest request body in MB; a larger one is refused (413) before it is read."
+    )
+    max_inputs: int = _f(64, "Most images or texts in one request (more: 400).")
+    max_batch: int = _f(
+        32, "Most inputs per forward pass, gathered across requests (1: no batching)."
+    )
+    batch_wait_ms: float = _f(
+        5.0,
+        "How long a batch waits, at most, for requests still being received, in "
+        "milliseconds (a lone request runs at once).",
+    )
+    top_k: int = _f(5, "Labels per input in a response, unless the request asks ?top_k=N.")
+    device: str = _like(TrainConfig, "device")
+    engine: str = _f(
+        "auto",
+        "Inference engine: auto (ONNX when the run folder has an exported model), onnx or torch.",
+    )
+
+    def __post_init__(self) -> None:
+        _positive(self, "max_body_mb", "max_inputs", "max_batch", "top_k")
+        if not 0 <= self.port <= 65535:
+            raise ConfigError("--port from 0 to 65535", repr(self.port), "pass e.g. --port 8000")
+        if not 0 <= self.batch_wait_ms <= 10_000:
+            raise ConfigError(
+                "--batch-wait-ms from 0 to 10000", repr(self.batch_wait_ms), "pass e.g. 5"
+            )
+        if not self.host:
+            raise ConfigError("a --host address", "an empty one", "pass --host 127.0.0.1")
+        if self.token is not None and not self.token.strip():
+            raise ConfigError("a non-empty --token", "an empty one", "drop --token or set one")
+        _choice(self, "engine", SERVE_ENGINES)
+        _choice(self, "device", ("auto", "cpu", "cuda"))
+
+
 SECTIONS: dict[str, type] = {
     "data": DataConfig,
     "backbone": BackboneConfig,
