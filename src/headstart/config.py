@@ -298,8 +298,8 @@ class PredictConfig:
 
     engine: str = _f(
         "auto",
-        "Prediction engine: auto (onnxruntime when the run has a fresh `headstart export` "
-        "and the device is the CPU, else torch), onnx or torch.",
+        "Prediction engine: auto (onnxruntime for an image run with a fresh `headstart "
+        "export` on the CPU, else torch), onnx or torch.",
     )
 
     def __post_init__(self) -> None:

@@ -4,19 +4,22 @@ Two engines share one batching loop and one preprocessing (the backbone's own
 ``make_dataset`` and ``collate_fn``, so both see identical inputs):
 
 - ``torch``: the backbone itself under ``torch.inference_mode``, convnets in channels-last
-  memory format, in float32. bfloat16 autocast is not used: on the benchmark runs
-  (``benchmarks/bench_inference.py``) it was slower on this kind of CPU for these small
-  models and changed some top-1 predictions, so exact float32 stays the rule;
+  memory format, in float32. The rule is exact float32: bfloat16 autocast (this CPU has
+  AMX-BF16) was faster in ``benchmarks/bench_inference.py`` (224 px images 16.5 s vs
+  30.7 s, MiniLM texts 8.4 s vs 18.9 s) but changed 1.1-1.7% of the top-1 predictions of
+  the three Fashion-MNIST runs, a visible change; a caller who accepts it can wrap
+  ``predict`` in ``torch.autocast("cpu", dtype=torch.bfloat16)``;
 - ``onnx``: onnxruntime on ``RUN/export/model.onnx`` (written by ``headstart export``), with
   all graph optimisations on and as many intra-op threads as torch uses. It is used only
   while the export is fresh: ``export.json`` records the sha256 of the ``model.safetensors``
   it was exported from, and a refitted run no longer matches it.
 
-``auto`` picks ``onnx`` on CPU when the run has a fresh export and onnxruntime imports,
-otherwise ``torch``. Batches are formed by a small thread pool that decodes and resizes the
-next batch's images while the model runs on the current one (PIL and torch release the
-GIL); texts are batched by length, longest first, so little padding is computed, and the
-logits come back in the order of the inputs.
+``auto`` picks ``onnx`` on the CPU for an image run with a fresh export (onnxruntime
+importable), otherwise ``torch``: measured, onnxruntime was 2-5x faster than torch on the
+convnets and slower on the MiniLM text encoder. Batches can be decoded by a small thread
+pool while the model runs (:data:`DECODE_THREADS`, off by default: on 2 cores it was
+slower); texts are batched by length, longest first, so little padding is computed, and
+the logits come back in the order of the inputs.
 """
 
 from __future__ import annotations
@@ -40,8 +43,16 @@ ENGINES = ("auto", "onnx", "torch")
 #: the folder ``headstart export`` writes inside a run folder by default
 EXPORT_DIR = "export"
 EXPORT_FORMAT_VERSION = 1
-#: threads decoding images for the next batch while the model runs
-DECODE_THREADS = 2
+#: threads decoding the next batch's images while the model runs; 0: in turn, in the
+#: calling thread. Measured on 2 cores (benchmarks/bench_inference.py) the pool was slower
+#: (1,000 PNGs at 64 px: 2.65 s with 2 threads, 1.84 s in turn; at 224 px 30.7 s vs
+#: 28.1 s): its threads take the cores the model's own threads use. Raise it on machines
+#: with cores to spare.
+DECODE_THREADS = 0
+#: the modalities ``auto`` runs on onnxruntime: for text encoders the exported graph was
+#: slower than torch (445 BBC News texts, MiniLM-L6: 28.7 s vs 18.9 s), for convnets much
+#: faster (1,000 images at 224 px: 9.2 s vs 30.7 s)
+ONNX_AUTO_MODALITIES = ("image",)
 
 
 @dataclass
@@ -87,9 +98,12 @@ def onnxruntime_available() -> bool:
     return True
 
 
-def choose_engine(engine: str, run_dir: Path | None, device: torch.device | str) -> str:
+def choose_engine(
+    engine: str, run_dir: Path | None, device: torch.device | str, modality: str = "image"
+) -> str:
     """``onnx`` or ``torch`` for the ``engine`` asked for (auto, onnx, torch); ``onnx``
-    without a fresh export, without onnxruntime or off the CPU is an error."""
+    without a fresh export, without onnxruntime or off the CPU is an error. ``auto`` is
+    ``onnx`` for a run of :data:`ONNX_AUTO_MODALITIES` with a fresh export on the CPU."""
     if engine not in ENGINES:
         raise ConfigError(
             f"an engine among {', '.join(ENGINES)}", repr(engine), "pass --engine auto"
@@ -100,7 +114,8 @@ def choose_engine(engine: str, run_dir: Path | None, device: torch.device | str)
     state = export_state(run_dir) if run_dir is not None else None
     usable = state is not None and state.fresh and device.type == "cpu"
     if engine == "auto":
-        return "onnx" if usable and onnxruntime_available() else "torch"
+        fast = modality in ONNX_AUTO_MODALITIES
+        return "onnx" if usable and fast and onnxruntime_available() else "torch"
     if run_dir is None or state is None:
         raise RunFolderError(
             "a run folder with an ONNX export for --engine onnx",
@@ -134,12 +149,14 @@ def batches(
     collate: Callable[[list[Any]], Any] | None,
     batch_size: int,
     order: Sequence[int] | None = None,
-    threads: int = DECODE_THREADS,
+    threads: int | None = None,
 ) -> Iterator[tuple[list[int], Any]]:
     """``(indices, batch input)`` over ``ds`` in ``order`` (default: as is); the items of the
-    next batch are read by ``threads`` threads while the caller works on the current one."""
+    next batch are read by ``threads`` threads (default :data:`DECODE_THREADS`; 0 or 1: in
+    this thread, in turn) while the caller works on the current one."""
     from torch.utils.data import default_collate
 
+    threads = DECODE_THREADS if threads is None else threads
     join = collate or default_collate
     idx = list(order) if order is not None else list(range(len(ds)))
     chunks = [idx[i : i + batch_size] for i in range(0, len(idx), batch_size)]

@@ -181,8 +181,8 @@ def collect_images(inputs: Sequence[str | Path]) -> list[Path]:
 class Predictor:
     """A trained model loaded from a run folder.
 
-    ``engine``: ``auto`` (onnxruntime when the run has a fresh ``headstart export`` and the
-    device is the CPU, else torch), ``onnx`` or ``torch``; :attr:`engine` says which runs
+    ``engine``: ``auto`` (onnxruntime for an image run with a fresh ``headstart export`` on
+    the CPU, else torch), ``onnx`` or ``torch``; :attr:`engine` says which runs
     (see :mod:`headstart.engines`). Both read the same preprocessed batches and return
     logits, turned into probabilities by the same temperature softmax."""
 
@@ -206,7 +206,7 @@ class Predictor:
         self.backbone.to(self.device).eval()
         self.run_dir = Path(run_dir) if run_dir is not None else None
         #: the engine that computes the logits: "onnx" or "torch"
-        self.engine = choose_engine(engine, self.run_dir, self.device)
+        self.engine = choose_engine(engine, self.run_dir, self.device, backbone.spec.modality)
         self._engine: TorchEngine | OnnxEngine = make_engine(
             self.engine, self.backbone, self.device, self.run_dir
         )

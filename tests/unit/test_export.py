@@ -8,6 +8,7 @@ import shutil
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
@@ -23,7 +24,7 @@ from headstart.config import (
     StrategyConfig,
     TrainConfig,
 )
-from headstart.engines import export_state
+from headstart.engines import batches, export_state
 from headstart.errors import BackboneError, ConfigError, DataError, RunFolderError
 from headstart.runfolder import read_temperature
 from headstart.workflows.export import check_exportable, run_export
@@ -209,7 +210,8 @@ def test_cli_export_of_a_text_run_end_to_end(tmp_path, strategy, exporter):
     assert (folder / "tokenizer" / "tokenizer.json").is_file()
     assert [i["name"] for i in pre["inputs"]][:2] == ["input_ids", "attention_mask"]
     assert pre["text"]["max_length"] > 0 and pre["text"]["text_columns"] == ["review"]
-    onnx, ref = load(run, device="cpu"), load(run, device="cpu", engine="torch")
+    assert load(run, device="cpu").engine == "torch"  # auto: onnx only for images
+    onnx, ref = load(run, device="cpu", engine="onnx"), load(run, device="cpu", engine="torch")
     assert onnx.engine == "onnx"
     p_onnx, p_torch = onnx.predict_proba(texts, batch_size=5), ref.predict_proba(texts)
     np.testing.assert_allclose(p_onnx, p_torch, atol=1e-5)
@@ -218,3 +220,13 @@ def test_cli_export_of_a_text_run_end_to_end(tmp_path, strategy, exporter):
     np.testing.assert_allclose(p_onnx[:4], single, atol=1e-5)
     r = runner.invoke(app, ["predict", str(run), texts[0], "--engine", "torch"])
     assert r.exit_code == 0 and "engine torch" in " ".join(r.output.split())
+
+
+def test_batches_from_the_decode_pool_match_those_read_in_turn():
+    ds = [(torch.full((2,), float(i)), i) for i in range(10)]
+    order = [9, 3, 1, 0, 2, 8, 4, 5, 7, 6]
+    serial = list(batches(ds, None, 3, order, threads=0))
+    pooled = list(batches(ds, None, 3, order, threads=2))
+    assert [i for i, _ in pooled] == [order[:3], order[3:6], order[6:9], order[9:]]
+    for (i1, x1), (i2, x2) in zip(serial, pooled, strict=True):
+        assert i1 == i2 and torch.equal(x1, x2)

@@ -67,7 +67,7 @@ from headstart.strategies import build_strategy
 SAMPLE_SEED = 0
 ONNX_OPSET = 18
 SUPPORTED = (
-    "timm image backbones (e.g. efficientnet-lite0, toy-efficientnet) and Hugging Face text "
+    "timm image backbones (e.g. efficientnet_lite0, toy-efficientnet) and Hugging Face text "
     "encoders (e.g. minilm-l6, toy-bert), plain or with probe features (the default "
     "small-data run)"
 )
@@ -130,7 +130,7 @@ def check_exportable(backbone: Backbone) -> None:
         f"a run whose backbone can be exported to ONNX: {SUPPORTED}",
         f"{backbone.spec.name} ({why})",
         "export a run trained on one of those backbones (fit again with --backbone "
-        "efficientnet-lite0 or minilm-l6), or predict this run with `headstart predict` "
+        "efficientnet_lite0 or minilm-l6), or predict this run with `headstart predict` "
         "(torch)",
     )
 
