@@ -338,7 +338,7 @@ def export(
     ),
 ) -> None:
     """Export a run's model to ONNX (RUN/export), checked against the run's own logits;
-    predict and evaluate then use onnxruntime on the CPU."""
+    predict and evaluate then run an exported image run on onnxruntime (CPU)."""
     from headstart.workflows.export import run_export
 
     cfg = ExportConfig(
