@@ -26,8 +26,10 @@ from headstart.config import (
     DataConfig,
     EmbedTrainConfig,
     EvalConfig,
+    ExportConfig,
     FewShotConfig,
     MetaConfig,
+    PredictConfig,
     RankConfig,
     RunConfig,
     ServeConfig,
@@ -115,6 +117,7 @@ VAL_FRACTION_OPT = Annotated[float, _opt(DataConfig, "val_fraction", "--val-frac
 VAL_OPT = Annotated[str | None, _opt(DataConfig, "val", "--val")]
 WEIGHTS_OPT = Annotated[str | None, _opt(BackboneConfig, "weights", "--weights")]
 WEIGHT_DECAY_OPT = Annotated[float, _opt(TrainConfig, "weight_decay", "--weight-decay")]
+ENGINE_OPT = Annotated[str, _opt(PredictConfig, "engine", "--engine")]
 
 
 @app.callback()
@@ -277,11 +280,15 @@ def evaluate(
         EvalConfig, "batch_size"
     ),
     device: DEVICE_OPT = _d(TrainConfig, "device"),
+    engine: ENGINE_OPT = _d(PredictConfig, "engine"),
 ) -> None:
     """Evaluate a trained run on labelled images or texts: accuracy, macro-F1, per class."""
     from headstart.workflows.evaluate import run_evaluate
 
-    run_evaluate(run, source, output, text_col, label_col, skip_bad, batch_size, device, console)
+    PredictConfig(engine=engine)
+    run_evaluate(
+        run, source, output, text_col, label_col, skip_bad, batch_size, device, console, engine
+    )
 
 
 @app.command()
@@ -304,11 +311,50 @@ def predict(
     ] = None,
     skip_bad: SKIP_BAD_OPT = _d(DataConfig, "skip_bad"),
     device: DEVICE_OPT = _d(TrainConfig, "device"),
+    engine: ENGINE_OPT = _d(PredictConfig, "engine"),
 ) -> None:
     """Predict the top-k labels of images or texts with a trained run."""
     from headstart.workflows.predict import run_predict
 
-    run_predict(run, inputs, top_k, output, batch_size, text_col, skip_bad, device, console)
+    PredictConfig(engine=engine)
+    run_predict(run, inputs, top_k, output, batch_size, text_col, skip_bad, device, console, engine)
+
+
+@app.command()
+def export(
+    run: Annotated[Path, typer.Argument(help="Run folder written by `headstart fit`.")],
+    format: Annotated[str, _opt(ExportConfig, "format", "--format")] = _d(ExportConfig, "format"),
+    quantize: Annotated[str, _opt(ExportConfig, "quantize", "--quantize")] = _d(
+        ExportConfig, "quantize"
+    ),
+    out: Annotated[str | None, _opt(ExportConfig, "out", "--out")] = _d(ExportConfig, "out"),
+    tolerance: Annotated[float, _opt(ExportConfig, "tolerance", "--tolerance")] = _d(
+        ExportConfig, "tolerance"
+    ),
+    parity: Annotated[bool, _opt(ExportConfig, "parity", "--parity/--no-parity")] = _d(
+        ExportConfig, "parity"
+    ),
+    parity_samples: Annotated[int, _opt(ExportConfig, "parity_samples", "--parity-samples")] = _d(
+        ExportConfig, "parity_samples"
+    ),
+    batch_size: Annotated[int, _opt(ExportConfig, "batch_size", "--batch-size")] = _d(
+        ExportConfig, "batch_size"
+    ),
+) -> None:
+    """Export a run's model to ONNX (RUN/export), checked against the run's own logits;
+    predict and evaluate then run an exported image run on onnxruntime (CPU)."""
+    from headstart.workflows.export import run_export
+
+    cfg = ExportConfig(
+        format=format,
+        quantize=quantize,
+        out=out,
+        tolerance=tolerance,
+        parity=parity,
+        parity_samples=parity_samples,
+        batch_size=batch_size,
+    )
+    run_export(run, cfg, console)
 
 
 #: CLI option names that differ from their config field: option -> (section, field)

@@ -297,6 +297,57 @@ class EvalConfig:
 KEEP_MODELS = ("best", "all", "none")
 
 
+#: the engines that compute a loaded run's logits (see headstart.engines)
+ENGINE_CHOICES = ("auto", "onnx", "torch")
+
+
+@dataclass
+class PredictConfig:
+    """How ``headstart predict`` and ``evaluate`` (and ``headstart.load``) run a model."""
+
+    engine: str = _f(
+        "auto",
+        "Prediction engine: auto (onnxruntime for an image run with a fresh `headstart "
+        "export` on the CPU, else torch), onnx or torch.",
+    )
+
+    def __post_init__(self) -> None:
+        _choice(self, "engine", ENGINE_CHOICES)
+
+
+@dataclass
+class ExportConfig:
+    """``headstart export``: a run's model as ONNX, checked against the run's own model."""
+
+    format: str = _f("onnx", "Export format (onnx).")
+    quantize: str = _f(
+        "none",
+        "Also write an int8 model.int8.onnx: int8 (dynamic for text encoders, static QDQ "
+        "calibrated on training images for convnets), or none.",
+    )
+    out: str | None = _f(None, "Output folder (default: RUN/export, which predict uses).")
+    tolerance: float = _f(
+        1e-3,
+        "Parity check: the largest |ONNX - torch| logit difference allowed, relative to the "
+        "logit scale (max(1, largest |torch logit|)).",
+    )
+    parity: bool = _f(
+        True,
+        "Check the ONNX logits against the run's model on a sample of its test split (needs "
+        "the run's data); --no-parity skips it.",
+    )
+    parity_samples: int = _f(64, "How many test inputs the parity check compares.")
+    calibration_samples: int = _f(
+        128, "Training images that calibrate static int8 quantisation (convnets)."
+    )
+    batch_size: int = _f(64, "Batch size of the checks.")
+
+    def __post_init__(self) -> None:
+        _choice(self, "format", ("onnx",))
+        _choice(self, "quantize", ("none", "int8"))
+        _positive(self, "tolerance", "parity_samples", "calibration_samples", "batch_size")
+
+
 @dataclass
 class CompareConfig:
     strategies: list[str] = _lf(  # noqa: RUF009 (a default_factory field)

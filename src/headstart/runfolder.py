@@ -40,12 +40,12 @@ from headstart.data.loading import (
     TEXT_SUFFIXES,
 )
 from headstart.device import resolve_device
+from headstart.engines import OnnxEngine, TorchEngine, choose_engine, make_engine
 from headstart.errors import DataError, HeadstartError, RunFolderError
 from headstart.evaluation.report import embedding_map, read_history, write_fit_report
 from headstart.evaluation.run import (
     EvalOutputs,
 )
-from headstart.features.predict import predict_logits
 from headstart.features.store import LazyEmbeddings
 from headstart.paths import is_dir, is_file
 from headstart.storage import check_out_folder, write_safetensors
@@ -232,7 +232,12 @@ def collect_images(inputs: Sequence[str | Path]) -> list[Path]:
 
 
 class Predictor:
-    """A trained model loaded from a run folder."""
+    """A trained model loaded from a run folder.
+
+    ``engine``: ``auto`` (onnxruntime for an image run with a fresh ``headstart export`` on
+    the CPU, else torch), ``onnx`` or ``torch``; :attr:`engine` says which runs
+    (see :mod:`headstart.engines`). Both read the same preprocessed batches and return
+    logits, turned into probabilities by the same temperature softmax."""
 
     def __init__(
         self,
@@ -241,6 +246,8 @@ class Predictor:
         cfg: RunConfig,
         device: str = "auto",
         temperature: float = 1.0,
+        engine: str = "auto",
+        run_dir: str | Path | None = None,
     ) -> None:
         self.backbone = backbone
         self.classes = classes
@@ -250,10 +257,16 @@ class Predictor:
         self.temperature = temperature
         self.device = resolve_device(device)
         self.backbone.to(self.device).eval()
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        #: the engine that computes the logits: "onnx" or "torch"
+        self.engine = choose_engine(engine, self.run_dir, self.device, backbone.spec.modality)
+        self._engine: TorchEngine | OnnxEngine = make_engine(
+            self.engine, self.backbone, self.device, self.run_dir
+        )
         self.last_skipped: list[tuple[str, str]] = []
 
     @classmethod
-    def load(cls, run_dir: str | Path, device: str = "auto") -> Predictor:
+    def load(cls, run_dir: str | Path, device: str = "auto", engine: str = "auto") -> Predictor:
         run_dir = Path(run_dir)
         config_file = _require(run_dir, "config.yaml")
         try:
@@ -284,7 +297,7 @@ class Predictor:
                 f"{type(e).__name__}: {str(e).splitlines()[0]}",
                 "re-run `headstart fit`; the file may be truncated or from another run",
             ) from e
-        return cls(backbone, classes, cfg, device, read_temperature(run_dir))
+        return cls(backbone, classes, cfg, device, read_temperature(run_dir), engine, run_dir)
 
     def samples(
         self, inputs: Any, skip_bad: bool = False, text_cols: list[str] | None = None
@@ -366,8 +379,8 @@ class Predictor:
         return np.asarray(resized)
 
     def logits(self, samples: ImageSamples | TextSamples, batch_size: int = 64) -> torch.Tensor:
-        ds = self.backbone.make_dataset(samples)
-        return predict_logits(self.backbone, ds, batch_size, self.device)[0]
+        """Logits (N, classes) of ``samples``, in their order, from :attr:`engine`."""
+        return self._engine.logits(self.backbone.make_dataset(samples), batch_size)
 
     def proba(self, logits: torch.Tensor) -> torch.Tensor:
         """Calibrated probabilities: softmax(logits / temperature)."""
@@ -412,9 +425,10 @@ def input_names(samples: ImageSamples | TextSamples) -> list[str]:
     return [f"#{i}" for i in range(len(samples))]
 
 
-def load(run_dir: str | Path, device: str = "auto") -> Predictor:
-    """Load a run folder for prediction: ``headstart.load("runs/x").predict(files)``."""
-    return Predictor.load(run_dir, device)
+def load(run_dir: str | Path, device: str = "auto", engine: str = "auto") -> Predictor:
+    """Load a run folder for prediction: ``headstart.load("runs/x").predict(files)``.
+    ``engine``: auto, onnx or torch (:class:`Predictor`)."""
+    return Predictor.load(run_dir, device, engine)
 
 
 def save_results(

@@ -26,12 +26,14 @@ def run_evaluate(
     batch_size: int = 64,
     device: str = "auto",
     console: Console | None = None,
+    engine: str = "auto",
 ) -> dict[str, Any]:
     """The metrics of run folder ``run`` on ``source`` (written to ``output`` if given)."""
     console = console or Console()
     if output is not None:
         check_out_folder(output.parent, "--output's folder")
-    model = load(run, device)
+    model = load(run, device, engine)
+    console.print(f"[bold]engine[/] {model.engine}")
     modality = model.backbone.spec.modality
     _check_modality(modality, "text" if is_text_source(source) else "image", source)
     data_cfg = DataConfig(

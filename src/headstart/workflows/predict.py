@@ -24,6 +24,7 @@ def run_predict(
     skip_bad: bool = False,
     device: str = "auto",
     console: Console | None = None,
+    engine: str = "auto",
 ) -> list[dict[str, Any]]:
     """Predictions of run folder ``run`` for ``inputs`` (files, folders, texts or a table)."""
     console = console or Console()
@@ -33,7 +34,8 @@ def run_predict(
         raise HeadstartError("--output ending in .csv or .json", output.name, "rename the file")
     if output is not None:
         check_out_folder(output.parent, "--output's folder")
-    model = load(run, device)
+    model = load(run, device, engine)
+    console.print(f"[bold]engine[/] {model.engine}")
     rows = model.predict(
         inputs, top_k=top_k, batch_size=batch_size, skip_bad=skip_bad, text_cols=text_cols
     )

@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
-import inspect
 import io
 import json
 import logging
@@ -122,18 +121,10 @@ def parse_runs(runs: Sequence[str]) -> dict[str, Path]:
 
 
 def _load(path: Path, device: str, engine: str) -> Any:
-    """``headstart.load`` with the engine where this version's ``load`` takes one."""
+    """``headstart.load`` of one served run folder on the chosen engine."""
     from headstart.runfolder import load
 
-    if "engine" in inspect.signature(load).parameters:
-        return load(path, device, engine=engine)  # type: ignore[call-arg]
-    if engine == "onnx":
-        raise ConfigError(
-            "--engine auto or torch",
-            "--engine onnx, which this version of headstart cannot run",
-            "pass --engine torch (or auto)",
-        )
-    return load(path, device)
+    return load(path, device, engine=engine)
 
 
 def metrics_summary(run_dir: Path) -> dict[str, Any]:
