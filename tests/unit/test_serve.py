@@ -233,7 +233,12 @@ def test_health_info_and_openapi(main, runs):
     assert info["shapes"]["engine"] == "torch"
     schema = httpx.get(f"{main.url}/openapi.json").json()
     assert {"/predict", "/models/{name}/predict", "/health", "/info"} <= set(schema["paths"])
-    assert httpx.get(f"{main.url}/docs").status_code == 200
+    docs = httpx.get(f"{main.url}/docs")
+    assert docs.status_code == 200 and "<script" not in docs.text
+    assert docs.headers["content-security-policy"].startswith("default-src 'none'")
+    for path in schema["paths"]:
+        assert f"<code>{path}</code>" in docs.text
+    assert "PredictResponse" in docs.text and "multipart/form-data" in docs.text
 
 
 def test_one_model_route_needs_exactly_one_model(main):
@@ -533,6 +538,21 @@ def test_page_asks_for_the_token(browser, secure, runs):
     page.set_input_files("#file", str(_files(runs)[0]))
     assert len(_bars(page)) == 3
     _local_only(seen, secure.url)
+    page.close()
+
+
+def test_api_docs_render_offline(browser, secure):
+    assert httpx.get(f"{secure.url}/docs").status_code == 401
+    page = browser.new_page()
+    seen: list[str] = []
+    page.on("request", lambda r: seen.append(r.url))
+    page.set_extra_http_headers({"authorization": f"Bearer {TOKEN}"})
+    page.goto(f"{secure.url}/docs", wait_until="load")
+    ops = page.eval_on_selector_all("section.op h3", "els => els.map(e => e.textContent)")
+    assert "POST/models/{name}/predict" in ops and "GET/health" in ops
+    assert page.inner_text("[id='post/predict'] .lock").startswith("Needs")
+    assert page.locator("[id='get/health'] .lock").count() == 0
+    assert seen == [f"{secure.url}/docs"]
     page.close()
 
 

@@ -38,6 +38,8 @@ from rich.markup import escape
 
 from headstart.config import DataConfig, ServeConfig, default_of
 from headstart.errors import ConfigError, HeadstartError, RunFolderError
+from headstart.workflows.serve_docs import CSP as DOCS_CSP
+from headstart.workflows.serve_docs import reference_html
 
 try:
     import uvicorn
@@ -629,6 +631,8 @@ def create_app(models: dict[str, Served], cfg: ServeConfig) -> Any:
         version="1",
         lifespan=lifespan,
         responses={500: _ERRORS[500]},
+        docs_url=None,
+        redoc_url=None,
     )
     started = time.time()
 
@@ -662,6 +666,13 @@ def create_app(models: dict[str, Served], cfg: ServeConfig) -> Any:
                 "referrer-policy": "no-referrer",
                 "cache-control": "no-store",
             },
+        )
+
+    @api.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return HTMLResponse(
+            reference_html(api.openapi()),
+            headers={"content-security-policy": DOCS_CSP, "x-content-type-options": "nosniff"},
         )
 
     @api.get("/health", summary="Liveness: ok and the models loaded")
