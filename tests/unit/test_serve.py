@@ -220,6 +220,33 @@ def test_predictions_equal_the_library_for_images_and_texts(main, runs):
         np.testing.assert_allclose(g["probabilities"], w["probabilities"], atol=1e-4)
 
 
+def test_an_exported_run_served_on_onnxruntime_predicts_as_predict(runs, start_server, tmp_path):
+    run = tmp_path / "shapes"
+    shutil.copytree(runs["image"], run)
+    cli = [sys.executable, "-m", "headstart"]
+    done = subprocess.run([*cli, "export", str(run)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert (run / "export" / "model.onnx").is_file()
+    files = _files(runs)
+    csv = tmp_path / "torch.csv"
+    done = subprocess.run(
+        [*cli, "predict", str(run), *map(str, files), "--engine", "torch", "--output", str(csv)],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    import pandas as pd
+
+    expected = pd.read_csv(csv)
+    server = start_server(str(run), "--engine", "onnx")
+    assert httpx.get(f"{server.url}/info").json()["models"]["shapes"]["engine"] == "onnx"
+    body = httpx.post(f"{server.url}/predict?top_k=1", files=_upload(files), timeout=60).json()
+    assert body["engine"] == "onnx"
+    served = [p["labels"][0] for p in body["predictions"]]
+    assert served == list(expected["label_1"]) and len(served) == len(files)
+    server.proc.terminate()
+
+
 def test_health_info_and_openapi(main, runs):
     health = httpx.get(f"{main.url}/health").json()
     assert health["status"] == "ok" and health["models"] == ["shapes", "reviews"]
