@@ -15,7 +15,7 @@ import json
 from html import escape
 from typing import Any
 
-METHODS = ("get", "post", "put", "patch", "delete")
+HTTP_VERBS = ("get", "post", "put", "patch", "delete")
 CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
 
 _STYLE = """
@@ -125,7 +125,7 @@ def reference_html(schema: dict[str, Any]) -> str:
     ops = [
         _operation(path, method, item[method], secured)
         for path, item in (schema.get("paths") or {}).items()
-        for method in METHODS
+        for method in HTTP_VERBS
         if method in item
     ]
     components = (schema.get("components") or {}).get("schemas") or {}
