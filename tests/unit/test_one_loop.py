@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from torch.utils.data import TensorDataset
 
 from headstart.backbones import create_backbone
 from headstart.config import BackboneConfig, ContrastiveConfig, StrategyConfig, TrainConfig
@@ -84,14 +85,15 @@ def test_every_registered_strategy_keeps_the_contract(name):
     state = s.state_dict()
     s.load_state_dict(state)
     if "train" in s.phases and name not in ("setfit",):
-        ctx = StrategyContext(bb, None, num_classes=3)
+        x, y = torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 0])
+        ctx = StrategyContext(bb, TensorDataset(x, y), num_classes=3)
         try:
             s.check_inputs(target=object())
             s.setup(ctx)
         except Exception as e:  # adaptation methods need a real target: said clearly
             assert "target" in str(e).lower()
         else:
-            out = bb(torch.randn(2, 3, 32, 32))
-            term = s.loss_term(ctx, (None, None), out)
+            out = bb(x)
+            term = s.loss_term(ctx, (x, y), out)
             assert term is None or torch.isfinite(term)
             s.teardown(ctx)

@@ -176,7 +176,18 @@ def test_no_decay_on_norms_and_biases():
         assert all((p.ndim <= 1) == g["name"].endswith("/no_decay") for p in g["params"])
 
 
-ALL_STRATEGIES = ["linear-probe", "finetune", "freeze:1", "gradual", "lp-ft", "scratch"]
+ALL_STRATEGIES = [
+    "linear-probe",
+    "finetune",
+    "freeze:1",
+    "gradual",
+    "lp-ft",
+    "scratch",
+    "l2-sp",
+    "ewc",
+    "lwf",
+    "bss",
+]
 
 
 @pytest.mark.parametrize("strategy", ALL_STRATEGIES)

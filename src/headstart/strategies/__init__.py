@@ -4,7 +4,17 @@ run, and hooks into training (a loss term, setup and teardown) through a context
 Each strategy module registers its strategies in :data:`STRATEGIES` when imported; the
 import list below is the registry's one place to add a module."""
 
-from headstart.strategies import adaptation, alignment, auto, builtin, l2sp, setfit
+from headstart.strategies import (
+    adaptation,
+    alignment,
+    auto,
+    bss,
+    builtin,
+    ewc,
+    l2sp,
+    lwf,
+    setfit,
+)
 from headstart.strategies.base import (
     PHASES,
     STRATEGIES,
@@ -25,8 +35,11 @@ __all__ = [
     "alignment",
     "apply_freeze",
     "auto",
+    "bss",
     "build_strategy",
     "builtin",
+    "ewc",
     "l2sp",
+    "lwf",
     "setfit",
 ]

@@ -54,7 +54,9 @@ class StrategyContext:
     first asked for (ask in :meth:`Strategy.setup`, before training: the pretrained
     weights, as L2-SP needs); ``train_loader()`` iterates the labelled training data in a
     fixed order without augmentation-dependent shuffling (a Fisher estimate, a memory of
-    exemplars); ``target`` holds unlabelled target-domain samples when there are any."""
+    exemplars); ``plain_loader()`` the same without augmentation, one example per batch
+    by default, when the raw training ``samples`` are known; ``target`` holds unlabelled
+    target-domain samples when there are any."""
 
     model: Backbone
     train_data: Any
@@ -66,6 +68,7 @@ class StrategyContext:
     seed: int = 0
     device: str | torch.device = "cpu"
     target: Any = None
+    samples: Any = None
     _initial: dict[str, torch.Tensor] | None = field(default=None, repr=False)
 
     def initial_weights(self) -> dict[str, torch.Tensor]:
@@ -82,6 +85,18 @@ class StrategyContext:
             shuffle=False,
             collate_fn=self.model.collate_fn(),
             generator=in_order_generator(),  # nothing drawn from the process-wide generator
+        )
+
+    def plain_loader(self, batch_size: int = 1) -> DataLoader[Any]:
+        """The training examples in order, preprocessed as for evaluation (no
+        augmentation) when ``samples`` are known, else :meth:`train_loader`'s data."""
+        data = self.train_data if self.samples is None else self.model.make_dataset(self.samples)
+        return DataLoader(
+            data,
+            batch_size=batch_size,
+            shuffle=False,
+            collate_fn=self.model.collate_fn(),
+            generator=in_order_generator(),
         )
 
 
@@ -279,6 +294,28 @@ def fixed_head(strategy: Strategy, head: str) -> str:
             f"drop --head, or use --strategy linear-probe --head {asked}",
         )
     return head
+
+
+def numeric_arg(
+    name: str, arg: str | None, defaults: tuple[float, ...], labels: tuple[str, ...]
+) -> tuple[float, ...]:
+    """The numbers of a strategy argument such as ``l2-sp:0.1,0.01``: one to
+    ``len(defaults)`` non-negative numbers, the rest from ``defaults``; anything else is a
+    ConfigError naming the form (``labels``: the numbers' names)."""
+    if arg is None:
+        return defaults
+    try:
+        values = [float(p) for p in arg.split(",")]
+    except ValueError:
+        values = []
+    if not 1 <= len(values) <= len(defaults) or any(not v >= 0 for v in values):
+        forms = " or ".join(f"{name}:{','.join(labels[: i + 1])}" for i in range(len(labels)))
+        raise ConfigError(
+            f"{forms} with non-negative numbers",
+            f"{name}:{arg}",
+            f"use e.g. --strategy {name}:{','.join(f'{d:g}' for d in defaults)}",
+        )
+    return (*values, *defaults[len(values) :])
 
 
 def build_strategy(cfg: StrategyConfig) -> Strategy:

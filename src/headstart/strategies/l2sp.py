@@ -19,7 +19,7 @@ import torch
 from headstart.backbones import Backbone
 from headstart.config import StrategyConfig
 from headstart.errors import ConfigError
-from headstart.strategies.base import STRATEGIES, ParamGroup, StrategyContext
+from headstart.strategies.base import STRATEGIES, ParamGroup, StrategyContext, numeric_arg
 from headstart.strategies.builtin import Finetune
 
 
@@ -41,20 +41,8 @@ class L2SP(Finetune):
         self._head: list[torch.nn.Parameter] = []
 
     def _parse(self, arg: str | None) -> tuple[float, float]:
-        if arg is None:
-            return self.ALPHA, self.BETA
-        parts = arg.split(",")
-        try:
-            values = [float(p) for p in parts]
-        except ValueError:
-            values = []
-        if len(values) not in (1, 2) or any(v < 0 for v in values):
-            raise ConfigError(
-                "l2-sp:ALPHA or l2-sp:ALPHA,BETA with non-negative numbers",
-                f"l2-sp:{arg}",
-                "use e.g. --strategy l2-sp:0.01,0.01",
-            )
-        return values[0], values[1] if len(values) == 2 else self.BETA
+        alpha, beta = numeric_arg(self.name, arg, (self.ALPHA, self.BETA), ("ALPHA", "BETA"))
+        return alpha, beta
 
     def param_groups(self, backbone: Backbone) -> list[ParamGroup]:
         groups = super().param_groups(backbone)

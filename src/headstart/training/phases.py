@@ -294,6 +294,7 @@ def _train_phase(run: RunState) -> None:
         seed=cfg.train.seed,
         device=run.emb.device,
         target=run.target,
+        samples=run.data.train,
     )
     state = trainer.fit(
         backbone,

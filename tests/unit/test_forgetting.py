@@ -1,0 +1,303 @@
+"""Forgetting-aware fine-tuning: ewc, lwf and bss against direct computations, on every
+toy backbone (images and text), and through fit, compare and the estimator."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from torch.nn import functional as F
+from torch.utils.data import TensorDataset
+
+from headstart import TransferClassifier
+from headstart.backbones import BACKBONES, create_backbone
+from headstart.config import (
+    BackboneConfig,
+    CompareConfig,
+    DataConfig,
+    RunConfig,
+    StrategyConfig,
+    TrainConfig,
+)
+from headstart.data import from_texts
+from headstart.errors import ConfigError
+from headstart.strategies import StrategyContext, build_strategy
+from headstart.strategies.bss import spectral_shrinkage
+from headstart.strategies.ewc import diagonal_importance
+from headstart.training import Trainer
+from headstart.workflows.compare import run_compare
+from headstart.workflows.fit import fit
+from tests.conftest import make_image_folder, toy_arrays
+
+REGULARISED = ["l2-sp", "ewc", "lwf", "bss"]
+TOYS = BACKBONES.names("toy-*")
+
+
+def _image_backbone(source_head: bool = True, name: str = "toy-efficientnet"):
+    torch.manual_seed(0)
+    bb = create_backbone(BackboneConfig(name=name), 3)
+    bb.source_head_state = None  # the toy's seeded 1000-class head, replaced or removed
+    if source_head:  # as a pretrained ImageNet backbone has: a 7-class source task here
+        g = torch.Generator().manual_seed(1)
+        d = bb.spec.feature_dim
+        bb.source_head_state = {
+            "weight": torch.randn(7, d, generator=g),
+            "bias": torch.randn(7, generator=g),
+        }
+    return bb
+
+
+def _images(n: int = 12):
+    g = torch.Generator().manual_seed(0)
+    return TensorDataset(torch.randn(n, 3, 32, 32, generator=g), torch.arange(n) % 3)
+
+
+def _perturb(bb: nn.Module, scale: float = 0.05) -> None:
+    g = torch.Generator().manual_seed(2)
+    with torch.no_grad():
+        for p in bb.parameters():
+            p.add_(scale * torch.randn(p.shape, generator=g))
+
+
+# -- ewc ---------------------------------------------------------------------------------
+
+
+def test_fisher_of_a_two_parameter_model_equals_the_closed_form():
+    """logits (a x, b x); the log-likelihood of the model's own top class y_hat has the
+    gradient x (1[y_hat=0] - p0) in a and its negative in b: F = mean x^2 (1[y_hat=0]-p0)^2."""
+    a = nn.Parameter(torch.tensor(0.7))
+    b = nn.Parameter(torch.tensor(-0.3))
+    xs = torch.tensor([0.5, -1.2, 2.0, 0.1, -0.4])
+
+    def score(x):
+        logp = F.log_softmax(torch.stack([a * x, b * x]), 0)
+        return logp[int(logp.argmax())]
+
+    got, n = diagonal_importance({"a": a, "b": b}, xs, score)
+    x = xs.numpy().astype(np.float64)
+    p0 = 1 / (1 + np.exp((-0.3 - 0.7) * x))  # softmax of (0.7x, -0.3x), class 0
+    top0 = (0.7 * x >= -0.3 * x).astype(float)
+    expected = np.mean(x**2 * (top0 - p0) ** 2)
+    assert n == 5
+    assert float(got["a"]) == pytest.approx(expected, rel=1e-5)
+    assert float(got["b"]) == pytest.approx(expected, rel=1e-5)
+    mas, _ = diagonal_importance({"a": a, "b": b}, xs, lambda x: (a * x) ** 2, squared=False)
+    assert float(mas["a"]) == pytest.approx(np.mean(np.abs(2 * 0.7 * x**2)), rel=1e-5)
+    assert float(mas["b"]) == 0.0  # not reached
+
+
+def test_ewc_penalty_is_the_importance_weighted_distance_to_the_start(tmp_path):
+    bb = _image_backbone()
+    s = build_strategy(StrategyConfig(name="ewc:0.3,0.05"))
+    assert (s.alpha, s.beta) == (0.3, 0.05)
+    ctx = StrategyContext(bb, _images(), num_classes=3)
+    s.setup(ctx)
+    assert s.summary()["ewc"]["importance"] == "fisher" and s.summary()["ewc"]["examples"] == 12
+    weights = torch.cat([f.flatten() for f in s._weights])
+    assert float(weights.mean()) == pytest.approx(1.0, rel=1e-4)  # scaled to mean 1
+    assert float(weights.std()) > 0.1  # not uniform: an importance, not L2-SP
+    start = {n: p.detach().clone() for n, p in bb.named_parameters()}
+    _perturb(bb)
+    head = {id(p) for p in bb.head().parameters()}
+    body = [(n, p) for n, p in bb.named_parameters() if id(p) not in head]
+    expected = 0.3 * sum(
+        float((f * (p.detach() - start[n]) ** 2).sum())
+        for (n, p), f in zip(body, s._weights, strict=True)
+    ) + 0.05 * sum(float((p.detach() ** 2).sum()) for p in bb.head().parameters())
+    term = s.loss_term(ctx, None, torch.zeros(1))
+    assert float(term.detach()) == pytest.approx(expected, rel=1e-4)
+
+
+def test_ewc_fisher_matches_a_per_example_reference():
+    """The strategy's importance is the mean squared gradient of log p(y_hat|x) of the
+    source head, one example at a time, in eval mode."""
+    bb = _image_backbone()
+    data = _images(4)
+    s = build_strategy(StrategyConfig(name="ewc"))
+    s.setup(StrategyContext(bb, data, num_classes=3))
+    ref = copy.deepcopy(bb).eval()
+    w, b = ref.source_head()
+    head = {id(p) for p in ref.head().parameters()}
+    body = [p for p in ref.parameters() if id(p) not in head]
+    sums = [torch.zeros_like(p) for p in body]
+    for i in range(4):
+        logp = F.log_softmax(F.linear(ref.embed(data[i][0][None]), w, b), 1)
+        grads = torch.autograd.grad(logp[0, logp.argmax()], body, allow_unused=True)
+        for acc, g in zip(sums, grads, strict=True):
+            if g is not None:
+                acc += g**2
+    flat = torch.cat([x.flatten() for x in sums]) / 4
+    got = torch.cat([f.flatten() for f in s._weights])
+    assert torch.allclose(got, flat / flat.mean(), rtol=1e-3, atol=1e-6)
+
+
+def test_ewc_without_a_source_head_uses_feature_sensitivity_and_caches(tmp_path):
+    bb = _image_backbone(source_head=False)
+    images, labels = toy_arrays(n_per_class=4, k=3, size=32)
+    from headstart.data import from_arrays
+
+    samples = from_arrays(images, labels)
+    ctx = StrategyContext(bb, bb.make_dataset(samples, train=True), num_classes=3, samples=samples)
+    first = build_strategy(StrategyConfig(name="ewc"))
+    first.setup(ctx)
+    assert first.summary()["ewc"]["importance"] == "mas" and not first.summary()["ewc"]["cached"]
+    second = build_strategy(StrategyConfig(name="ewc"))
+    second.setup(StrategyContext(bb, None, num_classes=3, samples=samples))
+    assert second.summary()["ewc"]["cached"] and second.summary()["ewc"]["examples"] == 12
+    for a, b in zip(first._weights, second._weights, strict=True):
+        assert torch.equal(a, b)
+
+
+# -- lwf ---------------------------------------------------------------------------------
+
+
+def test_lwf_loss_is_the_kl_to_the_stored_source_outputs():
+    bb = _image_backbone()
+    x = _images(6).tensors[0]
+    w, b = bb.source_head()
+    stored = F.linear(copy.deepcopy(bb).eval().embed(x), w, b).detach()  # before training
+    s = build_strategy(StrategyConfig(name="lwf:0.5,3"))
+    ctx = StrategyContext(bb, _images(), num_classes=3)
+    s.setup(ctx)
+    _perturb(bb)
+    bb.eval()  # no dropout: the caught features are embed()'s
+    out = bb(x)
+    term = s.loss_term(ctx, (x, None), out)
+    now = F.linear(bb.embed(x), w, b)
+    p0 = torch.softmax(stored / 3, 1)
+    kl = (p0 * (p0.log() - torch.log_softmax(now / 3, 1))).sum(1).mean()
+    assert float(term.detach()) == pytest.approx(0.5 * float(kl.detach()), rel=1e-4)
+    assert float(term.detach()) > 0
+    term.backward()
+    assert bb.head().weight.grad is None  # the new head plays no part in the source outputs
+    s.teardown(ctx)
+    assert s.teacher is None and not bb.head()._forward_pre_hooks
+
+
+def test_lwf_at_the_start_is_zero_and_without_a_source_head_distils_features():
+    bb = create_backbone(BackboneConfig(name="toy-bert"), 3)
+    samples = from_texts(["good film", "bad plot here", "fine"], ["a", "b", "c"])
+    ds = bb.make_dataset(samples)
+    x = bb.collate_fn()([ds[i] for i in range(3)])[0]
+    s = build_strategy(StrategyConfig(name="lwf"))
+    ctx = StrategyContext(bb, ds, num_classes=3)
+    s.setup(ctx)
+    assert s.summary()["lwf"]["target"] == "features"
+    bb.eval()
+    assert float(s.loss_term(ctx, (x, None), bb(x)).detach()) == pytest.approx(0.0, abs=1e-6)
+    before = bb.embed(x).detach()
+    _perturb(bb, 0.2)
+    after = bb.embed(x)
+    expected = (2 - 2 * F.cosine_similarity(after, before)).mean()
+    term = s.loss_term(ctx, (x, None), bb(x))
+    assert float(term.detach()) == pytest.approx(float(expected.detach()), rel=1e-4)
+    s.teardown(ctx)
+
+
+# -- bss ---------------------------------------------------------------------------------
+
+
+def test_bss_is_eta_times_the_smallest_squared_singular_values():
+    f = torch.randn(8, 5, generator=torch.Generator().manual_seed(0))
+    s = np.linalg.svd(f.numpy().astype(np.float64), compute_uv=False)
+    assert float(spectral_shrinkage(f, 1)) == pytest.approx(s[-1] ** 2, rel=1e-4)
+    assert float(spectral_shrinkage(f, 2)) == pytest.approx((s[-2:] ** 2).sum(), rel=1e-4)
+    bb = _image_backbone()
+    strat = build_strategy(StrategyConfig(name="bss:0.1,2"))
+    ctx = StrategyContext(bb, _images(), num_classes=3)
+    strat.setup(ctx)
+    bb.eval()
+    x = _images(8).tensors[0]
+    term = strat.loss_term(ctx, (x, None), bb(x))
+    sv = np.linalg.svd(bb.embed(x).detach().numpy().astype(np.float64), compute_uv=False)
+    assert float(term.detach()) == pytest.approx(0.1 * (sv[-2:] ** 2).sum(), rel=1e-3)
+
+
+@pytest.mark.parametrize(
+    "bad", ["ewc:x", "ewc:-1", "lwf:1,2,3", "lwf:1,0", "bss:0.1,1.5", "bss:0.1,0", "bss:a"]
+)
+def test_bad_strengths_are_clear_errors(bad):
+    with pytest.raises(ConfigError, match=bad.split(":")[0]):
+        build_strategy(StrategyConfig(name=bad))
+
+
+# -- every toy backbone, images and text -------------------------------------------------
+
+
+def _toy_data(bb, name: str):
+    if bb.spec.modality == "text":
+        texts = ["good film", "bad plot", "fine day", "great cast", "awful", "ok"] * 2
+        samples = from_texts(texts, ["a", "b", "c"] * 4)
+        return samples, bb.make_dataset(samples, train=True)
+    images, labels = toy_arrays(n_per_class=4, k=3, size=32)
+    from headstart.data import from_arrays
+
+    samples = from_arrays(images, labels)
+    return samples, bb.make_dataset(samples, train=True, augment="light")
+
+
+@pytest.mark.parametrize("strategy", REGULARISED)
+@pytest.mark.parametrize("backbone", TOYS)
+def test_every_toy_backbone_trains_with_every_regulariser(backbone, strategy):
+    """Through the loop: finite losses, the body moves, hooks and copies go after."""
+    torch.manual_seed(0)
+    bb = create_backbone(BackboneConfig(name=backbone), 3)
+    samples, ds = _toy_data(bb, backbone)
+    s = build_strategy(StrategyConfig(name=strategy))
+    ctx = StrategyContext(bb, ds, num_classes=3, batch_size=4, samples=samples)
+    start = {n: p.detach().clone() for n, p in bb.named_parameters()}
+    cfg = TrainConfig(epochs=1, lr=1e-2, batch_size=4, checkpoint=False)
+    state = Trainer(cfg).fit(bb, s.param_groups(bb), ds, None, s, ctx=ctx)
+    assert all(np.isfinite(h["train_loss"]) for h in state.history)
+    moved = {n for n, p in bb.named_parameters() if not torch.equal(p.detach(), start[n])}
+    assert moved  # something trained
+    assert not bb.head()._forward_pre_hooks  # the strategy's hooks are gone
+
+
+def test_regularisers_hold_the_source_outputs_better_than_finetune():
+    """After the same training, the source head's predictions on the training images
+    agree more with the starting model's under ewc and lwf than under finetune."""
+
+    def agreement(name: str) -> float:
+        bb = _image_backbone()
+        x = _images(24).tensors[0]
+        w, b = bb.source_head()
+        before = F.linear(copy.deepcopy(bb).eval().embed(x), w, b).argmax(1)
+        s = build_strategy(StrategyConfig(name=name, backbone_lr_scale=0.5))
+        cfg = TrainConfig(epochs=4, lr=0.01, batch_size=8, checkpoint=False, weight_decay=0.0)
+        Trainer(cfg).fit(bb, s.param_groups(bb), _images(24), None, s)
+        with torch.no_grad():
+            after = F.linear(bb.eval().embed(x), w, b).argmax(1)
+        return float((before == after).float().mean())
+
+    free = agreement("finetune")
+    assert free < 0.9  # finetune moves the source predictions
+    assert agreement("ewc:10,0") > free
+    assert agreement("lwf") > free
+
+
+def test_regularisers_run_in_fit_compare_and_the_estimator(tmp_path):
+    folder = make_image_folder(tmp_path / "images", n_per_class=16)
+    cfg = RunConfig(
+        data=DataConfig(source=str(folder), image_size=32, test_fraction=0.25),
+        backbone=BackboneConfig(name="toy-efficientnet"),
+        strategy=StrategyConfig(name="ewc"),
+        train=TrainConfig(epochs=2, batch_size=8),
+    )
+    result = fit(cfg, tmp_path / "run", progress=False)
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["strategy"] == "ewc" and result.metrics["test"]["accuracy"] >= 0
+    assert metrics["params"]["strategy"]["ewc"]["importance"] == "fisher"  # its source head
+    spec = CompareConfig(strategies=["lwf", "bss"], budgets=[6], seeds=1)
+    cmp = run_compare(cfg, spec, tmp_path / "cmp", progress=False)
+    assert {c.strategy for c in cmp.cells} == {"lwf", "bss"}
+    assert all(np.isfinite(c.accuracy) for c in cmp.cells)
+    X, y = toy_arrays(n_per_class=10)
+    clf = TransferClassifier(
+        backbone="toy-resnet", strategy="lwf", image_size=32, epochs=2, verbose=False
+    )
+    assert np.isfinite(clf.fit(X, y).predict_proba(X)).all()
