@@ -93,6 +93,7 @@ DEVICE_OPT = Annotated[str, _opt(TrainConfig, "device", "--device")]
 DROPOUT_OPT = Annotated[float, _opt(BackboneConfig, "drop_rate", "--dropout")]
 EPOCHS_OPT = Annotated[int, _opt(TrainConfig, "epochs", "--epochs")]
 HEAD_C_OPT = Annotated[float, _opt(StrategyConfig, "head_c", "--head-c")]
+LORA_TARGETS_OPT = Annotated[str | None, _opt(StrategyConfig, "lora_targets", "--lora-targets")]
 HEAD_OPT = Annotated[str, _opt(StrategyConfig, "head", "--head")]
 IMAGE_SIZE_OPT = Annotated[int | None, _opt(DataConfig, "image_size", "--image-size")]
 LABEL_COL_OPT = Annotated[str, _opt(DataConfig, "label_col", "--label-col")]
@@ -171,6 +172,7 @@ def fit(
     backbone_lr_scale: BACKBONE_LR_SCALE_OPT = _d(StrategyConfig, "backbone_lr_scale"),
     bn_stats: BN_STATS_OPT = _d(StrategyConfig, "bn_stats"),
     head_c: HEAD_C_OPT = _d(StrategyConfig, "head_c"),
+    lora_targets: LORA_TARGETS_OPT = _d(StrategyConfig, "lora_targets"),
     val_fraction: VAL_FRACTION_OPT = _d(DataConfig, "val_fraction"),
     test_fraction: TEST_FRACTION_OPT = _d(DataConfig, "test_fraction"),
     max_pixels: Annotated[int, _opt(DataConfig, "max_pixels", "--max-pixels")] = _d(
@@ -445,6 +447,7 @@ def compare(
     head_c: HEAD_C_OPT = _d(StrategyConfig, "head_c"),
     layer_decay: LAYER_DECAY_OPT = _d(StrategyConfig, "layer_decay"),
     bn_stats: BN_STATS_OPT = _d(StrategyConfig, "bn_stats"),
+    lora_targets: LORA_TARGETS_OPT = _d(StrategyConfig, "lora_targets"),
     skip_bad: SKIP_BAD_OPT = _d(DataConfig, "skip_bad"),
     allow_download: ALLOW_DOWNLOAD_OPT = _d(BackboneConfig, "allow_download"),
     pooling: POOLING_OPT = _d(BackboneConfig, "pooling"),

@@ -244,6 +244,12 @@ class StrategyConfig:
         "BatchNorm statistics of a pretrained backbone while fine-tuning: frozen (kept as "
         "pretrained, the stable choice for small data) or update.",
     )
+    lora_targets: str | None = _f(
+        None,
+        "LoRA: the layers that get adapters, module names or their last parts, "
+        "comma-separated (default: every linear and non-depthwise convolutional layer of "
+        "the body).",
+    )
 
     def __post_init__(self) -> None:
         if self.layer_decay is not None and not 0.0 < self.layer_decay <= 1.0:

@@ -76,11 +76,78 @@ def save_config(run_dir: Path, cfg: RunConfig, spec: BackboneSpec, classes: list
     write_json(run_dir / "labels.json", {"format_version": FORMAT_VERSION, "classes": classes})
 
 
+#: ``model.safetensors`` metadata of a run that keeps only the tensors that trained
+TRAINED_ONLY = "trained-only"
+
+
 def save_model(run_dir: Path, backbone: Backbone) -> None:
-    state = {k: v.detach().cpu().contiguous() for k, v in backbone.state_dict().items()}
-    write_safetensors(
-        state, run_dir / "model.safetensors", {"format": "pt", "headstart": str(FORMAT_VERSION)}
+    """The model's weights; for a parameter-efficient run only the tensors that trained
+    (``backbone.stored_state``) and the base weights' name and sha256."""
+    meta = {"format": "pt", "headstart": str(FORMAT_VERSION)}
+    stored = backbone.stored_state
+    if stored is not None and backbone.spec.weights_sha256:
+        meta.update(
+            stores=TRAINED_ONLY,
+            base_weights=backbone.spec.weights,
+            base_sha256=backbone.spec.weights_sha256,
+        )
+        state = {k: v.contiguous() for k, v in stored.items()}
+    else:
+        state = {k: v.detach().cpu().contiguous() for k, v in backbone.state_dict().items()}
+    write_safetensors(state, run_dir / "model.safetensors", meta)
+
+
+def _base_with_trained(
+    cfg: RunConfig, classes: list[str], weights: Path, meta: dict[str, str]
+) -> Backbone:
+    """The backbone of a run that stored only its trained tensors: the base model from
+    its pretrained weights (the sha256 must be the run's), then the tensors put back by
+    the run's strategy (adapters merged)."""
+    from headstart.backbones import create_backbone
+    from headstart.errors import BackboneError
+    from headstart.strategies import build_strategy
+
+    expected = f"the base weights {meta.get('base_weights')} (sha256 {meta.get('base_sha256')})"
+    why = (
+        "the run folder keeps only the tensors its strategy trained; make those weights "
+        "available again (the package, or --weights FILE when it was trained with one)"
     )
+    try:
+        base = create_backbone(
+            dataclasses.replace(cfg.backbone, pretrained=True),
+            len(classes),
+            cfg.data.image_size,
+            cfg.data.max_length,
+        )
+    except BackboneError as e:
+        raise RunFolderError(expected, f"they cannot be loaded: {e}", why) from e
+    if base.spec.weights_sha256 != meta.get("base_sha256"):
+        raise RunFolderError(
+            expected,
+            f"{base.spec.weights} with sha256 {base.spec.weights_sha256}",
+            why,
+        )
+    try:
+        build_strategy(cfg.strategy).restore_model(base, load_file(str(weights)))
+    except HeadstartError as e:
+        raise RunFolderError(
+            f"the tensors of a {cfg.strategy.name} run that fit its base model",
+            str(e),
+            "re-run `headstart fit`; the file may be from another run",
+        ) from e
+    return base
+
+
+def _metadata(weights: Path) -> dict[str, str]:
+    """The metadata of a safetensors file ({} when it cannot be read: the load that
+    follows says why)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(weights), "pt") as f:
+            return dict(f.metadata() or {})
+    except Exception:  # a truncated file: the full load reports it
+        return {}
 
 
 def read_temperature(run_dir: Path) -> float:
@@ -288,6 +355,10 @@ class Predictor:
                 "upgrade headstart",
             )
         weights = _require(run_dir, "model.safetensors")
+        meta = _metadata(weights)
+        if meta.get("stores") == TRAINED_ONLY:
+            backbone = _base_with_trained(cfg, classes, weights, meta)
+            return cls(backbone, classes, cfg, device, read_temperature(run_dir), engine, run_dir)
         backbone = backbone_from_spec(spec, len(classes), run_dir)
         try:
             backbone.load_state_dict(load_file(str(weights)))

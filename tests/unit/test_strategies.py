@@ -187,6 +187,8 @@ ALL_STRATEGIES = [
     "ewc",
     "lwf",
     "bss",
+    "bitfit",
+    "lora",
 ]
 
 

@@ -68,6 +68,9 @@ class Backbone(nn.Module, ABC):
     trainable_body: ClassVar[bool] = True
     #: the views whose embeddings are averaged in evaluation (test-time augmentation)
     views: tuple[str, ...] = ("identity",)
+    #: what a run folder stores instead of the whole state dict: the tensors a
+    #: parameter-efficient strategy trained (None: the whole model is stored)
+    stored_state: dict[str, torch.Tensor] | None = None
 
     @abstractmethod
     def forward(self, x: Any) -> torch.Tensor:

@@ -117,6 +117,9 @@ class Strategy:
     min_per_class: ClassVar[int] = 2
     #: takes an argument after a colon, as ``freeze:3``
     takes_arg: ClassVar[bool] = False
+    #: the run folder keeps only the tensors that trained (adapters, head, norms) and the
+    #: base weights' sha256 (see :meth:`finish_model` and :meth:`restore_model`)
+    stores_trained_only: ClassVar[bool] = False
 
     def __init__(self, cfg: StrategyConfig, arg: str | None = None) -> None:
         if arg is not None and not self.takes_arg:
@@ -200,6 +203,45 @@ class Strategy:
         frozen_stats = pretrained and self.cfg.bn_stats == "frozen"
         apply_freeze(backbone, self.param_groups(backbone), all_bn_stats=frozen_stats)
 
+    def prepare_model(self, backbone: Backbone) -> None:
+        """Change the model before its parameter groups are taken for training (inject
+        adapters); also run on the base model when a run folder that stores only its
+        trained tensors is loaded. Nothing by default."""
+
+    def finish_model(self, backbone: Backbone) -> None:
+        """After the training loop: leave a plain model for evaluation and saving. A
+        strategy that :attr:`stores_trained_only` sets ``backbone.stored_state`` to the
+        tensors that trained (as named before any merge) when the base weights can be
+        found again (pretrained weights with a sha256), and merges what it added."""
+        if not self.stores_trained_only:
+            return
+        trained = {id(p) for g in self.param_groups(backbone) if g.trainable for p in g.params}
+        buffers = {n for n, _ in backbone.named_buffers()} & set(backbone.state_dict())
+        state = {
+            n: t.detach().cpu().clone()
+            for n, t in [*backbone.named_parameters(), *backbone.named_buffers()]
+            if id(t) in trained or n in buffers
+        }
+        self.merge_model(backbone)
+        rebuildable = backbone.spec.weights_sha256 and not backbone.spec.extra.get("added_tokens")
+        backbone.stored_state = state if rebuildable else None
+
+    def merge_model(self, backbone: Backbone) -> None:
+        """Fold what :meth:`prepare_model` added into the model's own weights."""
+
+    def restore_model(self, backbone: Backbone, tensors: dict[str, torch.Tensor]) -> None:
+        """Put the tensors a run folder stored (:meth:`finish_model`) into ``backbone``,
+        built from the base weights: prepare, load, merge."""
+        self.prepare_model(backbone)
+        _, unexpected = backbone.load_state_dict(tensors, strict=False)
+        if unexpected:
+            raise ConfigError(
+                f"stored tensors of a {self.describe()} run that the base model has",
+                f"unknown tensors {sorted(unexpected)[:5]}",
+                "load the run with the headstart version and the base weights it was trained with",
+            )
+        self.merge_model(backbone)
+
     def setup(self, ctx: StrategyContext) -> None:
         """Before the training loop (after any probe): read what the strategy needs
         from the context (the starting weights, the training data, a target stream)."""
@@ -257,8 +299,9 @@ class Strategy:
 
 
 def apply_freeze(backbone: Backbone, groups: list[ParamGroup], all_bn_stats: bool = False) -> None:
-    """Set ``requires_grad`` per group and put BatchNorm layers of frozen groups in eval mode,
-    so that their running statistics stay as pretrained.
+    """Set ``requires_grad`` per group (off for parameters in no group) and put BatchNorm
+    layers of frozen groups in eval mode, so that their running statistics stay as
+    pretrained.
 
     With ``all_bn_stats`` every BatchNorm layer normalises with its pretrained statistics
     (its scale and shift still train where the group does). On a small target dataset whose
@@ -267,6 +310,10 @@ def apply_freeze(backbone: Backbone, groups: list[ParamGroup], all_bn_stats: boo
     the statistics avoids that (the advice of the Keras transfer-learning guide).
     """
     frozen: set[int] = set()
+    listed = {id(p) for g in groups for p in g.params}
+    for p in backbone.parameters():  # a parameter in no group does not train (BitFit)
+        if id(p) not in listed:
+            p.requires_grad_(False)
     for g in groups:
         for p in g.params:
             p.requires_grad_(g.trainable)

@@ -268,6 +268,7 @@ def _train_phase(run: RunState) -> None:
         run.console,
         run.out,
     )
+    strategy.prepare_model(backbone)
     groups = strategy.param_groups(backbone)
     apply_freeze(backbone, groups)
     run.params["train"] = log_params(console, backbone, f"{strategy.describe()}")
@@ -306,6 +307,7 @@ def _train_phase(run: RunState) -> None:
         ctx=ctx,
     )
     run.params["best_epoch"] = state.best_epoch
+    strategy.finish_model(backbone)
     done = strategy.summary()
     if done:
         run.params["strategy"] = done
