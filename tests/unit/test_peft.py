@@ -155,3 +155,12 @@ def test_an_exported_lora_run_is_the_merged_model(folder, tmp_path):
     torch_model = load(out, device="cpu", engine="torch")
     x = onnx.samples([str(p) for p in sorted(folder.rglob("*.png"))[:6]])
     assert torch.equal(onnx.logits(x).argmax(1), torch_model.logits(x).argmax(1))
+
+
+def test_a_trained_only_run_is_no_backbone_to_train_from(folder, tmp_path):
+    from headstart.errors import BackboneError
+
+    out = tmp_path / "run"
+    fit(_image_cfg(folder, "bitfit"), out, progress=False)
+    with pytest.raises(BackboneError, match="keeps only the tensors"):
+        create_backbone(BackboneConfig(name=str(out)), 3)

@@ -42,7 +42,25 @@ def run_folder_backbone(name: str) -> tuple[str, str, int] | None:
             f"use it with `headstart fewshot --backbone {folder}` or `headstart predict`, or "
             "start fit from a text encoder name or Hugging Face folder",
         )
+    if _stores_trained_only(folder / "model.safetensors"):
+        raise BackboneError(
+            "a run folder holding its whole model, as a backbone to train from",
+            f"{folder}, whose model.safetensors keeps only the tensors its "
+            "parameter-efficient strategy trained (adapters, head, norms)",
+            f"predict or export with it (`headstart predict {folder} ...`), or train from "
+            "a run of a strategy that stores the whole model (finetune, lp-ft, ...)",
+        )
     return arch_name, str(folder / "model.safetensors"), size
+
+
+def _stores_trained_only(weights: Path) -> bool:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(weights), "pt") as f:
+            return (f.metadata() or {}).get("stores") == "trained-only"
+    except Exception:  # unreadable: loading the weights says why
+        return False
 
 
 class RunFolderFamily(BackboneFamily):
