@@ -301,3 +301,54 @@ def test_regularisers_run_in_fit_compare_and_the_estimator(tmp_path):
         backbone="toy-resnet", strategy="lwf", image_size=32, epochs=2, verbose=False
     )
     assert np.isfinite(clf.fit(X, y).predict_proba(X)).all()
+
+
+# -- forgetting for text: similarity retention -------------------------------------------
+
+
+def test_similarity_retention_is_the_spearman_of_the_pair_cosines():
+    from scipy.stats import spearmanr
+
+    from headstart.evaluation.run import retention_pairs, similarity_retention
+
+    g = torch.Generator().manual_seed(0)
+    before = torch.randn(40, 8, generator=g)
+    after = before + 0.5 * torch.randn(40, 8, generator=g)
+    i, j = retention_pairs(40)
+    assert len(i) == 40 * 39 // 2 and (i < j).all()  # every pair when there are few
+    cos = lambda e: F.cosine_similarity(e[i], e[j]).numpy()  # noqa: E731
+    rho, pairs = similarity_retention(before, after)
+    assert pairs == len(i) and rho == pytest.approx(spearmanr(cos(before), cos(after))[0])
+    assert similarity_retention(before, before)[0] == pytest.approx(1.0)
+    assert similarity_retention(before, 3 * before)[0] == pytest.approx(1.0)  # scale-free
+    i2, j2 = retention_pairs(3000, 500)
+    assert len(set(zip(i2.tolist(), j2.tolist(), strict=True))) == 500 and (i2 < j2).all()
+    assert (retention_pairs(3000, 500)[1] == j2).all()  # a fixed sample
+    assert similarity_retention(before[:2], after[:2]) is None
+
+
+def test_text_runs_report_similarity_retention_and_compare_shows_it(tmp_path):
+    from tests.unit.test_text_pipeline import _csv
+
+    data = _csv(tmp_path / "reviews.csv", n_per_class=16)
+
+    def cfg(strategy: str) -> RunConfig:
+        return RunConfig(
+            data=DataConfig(source=str(data), text_cols=["review"], label_col="sentiment"),
+            backbone=BackboneConfig(name="toy-bert"),
+            strategy=StrategyConfig(name=strategy, backbone_lr_scale=1.0),
+            train=TrainConfig(epochs=3, batch_size=8, lr=5e-3),
+        )
+
+    probe = fit(cfg("linear-probe"), tmp_path / "probe", progress=False).metrics["forgetting"]
+    assert probe["measure"] == "similarity_retention" and probe["similarity_retention"] == 1.0
+    tuned = fit(cfg("finetune"), tmp_path / "ft", progress=False).metrics["forgetting"]
+    assert tuned["applicable"] and tuned["kept"] == tuned["similarity_retention"] < 0.999
+    assert tuned["pairs"] == tuned["n"] * (tuned["n"] - 1) // 2
+    page = (tmp_path / "ft" / "report.html").read_text()
+    assert "similarity retention" in page and f"{tuned['similarity_retention']:.3f}" in page
+    spec = CompareConfig(strategies=["linear-probe", "lwf"], budgets=[8], seeds=1)
+    run_compare(cfg("finetune"), spec, tmp_path / "cmp", progress=False)
+    doc = json.loads((tmp_path / "cmp" / "comparison.json").read_text())
+    assert {r["measure"] for r in doc["forgetting"]} == {"similarity_retention"}
+    assert "similarity retention" in (tmp_path / "cmp" / "report.html").read_text()

@@ -309,6 +309,13 @@ def budget_curves_svg(summary: dict[str, Any], salt: str = "budget") -> str:
     return _svg(draw, (10, 3.8), salt)
 
 
+#: how each forgetting measure is named on an axis or in a table
+FORGETTING_LABELS = {
+    "top1_agreement": "source top-1 agreement",
+    "similarity_retention": "similarity retention (Spearman)",
+}
+
+
 def forgetting_svg(
     rows: list[dict[str, Any]], colors: dict[str, Any] | None = None, salt: str = "forget"
 ) -> str:
@@ -328,8 +335,8 @@ def forgetting_svg(
             ax.bar(np.arange(len(budgets)) + i * width, ys, width, label=s, color=colors[s])
         ax.set_xticks(np.arange(len(budgets)) + 0.4 - width / 2, [str(b) for b in budgets])
         ax.set_xlabel("labelled examples per class")
-        ax.set_ylabel("source top-1 agreement")
-        ax.set_ylim(0, 1.05)
+        ax.set_ylabel(FORGETTING_LABELS.get(rows[0].get("measure", ""), "source top-1 agreement"))
+        ax.set_ylim(min(0.0, *(r["agreement"] for r in rows)), 1.05)
         ax.legend(fontsize=7)
         ax.grid(alpha=0.3, axis="y")
 
@@ -452,7 +459,15 @@ def model_sections(
         ),
     ]
     forgetting = metrics.get("forgetting", {})
-    if forgetting.get("applicable"):
+    if forgetting.get("measure") == "similarity_retention":
+        text = (
+            f"The encoder has no source head; what it keeps is measured as similarity "
+            f"retention: the Spearman correlation between the original and the trained "
+            f"encoder's cosine similarities over {forgetting['pairs']} pairs of the "
+            f"{forgetting['n']} {split} texts is <b>{forgetting['similarity_retention']:.3f}"
+            f"</b> (1.0 = the similarities are ranked as before)."
+        )
+    elif forgetting.get("applicable"):
         text = (
             f"With its original source head put back, the backbone predicts the same source "
             f"class as the original pretrained model on "
@@ -652,7 +667,11 @@ def compare_report_html(
                 "Forgetting of the source task",
                 forgetting_svg(forgetting_rows, strategy_colors(_strategy_names(summary))),
                 "How often the backbone with its original source head still predicts what the "
-                "original model predicted, on the test examples (1.0 = no drift).",
+                "original model predicted, on the test examples (1.0 = no drift)."
+                if forgetting_rows[0].get("measure") != "similarity_retention"
+                else "The Spearman correlation between the original and the trained "
+                "encoder's cosine similarities of a fixed sample of pairs of test texts "
+                "(1.0 = no drift; the encoder has no source head).",
             )
         )
     else:

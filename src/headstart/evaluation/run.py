@@ -57,16 +57,21 @@ def shown_split(data: Splits) -> tuple[str, Samples]:
     return "train", data.train
 
 
+#: the fixed sample of pairs of shown texts whose similarities the retention compares
+RETENTION_PAIRS = 2000
+
+
 def source_features(
     backbone: Backbone, strategy: Strategy, emb: Embedder, data: Splits
 ) -> Embeddings | None:
     """Embeddings of the shown split by the original pretrained backbone (cached), for the
-    forgetting check; None when the backbone came without a source-task head."""
+    forgetting check; None when there is nothing to check (an image backbone that came
+    without a source-task head, or random weights)."""
     source = backbone.source_backbone()  # a probe's source head reads the final layer
     if source is not backbone:
         emb = Embedder(source, emb.cfg, emb.cache, emb.device, False, emb.console)
         backbone = source
-    if backbone.source_head() is None:
+    if backbone.source_head() is None and backbone.spec.modality != "text":
         return None
     if not strategy.uses_pretrained:
         return None
@@ -152,6 +157,29 @@ def evaluate_run(
             "what": "how often the backbone, with its original source head put back, "
             "predicts the same source class as the original pretrained model",
         }
+    elif source_before is not None and source_backbone.spec.modality == "text":
+        after = source_before if source_backbone is not backbone else e
+        retention = similarity_retention(source_before, after)
+        if retention is not None:
+            rho, pairs = retention
+            result["forgetting"] = {
+                "applicable": True,
+                "measure": "similarity_retention",
+                "split": shown,
+                "n": len(samples),
+                "pairs": pairs,
+                "similarity_retention": rho,
+                "kept": rho,
+                "what": "the Spearman correlation, over a fixed sample of pairs of texts, "
+                "between the cosine similarities of the original encoder's embeddings and "
+                "the trained encoder's (1.0: the encoder is unchanged)",
+            }
+            console.print(
+                f"[bold]forgetting[/] similarity retention {rho:.3f} (Spearman of the cosine "
+                f"similarities of {pairs} pairs of {shown} texts, original vs trained encoder)"
+            )
+    if agreement is not None:
+        result["forgetting"].update(measure="top1_agreement", kept=float(agreement.mean()))
     if "test" in result:
         print_metrics(result["test"], console, title=f"Test metrics ({strategy.describe()})")
     cal = result["calibration"][shown]
@@ -177,6 +205,49 @@ def evaluate_run(
             f"{100 * agreement.mean():.1f}% of {shown} images"
         )
     return result, EvalOutputs(shown, samples, logits, e, temperature, agreement)
+
+
+def retention_pairs(n: int, m: int = RETENTION_PAIRS) -> tuple[np.ndarray, np.ndarray]:
+    """A fixed sample of ``m`` distinct pairs ``(i, j)``, ``i < j < n`` (all of them when
+    there are fewer), the same for every run on the same split."""
+    total = n * (n - 1) // 2
+    if total <= m:
+        i, j = np.triu_indices(n, 1)
+        return i, j
+    rng = np.random.default_rng(0)
+    chosen = np.sort(rng.choice(total, m, replace=False))
+    # the k-th pair of the row-major upper triangle, without building it
+    i = (n - 2 - np.floor(np.sqrt(-8 * chosen + 4 * n * (n - 1) - 7) / 2 - 0.5)).astype(int)
+    j = (chosen + i + 1 - n * (n - 1) // 2 + (n - i) * ((n - i) - 1) // 2).astype(int)
+    return i, j
+
+
+def similarity_retention(before: Embeddings, after: Embeddings) -> tuple[float, int] | None:
+    """The Spearman correlation between the cosine similarities of a fixed sample of
+    pairs under the original embeddings and under the trained ones, and the number of
+    pairs; None with fewer than 3 examples or constant similarities."""
+    from scipy.stats import spearmanr
+
+    n = len(before)
+    if n < 3:
+        return None
+    i, j = retention_pairs(n)
+    rows = np.unique(np.concatenate([i, j]))
+    where = {int(r): k for k, r in enumerate(rows)}
+    ii = np.array([where[int(r)] for r in i])
+    jj = np.array([where[int(r)] for r in j])
+
+    def cosines(e: Embeddings) -> np.ndarray:
+        x = e[torch.as_tensor(rows)] if isinstance(e, torch.Tensor) else e.take(rows)
+        unit = nn.functional.normalize(x.float(), dim=1).numpy()
+        return np.einsum("ij,ij->i", unit[ii], unit[jj])
+
+    if after is before:  # a frozen encoder: unchanged by definition
+        return 1.0, len(i)
+    a, b = cosines(before), cosines(after)
+    if np.ptp(a) == 0 or np.ptp(b) == 0:
+        return None
+    return float(spearmanr(a, b).statistic), len(i)
 
 
 def _no_source_reason(backbone: Backbone) -> str:

@@ -342,8 +342,15 @@ def _forgetting_rows(metrics_of: dict[tuple[str, int, int], dict[str, Any]]) -> 
     for (name, budget, seed), m in metrics_of.items():
         f = m.get("forgetting", {})
         if f.get("applicable"):
+            measure = f.get("measure", "top1_agreement")
             rows.append(
-                {"strategy": name, "budget": budget, "seed": seed, "agreement": f["top1_agreement"]}
+                {
+                    "strategy": name,
+                    "budget": budget,
+                    "seed": seed,
+                    "agreement": f.get("kept", f.get("top1_agreement")),
+                    "measure": measure,
+                }
             )
     return rows
 
