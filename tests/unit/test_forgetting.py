@@ -352,3 +352,50 @@ def test_text_runs_report_similarity_retention_and_compare_shows_it(tmp_path):
     doc = json.loads((tmp_path / "cmp" / "comparison.json").read_text())
     assert {r["measure"] for r in doc["forgetting"]} == {"similarity_retention"}
     assert "similarity retention" in (tmp_path / "cmp" / "report.html").read_text()
+
+
+# -- compare: accuracy against forgetting and size ----------------------------------------
+
+
+def test_pareto_front_and_the_verdict_on_constructed_points():
+    from headstart.evaluation.stats import pareto_front, tradeoff
+
+    points = {"a": (0.9, 0.5), "b": (0.8, 0.95), "c": (0.7, 0.9), "d": (0.85, 0.92)}
+    assert pareto_front(points) == ["a", "d", "b"]  # c is beaten by b and d in both
+    rows = [
+        {"strategy": s, "budget": 10, "seed": seed, "accuracy": acc + 0.01 * seed,
+         "kept": kept, "measure": "top1_agreement", "trainable": 100 * (i + 1)}
+        for i, (s, (acc, kept)) in enumerate(points.items())
+        for seed in (0, 1)
+    ]  # fmt: skip
+    rows.append({"strategy": "scratch", "budget": 10, "seed": 0, "accuracy": 0.99,
+                 "kept": None, "measure": None, "trainable": 5})  # fmt: skip
+    entry = tradeoff(rows)["10"]
+    assert entry["front"] == ["a", "d", "b"] and entry["best_keeping"] == "d"
+    assert "d" in entry["text"] and "90%" in entry["text"]
+    by = {r["strategy"]: r for r in entry["rows"]}
+    assert by["a"]["accuracy"] == pytest.approx(0.905) and by["b"]["trainable"] == 200
+    assert not by["scratch"]["pareto"] and by["scratch"]["kept"] is None
+    low = tradeoff([{**r, "kept": 0.5 * r["kept"]} for r in rows if r["kept"] is not None])
+    assert low["10"]["best_keeping"] is None and "no strategy keeps" in low["10"]["text"]
+
+
+def test_compare_shows_the_tradeoff_table_chart_and_verdict(tmp_path):
+    folder = make_image_folder(tmp_path / "images", n_per_class=16)
+    cfg = RunConfig(
+        data=DataConfig(source=str(folder), image_size=32, test_fraction=0.25),
+        backbone=BackboneConfig(name="toy-efficientnet"),
+        strategy=StrategyConfig(name="finetune"),
+        train=TrainConfig(epochs=2, batch_size=8),
+    )
+    spec = CompareConfig(strategies=["linear-probe", "finetune", "bitfit"], budgets=[6], seeds=1)
+    run_compare(cfg, spec, tmp_path / "cmp", progress=False)
+    doc = json.loads((tmp_path / "cmp" / "comparison.json").read_text())
+    entry = doc["tradeoff"]["6"]
+    by = {r["strategy"]: r for r in entry["rows"]}
+    assert by["linear-probe"]["kept"] == 1.0 and by["linear-probe"]["pareto"]
+    assert by["linear-probe"]["trainable"] < by["bitfit"]["trainable"] < by["finetune"]["trainable"]
+    assert entry["best_keeping"] is not None and entry["best_keeping"] in entry["text"]
+    page = (tmp_path / "cmp" / "report.html").read_text()
+    assert 'data-figure="tradeoff"' in page and 'data-section="tradeoff"' in page
+    assert entry["text"] in page

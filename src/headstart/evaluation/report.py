@@ -24,10 +24,12 @@ matplotlib.use("Agg")  # no display: render to files only
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
+from matplotlib.ticker import FuncFormatter, NullFormatter
 from safetensors import safe_open
 from sklearn.decomposition import PCA
 
 from headstart.data import ImageSamples, TextSamples
+from headstart.evaluation.stats import KEEP_AT_LEAST
 from headstart.features.store import LazyEmbeddings
 from headstart.storage import atomic_write
 
@@ -343,6 +345,79 @@ def forgetting_svg(
     return _svg(draw, (7, 3.4), salt)
 
 
+def tradeoff_svg(doc: dict[str, Any], colors: dict[str, Any], salt: str = "tradeoff") -> str:
+    """Per label budget (a column each): accuracy against what is kept of the source task
+    (the Pareto front joined), and accuracy against trainable parameters (log scale)."""
+    budgets = sorted(doc, key=int)
+
+    def draw(fig: Any) -> None:
+        axes = fig.subplots(2, len(budgets), squeeze=False)
+        for col, b in enumerate(budgets):
+            entry = doc[b]
+            label = FORGETTING_LABELS.get(entry["measure"], entry["measure"])
+            top, bottom = axes[0][col], axes[1][col]
+            for r in entry["rows"]:
+                c = colors.get(r["strategy"], "grey")
+                marker = "*" if r["pareto"] else "o"
+                size = 90 if r["pareto"] else 30
+                if r["kept"] is not None:
+                    top.scatter(r["kept"], r["accuracy"], color=c, marker=marker, s=size)
+                    top.annotate(r["strategy"], (r["kept"], r["accuracy"]), fontsize=7,
+                                 xytext=(3, 3), textcoords="offset points")  # fmt: skip
+                if r["trainable"]:
+                    bottom.scatter(r["trainable"], r["accuracy"], color=c, marker=marker, s=size)
+                    bottom.annotate(r["strategy"], (r["trainable"], r["accuracy"]), fontsize=7,
+                                    xytext=(3, 3), textcoords="offset points")  # fmt: skip
+            front = [r for r in entry["rows"] if r["pareto"]]
+            front.sort(key=lambda r: r["kept"])
+            if len(front) > 1:
+                top.plot([r["kept"] for r in front], [r["accuracy"] for r in front],
+                         color="black", lw=0.8, ls="--", label="Pareto front")  # fmt: skip
+                top.legend(fontsize=7)
+            top.axvline(KEEP_AT_LEAST, color="grey", lw=0.6, ls=":")
+            top.set_title(f"{b} per class", fontsize=9)
+            top.set_xlabel(label)
+            top.set_ylabel("test accuracy")
+            top.grid(alpha=0.3)
+            bottom.set_xscale("log")
+            bottom.xaxis.set_major_formatter(FuncFormatter(lambda v, _: _count(v)))
+            bottom.xaxis.set_minor_formatter(NullFormatter())
+            bottom.set_xlabel("trainable parameters")
+            bottom.set_ylabel("test accuracy")
+            bottom.grid(alpha=0.3)
+
+    return _svg(draw, (max(5.0, 4.2 * len(budgets)), 7.0), salt)
+
+
+def _count(v: float) -> str:
+    """A parameter count as a short label: 950, 12k, 3.4M."""
+    for div, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if v >= div:
+            return f"{v / div:.3g}{suffix}"
+    return f"{v:.3g}"
+
+
+def tradeoff_rows(doc: dict[str, Any]) -> list[list[str]]:
+    """The trade-off table: one row per budget and strategy."""
+    rows = []
+    for b in sorted(doc, key=int):
+        for r in sorted(doc[b]["rows"], key=lambda r: -r["accuracy"]):
+            rows.append(
+                [
+                    b,
+                    r["strategy"],
+                    f"{r['accuracy']:.4f}",
+                    "-" if r["kept"] is None else f"{r['kept']:.3f}",
+                    "-" if r["trainable"] is None else f"{r['trainable']:,}",
+                    "yes" if r["pareto"] else "",
+                ]
+            )
+    return rows
+
+
+TRADEOFF_HEADER = ["per class", "strategy", "accuracy", "kept", "trainable params", "Pareto"]
+
+
 def _thumbnail(image: Any) -> str:
     im = image.convert("RGB")
     im.thumbnail((96, 96))
@@ -636,6 +711,7 @@ def compare_report_html(
     forgetting_rows: list[dict[str, Any]],
     example: dict[str, Any] | None,
     notes: list[str],
+    trade: dict[str, Any] | None = None,
 ) -> str:
     """The comparison page: verdicts, the table, budget curves with confidence bands, the
     forgetting figure, and the figures of one example model (``example``: its metrics,
@@ -679,6 +755,23 @@ def compare_report_html(
             '<figure data-figure="forgetting"><h3>Forgetting of the source task</h3>'
             "<p>Not applicable: the backbone has no source-task head.</p></figure>"
         )
+    if trade and any(e["front"] for e in trade.values()):
+        lines = "".join(
+            f"<li><b>{b} per class</b>: {html.escape(e['text'])}</li>"
+            for b, e in sorted(trade.items(), key=lambda kv: int(kv[0]))
+        )
+        sections += [
+            '<h2>Accuracy, forgetting and size</h2><ul data-section="tradeoff">' + lines + "</ul>",
+            _table(TRADEOFF_HEADER, tradeoff_rows(trade)),
+            _figure(
+                "tradeoff",
+                "Accuracy against forgetting and trainable parameters",
+                tradeoff_svg(trade, strategy_colors(_strategy_names(summary))),
+                "Means over seeds. Stars: the Pareto front of accuracy and what is kept of "
+                f"the source task (no strategy is both more accurate and keeps more); the "
+                f"dotted line marks {KEEP_AT_LEAST:.0%}.",
+            ),
+        ]
     if example is not None:
         sections.append(f"<h2>{html.escape(example['caption'])}</h2>")
         sections += model_sections(

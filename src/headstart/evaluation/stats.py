@@ -1,5 +1,6 @@
 """Statistics for comparing strategies: confidence intervals over seeds, McNemar's test on
-paired test predictions, and the verdict on whether transfer helped.
+paired test predictions, the verdict on whether transfer helped, and the trade-off of
+accuracy against forgetting and trainable parameters.
 
 Written here rather than imported from statsmodels (not a dependency): each function is a
 few lines of scipy, and the tests check them against statsmodels.
@@ -183,3 +184,80 @@ def summarise(
 
 def _num(v: float | None) -> float:
     return float("nan") if v is None else float(v)
+
+
+#: the share of the source task a strategy must keep to be named by the trade-off verdict
+KEEP_AT_LEAST = 0.9
+_MEASURE_WORDS = {
+    "top1_agreement": "source agreement",
+    "similarity_retention": "similarity retention",
+}
+
+
+def pareto_front(points: dict[str, tuple[float, float]]) -> list[str]:
+    """The names whose (accuracy, kept) no other point matches or beats in both with one
+    strictly better (both higher is better), by accuracy, best first."""
+    front = [
+        name
+        for name, (acc, kept) in points.items()
+        if not any(
+            a >= acc and k >= kept and (a > acc or k > kept)
+            for other, (a, k) in points.items()
+            if other != name
+        )
+    ]
+    return sorted(front, key=lambda n: -points[n][0])
+
+
+def tradeoff(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Per label budget, accuracy against what each strategy keeps of the source task and
+    its trainable parameters (means over seeds), the Pareto front of accuracy and kept,
+    and a verdict naming the most accurate strategy that keeps at least
+    :data:`KEEP_AT_LEAST`. ``rows``: one per cell, with ``strategy``, ``budget``,
+    ``accuracy``, ``kept`` (None where not measured), ``measure`` and ``trainable``."""
+    out: dict[str, Any] = {}
+    for budget in sorted({int(r["budget"]) for r in rows}):
+        here = [r for r in rows if int(r["budget"]) == budget]
+        measure = next((r["measure"] for r in here if r.get("measure")), "top1_agreement")
+        words = _MEASURE_WORDS.get(measure, measure)
+        table = []
+        for s in dict.fromkeys(r["strategy"] for r in here):
+            mine = [r for r in here if r["strategy"] == s]
+            kept = [float(r["kept"]) for r in mine if r.get("kept") is not None]
+            trainable = [int(r["trainable"]) for r in mine if r.get("trainable") is not None]
+            table.append(
+                {
+                    "strategy": s,
+                    "accuracy": float(np.mean([r["accuracy"] for r in mine])),
+                    "kept": float(np.mean(kept)) if kept else None,
+                    "trainable": int(np.mean(trainable)) if trainable else None,
+                    "seeds": len(mine),
+                }
+            )
+        points = {t["strategy"]: (t["accuracy"], t["kept"]) for t in table if t["kept"] is not None}
+        front = pareto_front(points)
+        for t in table:
+            t["pareto"] = t["strategy"] in front
+        keeping = [t for t in table if t["kept"] is not None and t["kept"] >= KEEP_AT_LEAST]
+        best = max(keeping, key=lambda t: t["accuracy"]) if keeping else None
+        if best is not None:
+            text = (
+                f"best keeping at least {KEEP_AT_LEAST:.0%} {words}: {best['strategy']} "
+                f"(accuracy {best['accuracy']:.4f}, {words} {best['kept']:.3f})"
+            )
+        elif points:
+            closest = max(points, key=lambda n: points[n][1])
+            text = (
+                f"no strategy keeps {KEEP_AT_LEAST:.0%} {words}; the most faithful is "
+                f"{closest} ({words} {points[closest][1]:.3f})"
+            )
+        else:
+            text = "forgetting not measured (no source head or text encoder to check)"
+        out[str(budget)] = {
+            "measure": measure,
+            "rows": table,
+            "front": front,
+            "best_keeping": best["strategy"] if best else None,
+            "text": text,
+        }
+    return out

@@ -39,10 +39,13 @@ from headstart.data.loading import MIN_VAL_PER_CLASS, Splits, prepare_data
 from headstart.errors import ConfigError, RunFolderError
 from headstart.evaluation import Cell, read_history, read_predictions, summarise
 from headstart.evaluation.report import (
+    TRADEOFF_HEADER,
     compare_report_html,
     comparison_header,
     comparison_rows,
+    tradeoff_rows,
 )
+from headstart.evaluation.stats import tradeoff
 from headstart.features import EmbeddingCache
 from headstart.runfolder import can_resume, check_out_folder, remove_model, write_json
 from headstart.storage import atomic_write, locked, write_csv
@@ -294,8 +297,10 @@ def run_compare(
         )
     summary = summarise(cells, spec.baseline, spec.alpha, spec.confidence)
     result = CompareResult(out, summary, cells, not_run, time.perf_counter() - t0)
-    _write_outputs(result, spec, metrics_of, data)
+    trade = tradeoff(_tradeoff_rows(cells, metrics_of))
+    _write_outputs(result, spec, metrics_of, data, trade)
     print_comparison(summary, console)
+    print_tradeoff(trade, console)
     if not not_run:  # a comparison still going on may yet need any model
         freed = keep_models(out, cells, spec.keep_models)
         if freed:
@@ -355,11 +360,37 @@ def _forgetting_rows(metrics_of: dict[tuple[str, int, int], dict[str, Any]]) -> 
     return rows
 
 
+def _tradeoff_rows(
+    cells: list[Cell], metrics_of: dict[tuple[str, int, int], dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """One row per cell for :func:`tradeoff`: accuracy, what is kept of the source task
+    and the trainable parameters of the phase that trained the most."""
+    rows = []
+    for c in cells:
+        m = metrics_of.get((c.strategy, c.budget, c.seed), {})
+        f = m.get("forgetting", {})
+        params = m.get("params", {})
+        trained = params.get("train") or params.get("probe") or {}
+        rows.append(
+            {
+                "strategy": c.strategy,
+                "budget": c.budget,
+                "seed": c.seed,
+                "accuracy": c.accuracy,
+                "kept": f.get("kept", f.get("top1_agreement")) if f.get("applicable") else None,
+                "measure": f.get("measure", "top1_agreement") if f.get("applicable") else None,
+                "trainable": trained.get("trainable"),
+            }
+        )
+    return rows
+
+
 def _write_outputs(
     result: CompareResult,
     spec: CompareConfig,
     metrics_of: dict[tuple[str, int, int], dict[str, Any]],
     data: Splits,
+    trade: dict[str, Any],
 ) -> None:
     out, summary = result.out, result.summary
     forgetting = _forgetting_rows(metrics_of)
@@ -383,6 +414,7 @@ def _write_outputs(
             for c in result.cells
         ],
         "forgetting": forgetting,
+        "tradeoff": trade,
         "not_run": result.not_run,
         "seconds": result.seconds,
     }
@@ -402,7 +434,7 @@ def _write_outputs(
     if result.not_run:
         notes.append(f"{len(result.not_run)} cells not run yet (time budget).")
     page = compare_report_html(
-        f"headstart comparison: {data.train.name}", summary, forgetting, example, notes
+        f"headstart comparison: {data.train.name}", summary, forgetting, example, notes, trade
     )
     atomic_write(out / "report.html", page)
 
@@ -446,3 +478,17 @@ def print_comparison(summary: dict[str, Any], console: Console) -> None:
         v = entry["verdict"]
         color = {"helps": "green", "negative transfer": "red"}.get(str(v["verdict"]), "yellow")
         console.print(f"[bold]{b} per class[/]: [{color}]{v['text']}[/]")
+
+
+def print_tradeoff(trade: dict[str, Any], console: Console) -> None:
+    """The trade-off table and each budget's line on what is kept of the source task."""
+    if not any(e["front"] for e in trade.values()):
+        return
+    table = Table(title="Accuracy, forgetting and trainable parameters (means over seeds)")
+    for i, col in enumerate(TRADEOFF_HEADER):
+        table.add_column(col, justify="left" if i < 2 else "right", no_wrap=True)
+    for row in tradeoff_rows(trade):
+        table.add_row(*row)
+    console.print(table)
+    for b, entry in sorted(trade.items(), key=lambda kv: int(kv[0])):
+        console.print(f"[bold]{b} per class[/], forgetting: {entry['text']}")
