@@ -399,3 +399,55 @@ def test_compare_shows_the_tradeoff_table_chart_and_verdict(tmp_path):
     page = (tmp_path / "cmp" / "report.html").read_text()
     assert 'data-figure="tradeoff"' in page and 'data-section="tradeoff"' in page
     assert entry["text"] in page
+
+
+# -- progressive networks -----------------------------------------------------------------
+
+
+def test_progressive_keeps_the_pretrained_column_bitwise_and_forgets_nothing(tmp_path):
+    from headstart.backbones.progressive import ProgressiveBackbone
+    from headstart.runfolder import load
+
+    folder = make_image_folder(tmp_path / "images", n_per_class=16)
+    cfg = RunConfig(
+        data=DataConfig(source=str(folder), image_size=32, test_fraction=0.25),
+        backbone=BackboneConfig(name="toy-efficientnet"),
+        strategy=StrategyConfig(name="progressive"),
+        train=TrainConfig(epochs=3, batch_size=8),
+    )
+    result = fit(cfg, tmp_path / "run", progress=False)
+    bb = result.backbone
+    assert isinstance(bb, ProgressiveBackbone)
+    pretrained = create_backbone(BackboneConfig(name="toy-efficientnet"), 3, 32).state_dict()
+    inner_head = {id(q) for q in bb.inner.head().parameters()}
+    head = {n for n, p in bb.inner.named_parameters() if id(p) in inner_head}
+    body = {k: v for k, v in bb.inner.state_dict().items() if k not in head}
+    assert body and all(torch.equal(v, pretrained[k]) for k, v in body.items())  # bitwise
+    assert len(bb.lateral) == len(bb.inner.layer_modules())  # a link from every group
+    m = result.metrics
+    assert m["forgetting"]["top1_agreement"] == 1.0
+    column = sum(p.numel() for g in bb.layer_groups()[-2:] for p in g.params)
+    assert m["params"]["train"]["trainable"] == column < m["params"]["train"]["total"]
+    assert m["test"]["accuracy"] > 0.5  # it learns (3 shapes; chance 0.33)
+    again = load(tmp_path / "run", device="cpu", engine="torch").backbone
+    x = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.equal(bb.eval()(x), again.eval()(x))
+    with pytest.raises(ConfigError, match="WIDTH"):
+        build_strategy(StrategyConfig(name="progressive:wide"))
+    with pytest.raises(ConfigError, match="wrap_backbone"):
+        build_strategy(StrategyConfig(name="progressive")).param_groups(_image_backbone())
+
+
+def test_progressive_on_a_text_encoder_retains_every_similarity(tmp_path):
+    from tests.unit.test_text_pipeline import _csv
+
+    data = _csv(tmp_path / "reviews.csv", n_per_class=12)
+    cfg = RunConfig(
+        data=DataConfig(source=str(data), text_cols=["review"], label_col="sentiment"),
+        backbone=BackboneConfig(name="toy-bert"),
+        strategy=StrategyConfig(name="progressive:16"),
+        train=TrainConfig(epochs=2, batch_size=8),
+    )
+    m = fit(cfg, tmp_path / "run", progress=False).metrics
+    assert m["forgetting"]["similarity_retention"] == 1.0

@@ -77,7 +77,7 @@ def test_every_registered_strategy_keeps_the_contract(name):
     arg = "1" if name == "freeze" else None
     s = build_strategy(StrategyConfig(name=f"{name}:{arg}" if arg else name))
     assert s.phases and set(s.phases) <= set(PHASES)
-    bb = _contract_backbone()
+    bb = s.wrap_backbone(_contract_backbone(), 3)
     groups = s.param_groups(bb)
     assert [g.name for g in groups] == [g.name for g in bb.layer_groups()]
     assert isinstance(s.head_name(), str)

@@ -189,6 +189,7 @@ ALL_STRATEGIES = [
     "bss",
     "bitfit",
     "lora",
+    "progressive",
 ]
 
 
@@ -197,8 +198,8 @@ ALL_STRATEGIES = [
 def test_contract_every_backbone_and_strategy(backbone, strategy):
     """One step on every registered toy with every strategy: frozen parameters keep their
     values, parameters that train and get a gradient move, the head always trains."""
-    bb = _backbone(backbone)
     s = build_strategy(StrategyConfig(name=strategy))
+    bb = s.wrap_backbone(_backbone(backbone), 3)
     groups = s.param_groups(bb)
     assert [g.name for g in groups] == [g.name for g in bb.layer_groups()]
     before = _one_step(bb, s)

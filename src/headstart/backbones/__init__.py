@@ -1,7 +1,8 @@
 """Backbones: the contract, the catalog of named backbones, and the backbone families
 (timm vision models, Hugging Face and ONNX text encoders, cut networks, several layers'
-probe features, a run folder as a backbone), each registered in ``FAMILIES`` with a
-factory that creates and rebuilds its backbones; offline weight resolution; toy models.
+probe features, progressive networks, a run folder as a backbone), each registered in
+``FAMILIES`` with a factory that creates and rebuilds its backbones; offline weight
+resolution; toy models.
 
 timm, transformers and onnxruntime are imported when a backbone of theirs is built.
 """
@@ -12,6 +13,7 @@ from headstart.backbones import (  # noqa: F401
     hf_text,
     multilayer,
     onnx_text,
+    progressive,
     run_folder,
     vision,
     word_vectors,
@@ -29,6 +31,7 @@ from headstart.backbones.families import (
 from headstart.backbones.hf_text import HFTextBackbone
 from headstart.backbones.multilayer import ProbeFeaturesBackbone
 from headstart.backbones.onnx_text import OnnxTextBackbone
+from headstart.backbones.progressive import ProgressiveBackbone
 from headstart.backbones.text import TextBackbone, TextDataset
 from headstart.backbones.vectors_io import WordVectors, read_vectors
 from headstart.backbones.vision import TimmBackbone
@@ -47,6 +50,7 @@ __all__ = [
     "LayerGroup",
     "OnnxTextBackbone",
     "ProbeFeaturesBackbone",
+    "ProgressiveBackbone",
     "TextBackbone",
     "TextDataset",
     "TimmBackbone",

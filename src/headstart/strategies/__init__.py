@@ -15,6 +15,7 @@ from headstart.strategies import (
     l2sp,
     lora,
     lwf,
+    progressive,
     setfit,
 )
 from headstart.strategies.base import (
@@ -45,5 +46,6 @@ __all__ = [
     "l2sp",
     "lora",
     "lwf",
+    "progressive",
     "setfit",
 ]

@@ -203,6 +203,12 @@ class Strategy:
         frozen_stats = pretrained and self.cfg.bn_stats == "frozen"
         apply_freeze(backbone, self.param_groups(backbone), all_bn_stats=frozen_stats)
 
+    def wrap_backbone(self, backbone: Backbone, num_classes: int) -> Backbone:
+        """The model this strategy trains, built around the pretrained ``backbone`` when
+        the run starts (a progressive network's new column); the backbone itself by
+        default. The wrapper records itself in its spec, so a run folder rebuilds it."""
+        return backbone
+
     def prepare_model(self, backbone: Backbone) -> None:
         """Change the model before its parameter groups are taken for training (inject
         adapters); also run on the base model when a run folder that stores only its

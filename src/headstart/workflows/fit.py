@@ -327,6 +327,7 @@ def _fit(
         vocabulary = _vocabulary(cfg, backbone, data, console)
         if _uses_probe_features(cfg, strategy, backbone, modality):
             backbone = ProbeFeaturesBackbone(backbone, k, tta=_tta(cfg, modality))
+        backbone = strategy.wrap_backbone(backbone, k)
     cache = cache or EmbeddingCache()
     hits0, misses0 = cache.hits, cache.misses
     emb = Embedder(backbone, cfg, cache, device, progress, console)
