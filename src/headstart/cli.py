@@ -94,6 +94,7 @@ DROPOUT_OPT = Annotated[float, _opt(BackboneConfig, "drop_rate", "--dropout")]
 EPOCHS_OPT = Annotated[int, _opt(TrainConfig, "epochs", "--epochs")]
 HEAD_C_OPT = Annotated[float, _opt(StrategyConfig, "head_c", "--head-c")]
 LORA_TARGETS_OPT = Annotated[str | None, _opt(StrategyConfig, "lora_targets", "--lora-targets")]
+PEFT_OPT = Annotated[str | None, _opt(StrategyConfig, "peft", "--peft")]
 HEAD_OPT = Annotated[str, _opt(StrategyConfig, "head", "--head")]
 IMAGE_SIZE_OPT = Annotated[int | None, _opt(DataConfig, "image_size", "--image-size")]
 LABEL_COL_OPT = Annotated[str, _opt(DataConfig, "label_col", "--label-col")]
@@ -173,6 +174,7 @@ def fit(
     bn_stats: BN_STATS_OPT = _d(StrategyConfig, "bn_stats"),
     head_c: HEAD_C_OPT = _d(StrategyConfig, "head_c"),
     lora_targets: LORA_TARGETS_OPT = _d(StrategyConfig, "lora_targets"),
+    peft: PEFT_OPT = _d(StrategyConfig, "peft"),
     val_fraction: VAL_FRACTION_OPT = _d(DataConfig, "val_fraction"),
     test_fraction: TEST_FRACTION_OPT = _d(DataConfig, "test_fraction"),
     max_pixels: Annotated[int, _opt(DataConfig, "max_pixels", "--max-pixels")] = _d(
@@ -448,6 +450,7 @@ def compare(
     layer_decay: LAYER_DECAY_OPT = _d(StrategyConfig, "layer_decay"),
     bn_stats: BN_STATS_OPT = _d(StrategyConfig, "bn_stats"),
     lora_targets: LORA_TARGETS_OPT = _d(StrategyConfig, "lora_targets"),
+    peft: PEFT_OPT = _d(StrategyConfig, "peft"),
     skip_bad: SKIP_BAD_OPT = _d(DataConfig, "skip_bad"),
     allow_download: ALLOW_DOWNLOAD_OPT = _d(BackboneConfig, "allow_download"),
     pooling: POOLING_OPT = _d(BackboneConfig, "pooling"),

@@ -244,6 +244,12 @@ class StrategyConfig:
         "BatchNorm statistics of a pretrained backbone while fine-tuning: frozen (kept as "
         "pretrained, the stable choice for small data) or update.",
     )
+    peft: str | None = _f(
+        None,
+        "With freeze:N or gradual: train only parameter-efficient tensors in the groups "
+        "that train (lora: LoRA adapters; bitfit: biases and norms); the run folder keeps "
+        "only those.",
+    )
     lora_targets: str | None = _f(
         None,
         "LoRA: the layers that get adapters, module names or their last parts, "
@@ -258,6 +264,8 @@ class StrategyConfig:
             )
         _positive(self, "backbone_lr_scale", "head_c")
         _choice(self, "bn_stats", ("frozen", "update"))
+        if self.peft is not None:
+            _choice(self, "peft", ("lora", "bitfit"))
 
 
 @dataclass

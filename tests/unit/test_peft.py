@@ -130,7 +130,7 @@ def test_the_default_rank_fits_the_budget_and_targets_are_checked():
     s = build_strategy(StrategyConfig(name="lora"))
     s.prepare_model(bb)
     n_lora = sum(p.numel() for n, p in bb.named_parameters() if ".lora_" in n)
-    assert n_lora == s.adapter_weights == adapter_size(layers, s.rank)
+    assert n_lora == s.part.adapter_weights == adapter_size(layers, s.part.rank)
     s.merge_model(bb)
     assert not any(".lora_" in n for n, _ in bb.named_parameters())
     with pytest.raises(ConfigError, match="match none"):
@@ -164,3 +164,40 @@ def test_a_trained_only_run_is_no_backbone_to_train_from(folder, tmp_path):
     fit(_image_cfg(folder, "bitfit"), out, progress=False)
     with pytest.raises(BackboneError, match="keeps only the tensors"):
         create_backbone(BackboneConfig(name=str(out)), 3)
+
+
+@pytest.mark.parametrize("strategy", ["freeze:3", "gradual"])
+@pytest.mark.parametrize("peft", ["lora", "bitfit"])
+def test_peft_on_freeze_and_gradual_trains_only_efficient_tensors_of_open_groups(
+    folder, tmp_path, strategy, peft
+):
+    out = tmp_path / "run"
+    result = fit(_image_cfg(folder, strategy, peft=peft), out, progress=False)
+    with safe_open(str(out / "model.safetensors"), "pt") as f:
+        assert f.metadata()["stores"] == "trained-only"
+        stored = set(f.keys())
+    s = build_strategy(StrategyConfig(name=strategy, peft=peft))
+    bb = create_backbone(BackboneConfig(name="toy-efficientnet"), 3)
+    s.prepare_model(bb)
+    groups = s.param_groups(bb)
+    name_of = {id(p): n for n, p in bb.named_parameters()}
+    if strategy == "freeze:3":  # the first three groups hold no trained tensor
+        frozen = {name_of[id(p)] for g in groups[:3] for p in g.params}
+        assert not (frozen & stored)
+        assert not any(g.trainable for g in groups[:3]) and groups[3].trainable
+        listed = {name_of[id(p)] for g in groups[3:-1] for p in g.params}
+        assert peft == "bitfit" or all(".lora_" in n for n in listed)
+    x = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    again = load(out, device="cpu", engine="torch").backbone
+    with torch.no_grad():
+        assert torch.equal(result.backbone.eval()(x), again.eval()(x))
+    trained = result.metrics["params"]["train"]
+    assert trained["trainable"] < 0.1 * trained["total"]
+
+
+def test_peft_is_refused_where_it_makes_no_sense():
+    for name in ("lora", "bitfit"):
+        with pytest.raises(ConfigError, match="--peft only with"):
+            build_strategy(StrategyConfig(name=name, peft="lora"))
+    with pytest.raises(ConfigError, match="peft"):
+        StrategyConfig(name="gradual", peft="adapters")

@@ -117,9 +117,6 @@ class Strategy:
     min_per_class: ClassVar[int] = 2
     #: takes an argument after a colon, as ``freeze:3``
     takes_arg: ClassVar[bool] = False
-    #: the run folder keeps only the tensors that trained (adapters, head, norms) and the
-    #: base weights' sha256 (see :meth:`finish_model` and :meth:`restore_model`)
-    stores_trained_only: ClassVar[bool] = False
 
     def __init__(self, cfg: StrategyConfig, arg: str | None = None) -> None:
         if arg is not None and not self.takes_arg:
@@ -131,6 +128,15 @@ class Strategy:
         self.cfg = cfg
         self.arg = arg
         self.epoch = 0
+        #: the parameter-efficient tensors that train in the body's trainable groups
+        #: (adapters, or biases and norms; ``headstart.strategies.efficient``), or None
+        self.part: Any = None
+
+    @property
+    def stores_trained_only(self) -> bool:
+        """The run folder keeps only the tensors that trained (adapters, head, norms) and
+        the base weights' sha256 (see :meth:`finish_model` and :meth:`restore_model`)."""
+        return self.part is not None
 
     # -- what a run does ----------------------------------------------------------------
     @property
@@ -181,14 +187,29 @@ class Strategy:
         groups = backbone.layer_groups()
         flags = self.trainable_groups(len(groups), self.epoch)
         scales = self.lr_scales(len(groups))
-        return [
-            ParamGroup(g.name, g.params, t, s)
-            for g, t, s in zip(groups, flags, scales, strict=True)
-        ]
+        if self.part is None:
+            return [
+                ParamGroup(g.name, g.params, t, s)
+                for g, t, s in zip(groups, flags, scales, strict=True)
+            ]
+        # parameter-efficient: a body group lists only its efficient tensors (none: the
+        # group is frozen); the head trains whole
+        keep = self.part.trained_params(backbone)
+        out = []
+        for i, (g, t, s) in enumerate(zip(groups, flags, scales, strict=True)):
+            if i == len(groups) - 1:
+                out.append(ParamGroup(g.name, g.params, t, s))
+                continue
+            params = [p for p in g.params if id(p) in keep]
+            out.append(ParamGroup(g.name, params or g.params, t and bool(params), s))
+        return out
 
     def lr_scales(self, n_groups: int) -> list[float]:
-        """Head at 1; body groups at ``backbone_lr_scale`` x ``layer_decay``^depth."""
+        """Head at 1; body groups at ``backbone_lr_scale`` x ``layer_decay``^depth (the
+        parameter-efficient tensors ten times faster, at most the head's rate)."""
         base = 1.0 if not self.uses_pretrained else self.cfg.backbone_lr_scale
+        if self.part is not None:
+            base = min(1.0, base * self.part.LR_FACTOR)
         decay = self.cfg.layer_decay or 1.0
         return [base * decay ** (n_groups - 1 - i) for i in range(n_groups - 1)] + [1.0]
 
@@ -213,6 +234,8 @@ class Strategy:
         """Change the model before its parameter groups are taken for training (inject
         adapters); also run on the base model when a run folder that stores only its
         trained tensors is loaded. Nothing by default."""
+        if self.part is not None:
+            self.part.prepare(backbone)
 
     def finish_model(self, backbone: Backbone) -> None:
         """After the training loop: leave a plain model for evaluation and saving. A
@@ -234,6 +257,8 @@ class Strategy:
 
     def merge_model(self, backbone: Backbone) -> None:
         """Fold what :meth:`prepare_model` added into the model's own weights."""
+        if self.part is not None:
+            self.part.merge(backbone)
 
     def restore_model(self, backbone: Backbone, tensors: dict[str, torch.Tensor]) -> None:
         """Put the tensors a run folder stored (:meth:`finish_model`) into ``backbone``,
@@ -270,7 +295,7 @@ class Strategy:
     def summary(self) -> dict[str, Any]:
         """What the strategy did that the run's metrics should record (after training;
         nothing by default), e.g. an adaptation term stopped early."""
-        return {}
+        return self.part.summary() if self.part is not None else {}
 
     def state_dict(self) -> dict[str, Any]:
         return {"name": self.name, "arg": self.arg, "epoch": self.epoch}

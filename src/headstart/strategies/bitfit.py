@@ -7,9 +7,9 @@ the head, the biases, the norms and the buffers, with the base weights' sha256
 
 from __future__ import annotations
 
-from headstart.backbones import Backbone
+from headstart.config import StrategyConfig
 from headstart.strategies.base import STRATEGIES
-from headstart.strategies.efficient import ParameterEfficient, norm_and_bias_params
+from headstart.strategies.efficient import NormsAndBiases, ParameterEfficient
 
 
 @STRATEGIES.register(
@@ -20,5 +20,6 @@ from headstart.strategies.efficient import ParameterEfficient, norm_and_bias_par
 class BitFit(ParameterEfficient):
     name = "bitfit"
 
-    def trained_params(self, backbone: Backbone) -> set[int]:
-        return norm_and_bias_params(backbone)
+    def __init__(self, cfg: StrategyConfig, arg: str | None = None) -> None:
+        super().__init__(cfg, arg)
+        self.part = NormsAndBiases()

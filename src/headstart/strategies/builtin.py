@@ -6,6 +6,7 @@ from headstart.backbones import Backbone
 from headstart.config import StrategyConfig
 from headstart.errors import ConfigError
 from headstart.strategies.base import STRATEGIES, ParamGroup, Strategy, fixed_head
+from headstart.strategies.efficient import make_part
 
 
 @STRATEGIES.register("linear-probe", help="Frozen backbone; a head fitted on cached embeddings.")
@@ -52,6 +53,7 @@ class FreezeFirst(Strategy):
                 "use e.g. --strategy freeze:3 (`headstart backbones NAME` lists the groups)",
             )
         self.n_frozen = int(arg)
+        self.part = make_part(cfg, "freeze:N")
 
     def param_groups(self, backbone: Backbone) -> list[ParamGroup]:
         n = len(backbone.layer_groups())
@@ -72,6 +74,10 @@ class FreezeFirst(Strategy):
 )
 class GradualUnfreeze(Strategy):
     name = "gradual"
+
+    def __init__(self, cfg: StrategyConfig, arg: str | None = None) -> None:
+        super().__init__(cfg, arg)
+        self.part = make_part(cfg, "gradual")
 
     def trainable_groups(self, n_groups: int, epoch: int) -> list[bool]:
         return [i >= n_groups - 1 - epoch for i in range(n_groups)]

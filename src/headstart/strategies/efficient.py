@@ -1,58 +1,54 @@
-"""What the parameter-efficient strategies (``bitfit``, ``lora``) share: a probe first,
-then only a small set of body tensors trains beside the head, and the run folder keeps
-only what trained.
+"""Parameter-efficient fine-tuning: which few body tensors train (a *part*: LoRA adapters,
+or biases and norms), shared by the strategies ``lora`` and ``bitfit`` and by ``freeze:N``
+and ``gradual`` with ``--peft lora|bitfit``.
 
-The body tensors train at ten times the body's rate of full fine-tuning
-(``--backbone-lr-scale`` x 10, the head's rate by default): the BitFit and LoRA papers
-train their few weights at rates about ten times those of full fine-tuning. Every other
-body weight stays as pretrained, so a run folder holds the trained tensors (and the
-buffers, such as BatchNorm statistics) with the sha256 of the base weights; loading it
-builds the base model from those weights, checks the sha256, and puts the tensors back
-(:meth:`Strategy.restore_model`).
+A strategy holding a part (``Strategy.part``) lists only the part's tensors in each
+trainable body group (the head trains whole), trains them at ten times the body's rate of
+full fine-tuning (``--backbone-lr-scale`` x 10, the head's rate by default: the BitFit and
+LoRA papers train their few weights at rates about ten times those of full fine-tuning),
+and keeps only what trained in its run folder, with the sha256 of the base weights;
+loading builds the base model from those weights, checks the sha256 and puts the tensors
+back (``Strategy.restore_model``).
 """
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from torch import nn
 
 from headstart.backbones import Backbone
-from headstart.strategies.base import ParamGroup, Strategy
+from headstart.config import StrategyConfig
+from headstart.errors import ConfigError
+from headstart.strategies.base import Strategy
 
-#: how much faster than full fine-tuning's body the few trained tensors learn
-EFFICIENT_LR_FACTOR = 10.0
+#: the parts ``--peft`` names
+PEFT_PARTS = ("lora", "bitfit")
 
 
-class ParameterEfficient(Strategy):
-    """Base class: the head (from a probe) and :meth:`trained_params` of the body train."""
+class Part:
+    """The body tensors a parameter-efficient strategy trains."""
 
-    phases: ClassVar[tuple[str, ...]] = ("probe", "train")
-    stores_trained_only: ClassVar[bool] = True
+    LR_FACTOR: ClassVar[float] = 10.0
+
+    def prepare(self, backbone: Backbone) -> None:
+        """Add what trains (adapters), before the parameter groups are taken."""
 
     def trained_params(self, backbone: Backbone) -> set[int]:
-        """The ids of the body parameters that train."""
         raise NotImplementedError
 
-    def lr_scales(self, n_groups: int) -> list[float]:
-        body = min(1.0, self.cfg.backbone_lr_scale * EFFICIENT_LR_FACTOR)
-        decay = self.cfg.layer_decay or 1.0
-        return [body * decay ** (n_groups - 1 - i) for i in range(n_groups - 1)] + [1.0]
+    def merge(self, backbone: Backbone) -> None:
+        """Fold what :meth:`prepare` added into the model's weights."""
 
-    def param_groups(self, backbone: Backbone) -> list[ParamGroup]:
-        """Every layer group by name; a body group lists only its trained parameters
-        (none: frozen), the head all of its own."""
-        groups = backbone.layer_groups()
-        keep = self.trained_params(backbone)
-        scales = self.lr_scales(len(groups))
-        out = []
-        for i, (g, scale) in enumerate(zip(groups, scales, strict=True)):
-            if i == len(groups) - 1:
-                out.append(ParamGroup(g.name, g.params, True, scale))
-                continue
-            params = [p for p in g.params if id(p) in keep]
-            out.append(ParamGroup(g.name, params or g.params, bool(params), scale))
-        return out
+    def summary(self) -> dict[str, Any]:
+        return {}
+
+
+class NormsAndBiases(Part):
+    """BitFit: the body's biases and its normalisation layers' weights."""
+
+    def trained_params(self, backbone: Backbone) -> set[int]:
+        return norm_and_bias_params(backbone)
 
 
 def norm_and_bias_params(backbone: Backbone) -> set[int]:
@@ -60,11 +56,43 @@ def norm_and_bias_params(backbone: Backbone) -> set[int]:
     head = {id(p) for p in backbone.head().parameters()}
     ids: set[int] = set()
     for module in backbone.modules():
-        own = list(module.named_parameters(recurse=False))
         is_norm = isinstance(
             module, nn.modules.batchnorm._BatchNorm | nn.LayerNorm | nn.GroupNorm
         ) or type(module).__name__.endswith(("Norm", "Norm2d", "NormAct2d"))
-        for name, p in own:
+        for name, p in module.named_parameters(recurse=False):
             if id(p) not in head and (is_norm or name == "bias"):
                 ids.add(id(p))
     return ids
+
+
+def make_part(cfg: StrategyConfig, strategy: str) -> Part | None:
+    """The part ``cfg.peft`` names for ``strategy`` (freeze:N, gradual), or None."""
+    if cfg.peft is None:
+        return None
+    if cfg.peft == "bitfit":
+        return NormsAndBiases()
+    if cfg.peft == "lora":
+        from headstart.strategies.lora import LoraAdapters
+
+        return LoraAdapters(cfg, None)
+    raise ConfigError(
+        f"--peft one of {', '.join(PEFT_PARTS)}",
+        f"--peft {cfg.peft}",
+        f"use --strategy {strategy} --peft lora",
+    )
+
+
+class ParameterEfficient(Strategy):
+    """Base class of ``lora`` and ``bitfit``: a probe fits the head, then the part's
+    tensors train with it."""
+
+    phases: ClassVar[tuple[str, ...]] = ("probe", "train")
+
+    def __init__(self, cfg: StrategyConfig, arg: str | None = None) -> None:
+        if cfg.peft is not None:
+            raise ConfigError(
+                "--peft only with freeze:N or gradual",
+                f"--strategy {self.name} --peft {cfg.peft}",
+                f"drop --peft: {self.name} is parameter-efficient already",
+            )
+        super().__init__(cfg, arg)

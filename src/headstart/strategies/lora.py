@@ -26,7 +26,7 @@ from headstart.backbones import Backbone
 from headstart.config import StrategyConfig
 from headstart.errors import ConfigError
 from headstart.strategies.base import STRATEGIES, numeric_arg
-from headstart.strategies.efficient import ParameterEfficient
+from headstart.strategies.efficient import ParameterEfficient, Part
 
 #: the default rank is lowered until the adapters are at most this share of the weights
 ADAPTER_BUDGET = 0.015
@@ -71,28 +71,20 @@ def adapter_size(layers: dict[str, nn.Module], rank: int) -> int:
     return total
 
 
-@STRATEGIES.register(
-    "lora",
-    help="Parameter-efficient: a probe, then low-rank adapters (LoRA, via peft) on the body's "
-    "linear and convolutional layers train with the head, merged after training; "
-    "lora:R,ALPHA,DROPOUT (default rank 8 within 1.5% of the weights, alpha 2R, 0.1); "
-    "--lora-targets picks the layers; the run folder keeps only the adapters and the head.",
-)
-class LoRA(ParameterEfficient):
-    name = "lora"
-    takes_arg = True
+class LoraAdapters(Part):
+    """LoRA adapters through peft: chosen layers, rank, alpha and dropout from the
+    strategy argument ``R,ALPHA,DROPOUT`` (``arg``) and ``cfg.lora_targets``."""
 
-    def __init__(self, cfg: StrategyConfig, arg: str | None = None) -> None:
-        super().__init__(cfg, arg)
-        rank, alpha, dropout = numeric_arg(
-            self.name, arg, (0.0, 0.0, DROPOUT), ("R", "ALPHA", "DROPOUT")
-        )
+    def __init__(self, cfg: StrategyConfig, arg: str | None) -> None:
+        labels = ("R", "ALPHA", "DROPOUT")
+        rank, alpha, dropout = numeric_arg("lora", arg, (0.0, 0.0, DROPOUT), labels)
         if arg is not None and (rank < 1 or rank != int(rank) or dropout >= 1):
             raise ConfigError(
                 "lora:R with R a whole rank of at least 1 (ALPHA > 0, DROPOUT below 1)",
                 f"lora:{arg}",
                 "use e.g. --strategy lora:8,16,0.1",
             )
+        self.cfg = cfg
         self.asked_rank = int(rank) or None  # None: the default, fitted to the budget
         self.asked_alpha = alpha or None
         self.dropout = dropout
@@ -120,7 +112,7 @@ class LoRA(ParameterEfficient):
         self.adapter_weights = adapter_size(layers, self.rank)
         return layers
 
-    def prepare_model(self, backbone: Backbone) -> None:
+    def prepare(self, backbone: Backbone) -> None:
         if self._tuner is not None:
             return
         from peft import LoraConfig
@@ -139,7 +131,7 @@ class LoRA(ParameterEfficient):
     def trained_params(self, backbone: Backbone) -> set[int]:
         return {id(p) for n, p in backbone.named_parameters() if ".lora_" in n}
 
-    def merge_model(self, backbone: Backbone) -> None:
+    def merge(self, backbone: Backbone) -> None:
         if self._tuner is None:
             return
         self._tuner.merge_and_unload()
@@ -156,3 +148,19 @@ class LoRA(ParameterEfficient):
                 "adapter_weights": self.adapter_weights,
             }
         }
+
+
+@STRATEGIES.register(
+    "lora",
+    help="Parameter-efficient: a probe, then low-rank adapters (LoRA, via peft) on the body's "
+    "linear and convolutional layers train with the head, merged after training; "
+    "lora:R,ALPHA,DROPOUT (default rank 8 within 1.5% of the weights, alpha 2R, 0.1); "
+    "--lora-targets picks the layers; the run folder keeps only the adapters and the head.",
+)
+class LoRA(ParameterEfficient):
+    name = "lora"
+    takes_arg = True
+
+    def __init__(self, cfg: StrategyConfig, arg: str | None = None) -> None:
+        super().__init__(cfg, arg)
+        self.part = LoraAdapters(cfg, arg)
