@@ -98,7 +98,7 @@ def save_model(run_dir: Path, backbone: Backbone) -> None:
 
 
 def _base_with_trained(
-    cfg: RunConfig, classes: list[str], weights: Path, meta: dict[str, str]
+    cfg: RunConfig, spec: BackboneSpec, classes: list[str], weights: Path, meta: dict[str, str]
 ) -> Backbone:
     """The backbone of a run that stored only its trained tensors: the base model from
     its pretrained weights (the sha256 must be the run's), then the tensors put back by
@@ -116,7 +116,7 @@ def _base_with_trained(
         base = create_backbone(
             dataclasses.replace(cfg.backbone, pretrained=True),
             len(classes),
-            cfg.data.image_size,
+            spec.input_size if spec.modality == "image" else None,  # the size it ran at
             cfg.data.max_length,
         )
     except BackboneError as e:
@@ -357,7 +357,7 @@ class Predictor:
         weights = _require(run_dir, "model.safetensors")
         meta = _metadata(weights)
         if meta.get("stores") == TRAINED_ONLY:
-            backbone = _base_with_trained(cfg, classes, weights, meta)
+            backbone = _base_with_trained(cfg, spec, classes, weights, meta)
             return cls(backbone, classes, cfg, device, read_temperature(run_dir), engine, run_dir)
         backbone = backbone_from_spec(spec, len(classes), run_dir)
         try:

@@ -201,3 +201,18 @@ def test_peft_is_refused_where_it_makes_no_sense():
             build_strategy(StrategyConfig(name=name, peft="lora"))
     with pytest.raises(ConfigError, match="peft"):
         StrategyConfig(name="gradual", peft="adapters")
+
+
+def test_the_estimator_saves_and_loads_a_lora_model(tmp_path):
+    from headstart import TransferClassifier
+    from tests.conftest import toy_arrays
+
+    X, y = toy_arrays(n_per_class=10)
+    clf = TransferClassifier(
+        backbone="toy-resnet", strategy="lora", image_size=32, epochs=2, verbose=False
+    ).fit(X, y)
+    path = clf.save(tmp_path / "model")
+    with safe_open(str(path / "model.safetensors"), "pt") as f:
+        assert f.metadata()["stores"] == "trained-only"
+    again = TransferClassifier.load(path, device="cpu")
+    assert np.allclose(again.predict_proba(X), clf.predict_proba(X), atol=1e-6)
