@@ -196,7 +196,7 @@ def test_peft_on_freeze_and_gradual_trains_only_efficient_tensors_of_open_groups
 
 
 def test_peft_is_refused_where_it_makes_no_sense():
-    for name in ("lora", "bitfit"):
+    for name in ("lora", "bitfit", "lp-ft", "finetune", "ewc"):
         with pytest.raises(ConfigError, match="--peft only with"):
             build_strategy(StrategyConfig(name=name, peft="lora"))
     with pytest.raises(ConfigError, match="peft"):

@@ -400,7 +400,15 @@ def build_strategy(cfg: StrategyConfig) -> Strategy:
     """``cfg.name`` is a registered name, optionally with an argument: ``freeze:3``."""
     name, _, arg = cfg.name.partition(":")
     cls = STRATEGIES.get(name)
-    return cls(cfg, arg or None)
+    strategy = cls(cfg, arg or None)
+    if cfg.peft is not None and strategy.part is None:
+        raise ConfigError(
+            "--peft only with freeze:N or gradual (lora and bitfit are parameter-efficient "
+            "themselves)",
+            f"--strategy {cfg.name} --peft {cfg.peft}",
+            f"use --strategy {cfg.peft}, or --strategy gradual --peft {cfg.peft}",
+        )
+    return strategy
 
 
 def with_resolved_head(cfg: RunConfig) -> RunConfig:
