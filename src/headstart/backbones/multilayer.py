@@ -30,7 +30,7 @@ from torch import nn
 
 from headstart.backbones.base import Backbone, BackboneSpec, LayerGroup
 from headstart.backbones.families import FAMILIES, BackboneFamily, backbone_from_spec
-from headstart.backbones.wrapped import WrappedBackbone
+from headstart.backbones.wrapped import WrappedBackbone, unwrapped_spec
 
 #: how many of the last body layer groups feed the probe
 N_LAYERS = 3
@@ -120,10 +120,7 @@ class ProbeFeaturesBackbone(WrappedBackbone):
 
 def inner_spec(spec: BackboneSpec) -> BackboneSpec:
     """The spec of the backbone a probe-features one wraps (to rebuild a saved run)."""
-    inner = copy.deepcopy(spec)
-    inner.feature_dim = int(inner.extra.pop("probe_inner_feature_dim", spec.feature_dim))
-    inner.extra.pop("probe_features", None)
-    return inner
+    return unwrapped_spec(spec, "probe_features", "probe_inner_feature_dim")
 
 
 class ProbeFeaturesFamily(BackboneFamily):

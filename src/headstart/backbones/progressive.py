@@ -29,7 +29,7 @@ from torch import nn
 
 from headstart.backbones.base import Backbone, BackboneSpec, LayerGroup
 from headstart.backbones.families import FAMILIES, BackboneFamily, backbone_from_spec
-from headstart.backbones.wrapped import WrappedBackbone
+from headstart.backbones.wrapped import WrappedBackbone, unwrapped_spec
 
 #: the new column's default width as a fraction of the frozen column's final width
 WIDTH_FRACTION = 0.25
@@ -129,10 +129,7 @@ class ProgressiveBackbone(WrappedBackbone):
 
 def inner_spec(spec: BackboneSpec) -> BackboneSpec:
     """The spec of the frozen column (to rebuild a saved run)."""
-    inner = copy.deepcopy(spec)
-    inner.feature_dim = int(inner.extra.pop("progressive_inner_feature_dim", spec.feature_dim))
-    inner.extra.pop("progressive", None)
-    return inner
+    return unwrapped_spec(spec, "progressive", "progressive_inner_feature_dim")
 
 
 class ProgressiveFamily(BackboneFamily):

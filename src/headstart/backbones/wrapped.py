@@ -3,6 +3,7 @@ its preprocessing, batching and saved assets are the inner backbone's."""
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from headstart.backbones.base import Backbone
+from headstart.backbones.base import Backbone, BackboneSpec
 
 
 class WrappedBackbone(Backbone):
@@ -48,3 +49,13 @@ class WrappedBackbone(Backbone):
 
     def save_assets(self, run_dir: Path) -> None:
         self.inner.save_assets(run_dir)
+
+
+def unwrapped_spec(spec: BackboneSpec, key: str, dim_key: str) -> BackboneSpec:
+    """The spec of the backbone a wrapper was built around (to rebuild a saved run): the
+    wrapper's record ``extra[key]`` removed and the inner feature width (``extra[dim_key]``)
+    put back."""
+    inner = copy.deepcopy(spec)
+    inner.feature_dim = int(inner.extra.pop(dim_key, spec.feature_dim))
+    inner.extra.pop(key, None)
+    return inner
