@@ -607,6 +607,15 @@ def adapt(
         AdaptConfig, "methods"
     ),
     seeds: Annotated[int, _opt(AdaptConfig, "seeds", "--seeds")] = _d(AdaptConfig, "seeds"),
+    strategy: Annotated[
+        str,
+        typer.Option(
+            "--strategy",
+            "-s",
+            help="How source-only fine-tunes (and so the ft- alignments built on it): a fit "
+            "strategy such as lp-ft, ewc, lwf, l2-sp or lora.",
+        ),
+    ] = "lp-ft",
     out: Annotated[
         Path, typer.Option("--out", "-o", help="Folder for the runs and adapt.json.")
     ] = (Path("runs/adapt")),
@@ -650,7 +659,7 @@ def adapt(
             per_class=per_class,
         ),
         backbone=BackboneConfig(name=backbone),
-        strategy=StrategyConfig(backbone_lr_scale=backbone_lr_scale),
+        strategy=StrategyConfig(name=strategy, backbone_lr_scale=backbone_lr_scale),
         train=TrainConfig(
             epochs=epochs, batch_size=batch_size, lr=lr, device=device, seed=seed, patience=epochs
         ),

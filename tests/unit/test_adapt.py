@@ -264,3 +264,56 @@ def test_a_target_with_other_folders_is_unlabelled_and_one_with_some_classes_is_
     target, evaluation = _target_data(spec, _base(image_folder), classes, False, console)
     assert evaluation is target and target.classes == classes
     assert set(target.labels.tolist()) == {1, 2}  # indices of the source's classes
+
+
+def test_source_only_fine_tunes_with_the_strategy_named_and_ft_alignments_build_on_it(
+    image_folder, tmp_path
+):
+    import yaml
+
+    target = _shifted(image_folder, tmp_path / "target")
+    args = ["adapt", "--source", str(image_folder), "--target", str(target), "--method",
+            "ft-feature-std", "--seeds", "1", "--epochs", "1", "--image-size", "32",
+            "--backbone", "toy-efficientnet", "--batch-size", "8", "--out",
+            str(tmp_path / "da"), "--no-progress", "--strategy", "ewc"]  # fmt: skip
+    r = runner.invoke(app, args, env={"COLUMNS": "160"})
+    assert r.exit_code == 0, r.output
+    assert "source-only fine-tunes with ewc" in r.output
+    run = tmp_path / "da" / "0" / SOURCE_ONLY
+    assert yaml.safe_load((run / "config.yaml").read_text())["strategy"]["name"] == "ewc"
+    assert "ewc" in json.loads((run / "metrics.json").read_text())["params"]["strategy"]
+    aligned = yaml.safe_load((tmp_path / "da" / "0" / "ft-feature-std" / "config.yaml").read_text())
+    assert aligned["backbone"]["name"] == str(run)  # aligned on the ewc model
+    doc = json.loads((tmp_path / "da" / "adapt.json").read_text())
+    assert doc["summary"]["source_strategy"] == "ewc"
+    # another source strategy is other settings: the folder refuses it
+    r = runner.invoke(app, [*args[:-1], "lwf"], env={"COLUMNS": "160"})
+    assert isinstance(r.exception, RunFolderError)
+    assert "strategy.name: 'ewc' -> 'lwf'" in str(r.exception)
+
+
+def test_a_parameter_efficient_source_only_leaves_out_the_ft_alignments(image_folder, tmp_path):
+    from headstart.workflows.adapt import without_realignment
+
+    base = _base(image_folder)
+    base.strategy = StrategyConfig(name="lora")
+    quiet = Console(quiet=True)
+    methods = ["feature-std", "ft-feature-std", "ft-adabn", "dann"]
+    assert without_realignment(methods, ["all"], base, quiet) == ["feature-std", "dann"]
+    with pytest.raises(ConfigError, match="keeps only its trained tensors"):
+        without_realignment(methods, methods, base, quiet)
+    base.strategy = StrategyConfig(name="ewc")
+    assert without_realignment(methods, methods, base, quiet) == methods
+
+
+@pytest.mark.parametrize(("name", "message"), [("dann", "--method dann"), ("no-such", "no-such")])
+def test_a_source_strategy_that_is_a_method_or_unknown_is_refused(
+    image_folder, tmp_path, name, message
+):
+    target = _shifted(image_folder, tmp_path / "target")
+    base = _base(image_folder)
+    base.strategy = StrategyConfig(name=name)
+    spec = AdaptConfig(target=str(target), methods=["coral"], seeds=1)
+    with pytest.raises(ConfigError, match=message):
+        run_adapt(base, spec, tmp_path / "da", progress=False, console=Console(quiet=True))
+    assert not (tmp_path / "da" / "0").exists()

@@ -11,6 +11,14 @@ prediction minus the mean entropy: confident and spread over the classes, so a m
 collapses onto one class does not win). The proxy A-distance between source and target
 features, before (the pretrained backbone) and after adaptation, measures the domain gap.
 
+Source-only fine-tunes with lp-ft unless the base config names another fit strategy
+(``--strategy``): a forgetting-aware one (``l2-sp``, ``ewc``, ``lwf``, ``bss``,
+``progressive``) or a parameter-efficient one (``lora``, ``bitfit``). On images the ``ft-``
+alignments are applied to that source-only model, so they inherit what it kept of the
+backbone; the deep methods train as they always do. A parameter-efficient source-only run
+keeps only its trained tensors, so it cannot be aligned again: the ``ft-`` alignments are
+left out with a note (or refused when named).
+
 The runs are one :mod:`headstart.workflows.sweep`: ``OUT/adapt.yaml`` binds the folder to the
 settings every run shares and to the content of the source, target and target-eval data.
 Run again with the same ``--out``, finished runs are read back instead of trained again
@@ -59,6 +67,7 @@ from headstart.runfolder import Predictor, can_resume, check_out_folder, write_j
 from headstart.storage import locked
 from headstart.strategies.adaptation import METHODS, without_labels
 from headstart.strategies.alignment import ALIGNMENTS, read_source_side, swap_batchnorm
+from headstart.strategies.base import build_strategy
 from headstart.workflows.fit import fit
 from headstart.workflows.sweep import REUSED, Sweep, SweepCell
 
@@ -229,13 +238,34 @@ SETTINGS_FILE = "adapt.yaml"
 RESULTS_FILE = "adapt.json"
 
 
+#: how source-only fine-tunes unless the base config names a strategy
+SOURCE_STRATEGY = "lp-ft"
+
+
+def source_strategy(base: RunConfig) -> str:
+    """The fit strategy of the source-only runs: the base config's (``auto``: lp-ft). A
+    domain adaptation method there is an error: it would need the target, which
+    source-only never sees."""
+    name = base.strategy.name
+    if name == "auto":
+        return SOURCE_STRATEGY
+    if name.partition(":")[0] in METHODS:
+        raise ConfigError(
+            "a fit strategy for the source-only runs (lp-ft, finetune, l2-sp, ewc, lwf, lora, ...)",
+            f"--strategy {name}, a domain adaptation method",
+            f"name it as a method instead: --method {name}",
+        )
+    build_strategy(base.strategy)  # an unknown name or a bad argument fails here
+    return name
+
+
 def run_config(base: RunConfig, method: str, seed: int) -> RunConfig:
     """The run of ``method`` (or source-only) with ``seed``: the same training budget for
     every method (``patience = epochs``: no early stopping)."""
     return dataclasses.replace(
         base,
         strategy=dataclasses.replace(
-            base.strategy, name="lp-ft" if method == SOURCE_ONLY else method
+            base.strategy, name=source_strategy(base) if method == SOURCE_ONLY else method
         ),
         train=dataclasses.replace(base.train, seed=seed, patience=base.train.epochs),
     )
@@ -244,10 +274,40 @@ def run_config(base: RunConfig, method: str, seed: int) -> RunConfig:
 def _settings(base: RunConfig) -> dict[str, Any]:
     """What every run of an adaptation shares: its run config but the strategy and seed
     (a cell's), and nothing of the adaptation's own options (the methods and seeds name
-    the cells; the target is bound by its content, not its path)."""
+    the cells; the target is bound by its content, not its path). The source-only
+    strategy is kept when it is not the default lp-ft."""
     doc = run_config(base, SOURCE_ONLY, base.train.seed).to_dict()
-    del doc["strategy"]["name"], doc["train"]["seed"]
+    if doc["strategy"]["name"] == SOURCE_STRATEGY:
+        del doc["strategy"]["name"]
+    del doc["train"]["seed"]
     return doc
+
+
+def without_realignment(
+    methods: list[str], asked: list[str], base: RunConfig, console: Console
+) -> list[str]:
+    """``methods`` less the ``ft-`` alignments when source-only is parameter-efficient (its
+    run folder keeps only the trained tensors, so it cannot be trained from): left out
+    with a note when the user asked for ``all``, an error when named."""
+    if not build_strategy(run_config(base, SOURCE_ONLY, 0).strategy).stores_trained_only:
+        return methods
+    again = [m for m in methods if getattr(METHODS.get(m), "on_source_only", None)]
+    if not again:
+        return methods
+    name = source_strategy(base)
+    if asked != ["all"]:
+        raise ConfigError(
+            "alignments that can build on the source-only model",
+            f"{', '.join(again)} with --strategy {name}, whose run folder keeps only its "
+            "trained tensors",
+            f"use {', '.join(m.removeprefix('ft-') for m in again)} (on the pretrained "
+            "features), or a source strategy that stores the whole model (lp-ft, ewc, ...)",
+        )
+    console.print(
+        f"[bold]methods[/] {', '.join(again)} left out: source-only ({name}) keeps only "
+        "its trained tensors, so it cannot be aligned again"
+    )
+    return [m for m in methods if m not in again]
 
 
 @locked("adaptation")
@@ -277,7 +337,10 @@ def run_adapt(
             f"{spec.target}: {'images' if modality == 'text' else 'texts'}",
             "adapt texts to texts and images to images",
         )
-    spec = dataclasses.replace(spec, methods=methods_for(modality, spec.methods, console))
+    methods = methods_for(modality, spec.methods, console)
+    if modality == "image":
+        methods = without_realignment(methods, spec.methods, base, console)
+    spec = dataclasses.replace(spec, methods=methods)
     if base.backbone.name == "auto":
         base = dataclasses.replace(
             base, backbone=dataclasses.replace(base.backbone, name=DEFAULT_BACKBONES[modality])
@@ -345,6 +408,8 @@ def run_adapt(
     console.print(
         f"[bold]domain gap[/] proxy A-distance with the pretrained backbone: {gap_before:.3f}"
     )
+    if source_strategy(base) != SOURCE_STRATEGY:
+        console.print(f"[bold]source-only[/] fine-tunes with {source_strategy(base)}")
     runs: list[dict[str, Any]] = []
     t0 = time.perf_counter()
     for outcome in sweep.run():
@@ -375,6 +440,7 @@ def run_adapt(
     summary = summarise(runs, gap_before, evaluation is not None)
     summary["seconds"] = time.perf_counter() - start
     summary["source"], summary["target"] = base.data.source, spec.target
+    summary["source_strategy"] = source_strategy(base)
     summary["target_eval"] = spec.target_eval or (spec.target if evaluation is not None else None)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / RESULTS_FILE, {"summary": summary, "runs": runs})
