@@ -100,7 +100,24 @@ IMAGE_SIZE_OPT = Annotated[int | None, _opt(DataConfig, "image_size", "--image-s
 LABEL_COL_OPT = Annotated[str, _opt(DataConfig, "label_col", "--label-col")]
 LABEL_SMOOTHING_OPT = Annotated[float, _opt(TrainConfig, "label_smoothing", "--label-smoothing")]
 LAYER_DECAY_OPT = Annotated[float | None, _opt(StrategyConfig, "layer_decay", "--layer-decay")]
-LR_OPT = Annotated[float, _opt(TrainConfig, "lr", "--lr")]
+
+
+def _lr_value(value: Any) -> Any:
+    """``--lr``: a positive number, or auto (the range test's suggestion)."""
+    if value == "auto":
+        return "auto"
+    try:
+        return float(value)
+    except ValueError:
+        raise ConfigError(
+            "--lr as a number or auto", repr(value), "pass e.g. --lr 1e-3 or --lr auto"
+        ) from None
+
+
+LR_OPT = Annotated[
+    float,
+    typer.Option("--lr", help=help_for(TrainConfig, "lr"), parser=_lr_value, metavar="FLOAT|auto"),
+]
 MAX_LENGTH_OPT = Annotated[int | None, _opt(DataConfig, "max_length", "--max-length")]
 MAX_TEST_OPT = Annotated[int | None, _opt(DataConfig, "max_test", "--max-test")]
 MIXED_PRECISION_OPT = Annotated[str, _opt(TrainConfig, "mixed_precision", "--mixed-precision")]
@@ -253,6 +270,47 @@ def fit(
         console=console,
         target=target_samples,
     )
+
+
+@app.command("lr-find")
+def lr_find(
+    source: Annotated[str, typer.Argument(help=help_for(DataConfig, "source"))],
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Folder for lr_find.json and lr_find.svg.")
+    ] = Path("runs/lr-find"),
+    backbone: BACKBONE_OPT = _d(BackboneConfig, "name"),
+    strategy: Annotated[str, _opt(StrategyConfig, "name", "--strategy", "-s")] = "lp-ft",
+    text_col: Annotated[list[str] | None, _opt(DataConfig, "text_cols", "--text-col")] = None,
+    label_col: LABEL_COL_OPT = _d(DataConfig, "label_col"),
+    max_length: MAX_LENGTH_OPT = _d(DataConfig, "max_length"),
+    per_class: Annotated[int | None, _opt(DataConfig, "per_class", "--per-class")] = _d(
+        DataConfig, "per_class"
+    ),
+    image_size: IMAGE_SIZE_OPT = _d(DataConfig, "image_size"),
+    augment: AUGMENT_OPT = _d(DataConfig, "augment"),
+    layer_decay: LAYER_DECAY_OPT = _d(StrategyConfig, "layer_decay"),
+    backbone_lr_scale: BACKBONE_LR_SCALE_OPT = _d(StrategyConfig, "backbone_lr_scale"),
+    lora_targets: LORA_TARGETS_OPT = _d(StrategyConfig, "lora_targets"),
+    peft: PEFT_OPT = _d(StrategyConfig, "peft"),
+    epochs: EPOCHS_OPT = _d(TrainConfig, "epochs"),
+    batch_size: BATCH_SIZE_OPT = _d(TrainConfig, "batch_size"),
+    weight_decay: WEIGHT_DECAY_OPT = _d(TrainConfig, "weight_decay"),
+    label_smoothing: LABEL_SMOOTHING_OPT = _d(TrainConfig, "label_smoothing"),
+    device: DEVICE_OPT = _d(TrainConfig, "device"),
+    seed: Annotated[int, _opt(TrainConfig, "seed", "--seed")] = _d(TrainConfig, "seed"),
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace an earlier range test in --out.")
+    ] = False,
+    progress: PROGRESS_OPT = True,
+) -> None:
+    """The learning-rate range test: the loss over a sweep of rates from the strategy's
+    start state, plotted, and a suggested rate (what fit --lr auto trains at)."""
+    options = dict(locals())  # named like config fields
+    from headstart.workflows.lr_find import print_lr_find, run_lr_find
+
+    cfg = _run_config(options, ("out", "overwrite", "progress"))
+    test = run_lr_find(cfg, out, overwrite=overwrite, progress=progress, console=console)
+    print_lr_find(test, source, out, console)
 
 
 def _given(ctx: typer.Context, name: str) -> bool:

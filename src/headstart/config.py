@@ -272,7 +272,14 @@ class StrategyConfig:
 class TrainConfig:
     epochs: int = _f(10, "Maximum training epochs.")
     batch_size: int = _f(32, "Batch size (per device).")
-    lr: float = _f(1e-3, "Peak learning rate of the head (AdamW).")
+    lr: float = _f(
+        1e-3, "Peak learning rate of the head (AdamW); auto: the range test's suggestion."
+    )
+    lr_find: bool = _f(
+        False,
+        "Before training, run the learning-rate range test from the strategy's start state "
+        "and train at its suggestion (what --lr auto sets).",
+    )
     weight_decay: float = _f(0.01, "AdamW weight decay (not applied to norms and biases).")
     warmup_fraction: float = _f(0.1, "Fraction of steps spent warming up the learning rate.")
     label_smoothing: float = _f(0.1, "Label smoothing of the cross-entropy loss.")
@@ -291,6 +298,8 @@ class TrainConfig:
     )
 
     def __post_init__(self) -> None:
+        if self.lr == "auto":  # lr: auto in a config file
+            self.lr, self.lr_find = default_of(TrainConfig, "lr"), True
         _positive(self, "epochs", "batch_size", "lr", "grad_accum", "patience")
         _fraction(self, "warmup_fraction", "label_smoothing")
         if self.weight_decay < 0:

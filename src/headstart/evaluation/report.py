@@ -32,6 +32,7 @@ from headstart.data import ImageSamples, TextSamples
 from headstart.evaluation.stats import KEEP_AT_LEAST
 from headstart.features.store import LazyEmbeddings
 from headstart.storage import atomic_write
+from headstart.training.lr_find import LR_FIND_FILE
 
 #: the figures of a fit report, in page order; a comparison adds BUDGET_FIGURES first
 FIT_FIGURES = (
@@ -173,6 +174,49 @@ def training_curves_svg(history: Sequence[dict[str, Any]], salt: str = "curves")
                 ax.text(0.5, 0.5, "no epochs (a fitted head)", ha="center", transform=ax.transAxes)
 
     return _svg(draw, (9, 3.2), salt)
+
+
+def lr_find_svg(test: dict[str, Any], salt: str = "lrfind") -> str:
+    """The learning-rate range test: loss (raw and smoothed) against the rate, on a log
+    axis, with the suggested rates marked."""
+
+    def draw(fig: Any) -> None:
+        ax = fig.subplots()
+        lrs, smoothed = np.asarray(test["lrs"]), np.asarray(test["smoothed"], dtype=float)
+        ax.plot(lrs, test["losses"], color="0.75", lw=0.8, label="loss")
+        ax.plot(lrs, smoothed, color="C0", lw=1.6, label="smoothed")
+        for key, color in (("valley", "C2"), ("steepest", "C3")):
+            chosen = " (suggested)" if test["method"] == key else ""
+            ax.axvline(
+                test[key], color=color, ls="--", lw=1, label=f"{key} {test[key]:.2g}{chosen}"
+            )
+        finite = smoothed[np.isfinite(smoothed)]
+        if finite.size:  # the divergence at the end would flatten the rest
+            low = float(finite.min())
+            raw = np.asarray(test["losses"], dtype=float)
+            bottom = min(low, float(np.nanmin(raw[np.isfinite(raw)]))) * 0.95
+            ax.set_ylim(bottom, min(float(finite.max()), 4 * low) * 1.1 + 1e-9)
+        ax.set_xscale("log")
+        # plain tick labels: the report draws text without math markup
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.0e}"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set_xlabel("learning rate of the head (the body's groups at their fraction)")
+        ax.set_ylabel("training loss")
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=7)
+
+    return _svg(draw, (6.5, 3.4), salt)
+
+
+def lr_find_figure(test: dict[str, Any], salt: str = "") -> str:
+    return _figure(
+        "lr-find",
+        "Learning-rate range test",
+        lr_find_svg(test, salt + "lrfind"),
+        f"{test['steps']} optimiser steps at geometrically growing rates from the strategy's "
+        f"start state ({html.escape(str(test['stopped']))}); the weights were put back "
+        f"afterwards. Suggested rate ({test['method']}): <b>{test['suggestion']:.3g}</b>.",
+    )
 
 
 def confusion_svg(metrics: dict[str, Any], salt: str = "cm") -> str:
@@ -562,6 +606,7 @@ def fit_report_html(
     history: Sequence[dict[str, Any]],
     preds: dict[str, Any],
     samples: ImageSamples | TextSamples,
+    range_test: dict[str, Any] | None = None,
 ) -> str:
     rows = []
     for split in ("validation", "test"):
@@ -596,6 +641,8 @@ def fit_report_html(
         sections.append(vocabulary_html(metrics["vocabulary"]))
     sections.append("<h2>Figures</h2>")
     sections += model_sections(metrics, history, preds, samples)
+    if range_test is not None:
+        sections.append(lr_find_figure(range_test))
     return _page(title, sections)
 
 
@@ -791,7 +838,9 @@ def write_fit_report(
     preds = read_predictions(run_dir)
     title = f"headstart run: {metrics.get('strategy')} on {samples.name}"
     path = run_dir / "report.html"
-    atomic_write(path, fit_report_html(title, cfg_doc, metrics, history, preds, samples))
+    found = run_dir / LR_FIND_FILE
+    test = json.loads(found.read_text()) if found.is_file() else None
+    atomic_write(path, fit_report_html(title, cfg_doc, metrics, history, preds, samples, test))
     return path
 
 

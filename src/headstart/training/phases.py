@@ -5,6 +5,7 @@ backbone), ``train`` (the training loop with the strategy's groups and hooks) an
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -13,6 +14,7 @@ from typing import Any
 
 import numpy as np
 from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from torch import nn
 
 from headstart.backbones import Backbone
@@ -39,6 +41,7 @@ from headstart.strategies.alignment import AlignContext, FeatureAlignment, swap_
 from headstart.strategies.steps import StreamedProbeStep
 from headstart.training import HistoryWriter, ProgressBar, Trainer, count_params
 from headstart.training.callbacks import json_line
+from headstart.training.lr_find import LR_FIND_FILE, RANGE_TEST_STEPS, RangeTest
 from headstart.training.procedures import contrastive_finetune
 
 #: what a data source yields; both kinds share classes, labels, subset() and len()
@@ -202,6 +205,10 @@ class RunState:
     pretrained: bool = True
     probe: ProbeFit | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
+    #: stop at the learning-rate range test (``headstart lr-find``): the train phase runs
+    #: the test, keeps it here and trains nothing
+    range_test_only: bool = False
+    range_test: RangeTest | None = None
 
 
 def _contrastive_phase(run: RunState) -> None:
@@ -282,7 +289,6 @@ def _train_phase(run: RunState) -> None:
     callbacks: list[Any] = [HistoryWriter(out / "history.jsonl", "train")]
     if run.progress:
         callbacks.append(ProgressBar(strategy.describe(), console))
-    trainer = Trainer(cfg.train, callbacks, out / "checkpoint", cfg.eval.batch_size)
     train_ds = backbone.make_dataset(run.data.train, train=True, augment=cfg.data.augment)
     log_truncation(console, train_ds, backbone)
     ctx = StrategyContext(
@@ -297,6 +303,12 @@ def _train_phase(run: RunState) -> None:
         target=run.target,
         samples=run.data.train,
     )
+    if run.range_test_only or cfg.train.lr_find:
+        lr = _found_lr(run, groups, train_ds, ctx)
+        if run.range_test_only:
+            return
+        cfg = run.cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, lr=lr))
+    trainer = Trainer(cfg.train, callbacks, out / "checkpoint", cfg.eval.batch_size)
     state = trainer.fit(
         backbone,
         groups,
@@ -320,6 +332,48 @@ def _train_phase(run: RunState) -> None:
     rows = [{"phase": "train", **h} for h in state.history]
     rewrite_history(out / "history.jsonl", "train", rows)
     run.history += rows
+
+
+def _found_lr(
+    run: RunState, groups: list[ParamGroup], train_ds: Any, ctx: StrategyContext
+) -> float:
+    """The learning-rate range test from the strategy's start state (``lr_find.json`` in
+    the run folder; a resumed run reads its rate back instead of sweeping again)."""
+    path = run.out / LR_FIND_FILE
+    if run.resume and path.is_file():
+        found = float(json.loads(path.read_text())["suggestion"])
+        run.console.print(f"[bold]lr-find[/] resumed at the rate found before: {found:.3g}")
+        run.params["lr_find"] = {"suggestion": found, "resumed": True}
+        return found
+    trainer = Trainer(run.cfg.train, (), None, run.cfg.eval.batch_size)
+    with Progress(
+        TextColumn("lr-find"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total} steps, rate {task.fields[lr]}"),
+        TimeElapsedColumn(),
+        console=run.console,
+        disable=not run.progress,
+        transient=True,
+    ) as bar:
+        task = bar.add_task("lr-find", total=RANGE_TEST_STEPS, lr="-")
+        test = trainer.range_test(
+            run.backbone,
+            groups,
+            train_ds,
+            run.strategy,
+            ctx,
+            steps=RANGE_TEST_STEPS,
+            on_step=lambda i, lr, _loss: bar.update(task, completed=i, lr=f"{lr:.2g}"),
+        )
+    run.range_test = test
+    atomic_write(path, json.dumps(test.to_dict(), indent=1))
+    run.params["lr_find"] = {k: v for k, v in test.to_dict().items() if not isinstance(v, list)}
+    run.console.print(
+        f"[bold]lr-find[/] {len(test.lrs)} steps ({test.stopped}): suggests "
+        f"{test.suggestion:.3g} for the head ({test.method}; steepest descent at "
+        f"{test.steepest:.3g}); the body's groups train at their usual fraction of it"
+    )
+    return test.suggestion
 
 
 def _align_phase(run: RunState) -> None:

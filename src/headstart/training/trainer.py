@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ from headstart.training.checkpoint import (
     set_rng_state,
     write_safetensors,
 )
+from headstart.training.lr_find import RangeTest, check_sweep, diverged, rates, smooth
 from headstart.training.optim import build_optimizer, build_scheduler
 
 
@@ -86,32 +87,7 @@ class Trainer:
         seed_everything(cfg)
         acc = make_accelerator(cfg)
         generator = torch.Generator()
-        if step is None:
-            if train_ds is None:
-                raise ConfigError(
-                    "training data or a step that brings its own batches",
-                    "neither",
-                    "pass train_ds, or a Step",
-                )
-            if strategy is not None and ctx is None and isinstance(model, Backbone):
-                ctx = StrategyContext(
-                    model,
-                    train_ds,
-                    num_classes=0,
-                    epochs=cfg.epochs,
-                    batch_size=cfg.batch_size,
-                    seed=cfg.seed,
-                    device=acc.device,
-                )
-            step = SupervisedStep(
-                train_ds,
-                cfg.batch_size,
-                collate_of(model),
-                cfg.num_workers,
-                cfg.label_smoothing,
-                strategy,
-                ctx,
-            )
+        step, ctx = self._step(model, train_ds, strategy, step, ctx, acc.device)
         if strategy is not None and ctx is not None:
             ctx.steps_per_epoch = step.steps_per_epoch()
             with seeded(cfg.seed, "strategy setup"):  # modules it builds, draws it makes
@@ -121,6 +97,136 @@ class Trainer:
         finally:
             if strategy is not None and ctx is not None:
                 strategy.teardown(ctx)
+
+    def _step(
+        self,
+        model: nn.Module,
+        train_ds: Dataset[Any] | None,
+        strategy: Strategy | None,
+        step: Step | None,
+        ctx: StrategyContext | None,
+        device: torch.device,
+    ) -> tuple[Step, StrategyContext | None]:
+        """The step given, or the supervised step on ``train_ds`` (with a context built
+        from the training data when a strategy needs one and none is given)."""
+        cfg = self.cfg
+        if step is not None:
+            return step, ctx
+        if train_ds is None:
+            raise ConfigError(
+                "training data or a step that brings its own batches",
+                "neither",
+                "pass train_ds, or a Step",
+            )
+        if strategy is not None and ctx is None and isinstance(model, Backbone):
+            ctx = StrategyContext(
+                model,
+                train_ds,
+                num_classes=0,
+                epochs=cfg.epochs,
+                batch_size=cfg.batch_size,
+                seed=cfg.seed,
+                device=device,
+            )
+        step = SupervisedStep(
+            train_ds,
+            cfg.batch_size,
+            collate_of(model),
+            cfg.num_workers,
+            cfg.label_smoothing,
+            strategy,
+            ctx,
+        )
+        return step, ctx
+
+    def range_test(
+        self,
+        model: nn.Module,
+        groups: list[ParamGroup],
+        train_ds: Dataset[Any],
+        strategy: Strategy | None = None,
+        ctx: StrategyContext | None = None,
+        *,
+        start: float = 1e-7,
+        end: float = 10.0,
+        steps: int = 200,
+        method: str = "valley",
+        on_step: Callable[[int, float, float], None] | None = None,
+    ) -> RangeTest:
+        """The learning-rate range test (:mod:`headstart.training.lr_find`): ``steps``
+        optimiser steps at geometrically growing rates, the head's from ``start`` to
+        ``end`` and every group at its usual fraction of it, through the strategy's loss
+        and hooks as training would take them. The model's weights and buffers, which
+        parameters train, the strategy's own modules and the random state are put back
+        bit for bit afterwards; the optimiser is a throwaway. ``on_step(i, rate, loss)``
+        after each step (a progress bar)."""
+        check_sweep(start, end, steps, method)
+        random_state = rng_state()
+        cfg = self.cfg
+        seed_everything(cfg)
+        acc = make_accelerator(cfg)
+        generator = torch.Generator()
+        step, ctx = self._step(model, train_ds, strategy, None, ctx, acc.device)
+        keep = [model, *step.modules()]
+        if strategy is not None:
+            keep += strategy.own_modules()
+        saved = [{k: v.detach().clone() for k, v in m.state_dict().items()} for m in keep]
+        trains = [[p.requires_grad for p in m.parameters()] for m in keep]
+        if strategy is not None and ctx is not None:
+            ctx.steps_per_epoch = step.steps_per_epoch()
+            with seeded(cfg.seed, "strategy setup"):
+                strategy.setup(ctx)
+        lrs: list[float] = []
+        losses: list[float] = []
+        stopped = "end of the sweep"
+        try:
+            for module in keep[1:]:
+                module.to(acc.device)
+            optimizer = build_optimizer(groups, cfg)
+            scales = [g["lr"] / cfg.lr for g in optimizer.param_groups]
+            wrapped, optimizer = acc.prepare(model, optimizer)
+            base = acc.unwrap_model(wrapped)
+            wrapped.train()
+            if strategy is not None and isinstance(base, Backbone):
+                strategy.on_epoch_start(0, base)
+            elif strategy is None:
+                apply_groups(groups)
+            sweep = rates(start, end, steps)
+            epoch = 0
+            while len(lrs) < steps and stopped == "end of the sweep":
+                generator.manual_seed(derive_seed(cfg.seed, f"train order, epoch {epoch}"))
+                for batch in acc.prepare(step.loader(epoch, generator)):
+                    lr = float(sweep[len(lrs)])
+                    for group, scale in zip(optimizer.param_groups, scales, strict=True):
+                        group["lr"] = lr * scale
+                    loss = step.loss(wrapped, batch)
+                    acc.backward(loss)
+                    self._update(optimizer, None)
+                    lrs.append(lr)
+                    losses.append(float(loss.detach()))
+                    if on_step is not None:
+                        on_step(len(lrs), lr, losses[-1])
+                    if diverged(smooth(losses)):
+                        stopped = f"the loss diverged at rate {lr:.3g}"
+                        break
+                    if len(lrs) == steps:
+                        break
+                epoch += 1
+        finally:
+            if strategy is not None and ctx is not None:
+                strategy.teardown(ctx)
+            for module, state, flags in zip(keep, saved, trains, strict=True):
+                module.load_state_dict(state)
+                for p, flag in zip(module.parameters(), flags, strict=True):
+                    p.requires_grad_(flag)
+            set_rng_state(random_state)
+        if len(lrs) < 10:
+            raise ConfigError(
+                "a range test of at least 10 steps before the loss diverges",
+                f"{len(lrs)} steps ({stopped})",
+                "lower the start rate (--start-lr)",
+            )
+        return RangeTest(lrs, losses, stopped=stopped, method=method)
 
     def _run(
         self,
@@ -186,9 +292,7 @@ class Trainer:
                     loss = step.loss(model, batch)
                     acc.backward(loss)
                     if acc.sync_gradients:
-                        optimizer.step()  # the only optimiser step in headstart
-                        scheduler.step()
-                        optimizer.zero_grad(set_to_none=True)
+                        self._update(optimizer, scheduler)
                         state.step += 1
                 loss_val = float(loss.detach())
                 loss_sum += loss_val
@@ -220,6 +324,15 @@ class Trainer:
         for cb in self.callbacks:
             cb.on_train_end(state)
         return self._finish(acc, model, best_state, state)
+
+    @staticmethod
+    def _update(optimizer: torch.optim.Optimizer, scheduler: Any) -> None:
+        """One optimiser step (the training loop's, and the range test's with its rates
+        set by hand), the schedule's step, and the gradients cleared."""
+        optimizer.step()  # the only optimiser step in headstart
+        if scheduler is not None:
+            scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
 
     @staticmethod
     def _finish(

@@ -271,6 +271,25 @@ def fit(
         return _fit(cfg, out, resume, progress, console, data, cache, target)
 
 
+def range_test(
+    cfg: RunConfig,
+    out: str | Path,
+    *,
+    overwrite: bool = False,
+    progress: bool = True,
+    console: Console | None = None,
+) -> FitResult:
+    """The learning-rate range test of ``cfg``'s strategy from its start state: the
+    phases before the training loop run as :func:`fit` runs them (lp-ft's probe), then
+    the sweep; nothing is trained. ``out`` gets ``config.yaml`` and ``lr_find.json``; the
+    result's metrics hold the sweep under ``lr_find``."""
+    console = console or Console()
+    out = Path(out)
+    with folder_lock(out, "run", console.print):
+        check_out(out, False, overwrite)
+        return _fit(cfg, out, False, progress, console, None, None, None, range_test_only=True)
+
+
 def _finished(out: Path, cfg: RunConfig, console: Console) -> FitResult:
     """``--resume`` of a finished run: nothing is trained again; the run as it is."""
     metrics = json.loads((out / "metrics.json").read_text())
@@ -298,6 +317,7 @@ def _fit(
     data: Splits | None,
     cache: EmbeddingCache | None,
     target: Samples | None,
+    range_test_only: bool = False,
 ) -> FitResult:
     t_start = time.perf_counter()
     # every check that needs no data first: a typo must not cost a preflight
@@ -376,6 +396,7 @@ def _fit(
         target,
         pretrained=bcfg.pretrained,
         probe=probe,
+        range_test_only=range_test_only,
     )
     for n, phase in enumerate(strategy.phases):
         if resume and phase == "probe" and "train" in strategy.phases[n:]:
@@ -383,6 +404,17 @@ def _fit(
             run.probe = None
             continue
         PHASE_RUNNERS[phase](run)
+        if run.range_test is not None and range_test_only:
+            found: dict[str, Any] = {"lr_find": run.range_test.to_dict()}
+            found["strategy"] = strategy.describe()
+            return FitResult(out, backbone, data.classes, found, run.history)
+    if range_test_only:
+        raise ConfigError(
+            "a strategy that trains weights in the training loop, for the range test",
+            f"{strategy.describe()} (phases: {', '.join(strategy.phases)})",
+            "pass e.g. --strategy lp-ft, finetune or gradual",
+        )
+    cfg = run.cfg  # with the rate the range test found, when it ran
     probe = run.probe
     history += run.history
     save_config(out, cfg, backbone.spec, data.classes)  # a phase may have renamed the weights
