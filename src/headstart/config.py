@@ -268,6 +268,10 @@ class StrategyConfig:
             _choice(self, "peft", ("lora", "bitfit"))
 
 
+#: the experiment trackers ``--tracker`` names (Accelerate's tracker API)
+TRACKERS = ("tensorboard", "mlflow", "trackio")
+
+
 @dataclass
 class TrainConfig:
     epochs: int = _f(10, "Maximum training epochs.")
@@ -291,6 +295,13 @@ class TrainConfig:
     deterministic: bool = _f(False, "Use deterministic algorithms only (slower on GPU).")
     num_workers: int = _f(0, "Data loading worker processes.")
     checkpoint: bool = _f(True, "Save a checkpoint after every epoch, for --resume.")
+    tracker: str | None = _f(
+        None,
+        "Log the config and per-epoch metrics to an experiment tracker through Accelerate: "
+        "tensorboard, mlflow or trackio (the extra headstart[trackers]); files under "
+        "OUT/trackers unless the tracker is configured otherwise (MLFLOW_TRACKING_URI, "
+        "TRACKIO_DIR).",
+    )
     keep_checkpoint: bool = _f(
         False,
         "Keep the training checkpoint (weights and optimiser state, for --resume) when the "
@@ -306,6 +317,8 @@ class TrainConfig:
             raise ConfigError("weight_decay >= 0", repr(self.weight_decay), "use e.g. 0.01")
         _choice(self, "mixed_precision", ("auto", "no", "fp16", "bf16"))
         _choice(self, "device", ("auto", "cpu", "cuda"))
+        if self.tracker is not None:
+            _choice(self, "tracker", TRACKERS)
 
 
 @dataclass

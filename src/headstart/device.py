@@ -17,7 +17,7 @@ import hashlib
 import os
 import random
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -45,7 +45,8 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def make_accelerator(cfg: TrainConfig) -> Accelerator:
+def make_accelerator(cfg: TrainConfig, **kwargs: Any) -> Accelerator:
+    """The loop's Accelerator for ``cfg`` (``kwargs``: e.g. a tracker's ``log_with``)."""
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
 
@@ -61,7 +62,10 @@ def make_accelerator(cfg: TrainConfig) -> Accelerator:
     # Accelerate keeps process-wide state; each fit may ask for other settings
     AcceleratorState._reset_state(reset_partial_state=True)
     return Accelerator(
-        cpu=device == "cpu", mixed_precision=mp, gradient_accumulation_steps=cfg.grad_accum
+        cpu=device == "cpu",
+        mixed_precision=mp,
+        gradient_accumulation_steps=cfg.grad_accum,
+        **kwargs,
     )
 
 

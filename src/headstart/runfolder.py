@@ -560,7 +560,12 @@ def check_out(out: Path, resume: bool, overwrite: bool) -> None:
 
 #: settings a resumed run may change: where and how fast it runs, and what it keeps, not
 #: what it computes
-MAY_CHANGE_ON_RESUME = ("train.device", "train.num_workers", "train.keep_checkpoint")
+MAY_CHANGE_ON_RESUME = (
+    "train.device",
+    "train.num_workers",
+    "train.keep_checkpoint",
+    "train.tracker",
+)
 #: values that ask headstart to choose; the run's config holds what was chosen
 _CHOOSE = (None, "auto")
 

@@ -43,6 +43,7 @@ from headstart.training import HistoryWriter, ProgressBar, Trainer, count_params
 from headstart.training.callbacks import json_line
 from headstart.training.lr_find import LR_FIND_FILE, RANGE_TEST_STEPS, RangeTest
 from headstart.training.procedures import contrastive_finetune
+from headstart.training.tracking import Tracking, flat_config
 
 #: what a data source yields; both kinds share classes, labels, subset() and len()
 
@@ -308,7 +309,11 @@ def _train_phase(run: RunState) -> None:
         if run.range_test_only:
             return
         cfg = run.cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, lr=lr))
-    trainer = Trainer(cfg.train, callbacks, out / "checkpoint", cfg.eval.batch_size)
+    tracking = None
+    if cfg.train.tracker is not None:
+        config = flat_config(cfg.to_dict())
+        tracking = Tracking(cfg.train.tracker, out.name, out / "trackers", config)
+    trainer = Trainer(cfg.train, callbacks, out / "checkpoint", cfg.eval.batch_size, tracking)
     state = trainer.fit(
         backbone,
         groups,

@@ -35,6 +35,7 @@ from headstart.training.checkpoint import (
 )
 from headstart.training.lr_find import RangeTest, check_sweep, diverged, rates, smooth
 from headstart.training.optim import build_optimizer, build_scheduler
+from headstart.training.tracking import Tracking, epoch_values
 
 
 def count_params(model: nn.Module) -> tuple[int, int]:
@@ -61,11 +62,13 @@ class Trainer:
         callbacks: Sequence[Callback] = (),
         checkpoint_dir: Path | None = None,
         eval_batch_size: int = 64,
+        tracking: Tracking | None = None,
     ) -> None:
         self.cfg = cfg
         self.callbacks = [EarlyStopping(cfg.patience), *callbacks]
         self.checkpoint_dir = checkpoint_dir
         self.eval_batch_size = eval_batch_size
+        self.tracking = tracking
 
     # ---------------------------------------------------------------------------------
     def fit(
@@ -85,16 +88,22 @@ class Trainer:
         last (``ctx`` is built from the training data when not given)."""
         cfg = self.cfg
         seed_everything(cfg)
-        acc = make_accelerator(cfg)
+        tracking = self.tracking
+        acc = make_accelerator(cfg, **(tracking.accelerator_kwargs() if tracking else {}))
         generator = torch.Generator()
         step, ctx = self._step(model, train_ds, strategy, step, ctx, acc.device)
         if strategy is not None and ctx is not None:
             ctx.steps_per_epoch = step.steps_per_epoch()
             with seeded(cfg.seed, "strategy setup"):  # modules it builds, draws it makes
                 strategy.setup(ctx)
+        if tracking is not None:
+            project, init_kwargs = tracking.init_kwargs()
+            acc.init_trackers(project, config=tracking.config, init_kwargs=init_kwargs)
         try:
             return self._run(acc, model, groups, val_ds, strategy, resume, step, generator)
         finally:
+            if tracking is not None:
+                acc.end_training()
             if strategy is not None and ctx is not None:
                 strategy.teardown(ctx)
 
@@ -311,6 +320,8 @@ class Trainer:
             }
             for cb in self.callbacks:
                 cb.on_epoch_end(state, logs)
+            if self.tracking is not None:
+                acc.log(epoch_values(logs), step=epoch)
             state.history.append(logs)
             if logs.get("best"):
                 best_state = {k: v.detach().cpu().clone() for k, v in base.state_dict().items()}

@@ -233,7 +233,13 @@ def methods_for(modality: str, methods: list[str], console: Console) -> list[str
 
 #: settings recorded with an adaptation that may change between runs of it: they do not
 #: change what is trained
-MAY_CHANGE = ("train.device", "train.num_workers", "backbone.allow_download", "eval.batch_size")
+MAY_CHANGE = (
+    "train.device",
+    "train.num_workers",
+    "backbone.allow_download",
+    "eval.batch_size",
+    "train.tracker",
+)
 SETTINGS_FILE = "adapt.yaml"
 RESULTS_FILE = "adapt.json"
 

@@ -263,7 +263,7 @@ def run_compare(
         settings_file=SETTINGS_FILE,
         result_file="metrics.json",
         # the time budget may change between runs: it limits a run, not the results
-        may_change=("compare.time_budget", "compare.keep_models"),
+        may_change=("compare.time_budget", "compare.keep_models", "train.tracker"),
         owned=OUTPUTS,
         kind="comparison",
     )

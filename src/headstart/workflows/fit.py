@@ -63,6 +63,7 @@ from headstart.training.phases import (
     RunState,
     fit_view_probe,
 )
+from headstart.training.tracking import check_tracker
 
 #: what a data source yields; both kinds share classes, labels, subset() and len()
 
@@ -327,6 +328,8 @@ def _fit(
     head_name = cfg.strategy.head
     HEADS.get(head_name)
     check_backbone(cfg.backbone)  # a mistyped name or --weights path
+    if cfg.train.tracker is not None:
+        check_tracker(cfg.train.tracker)  # not installed: said before any data is read
     device = resolve_device(cfg.train.device)
     data = data or prepare_data(cfg.data, console, progress, few_shot=strategy.few_shot)
     k = len(data.classes)
