@@ -35,6 +35,7 @@ from headstart.config import (
     ServeConfig,
     StrategyConfig,
     TrainConfig,
+    TuneConfig,
     ZeroShotConfig,
     default_of,
     help_for,
@@ -313,6 +314,86 @@ def lr_find(
     cfg = _run_config(options, ("out", "overwrite", "progress"))
     test = run_lr_find(cfg, out, overwrite=overwrite, progress=progress, console=console)
     print_lr_find(test, source, out, console)
+
+
+@app.command()
+def tune(
+    source: Annotated[str, typer.Argument(help=help_for(DataConfig, "source"))],
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Folder for the trials, best/ and tune.json.")
+    ] = Path("runs/tune"),
+    trials: Annotated[int, _opt(TuneConfig, "trials", "--trials")] = _d(TuneConfig, "trials"),
+    time_budget: Annotated[float | None, _opt(TuneConfig, "time_budget", "--time-budget")] = (
+        _d(TuneConfig, "time_budget")
+    ),
+    space: Annotated[str | None, _opt(TuneConfig, "space", "--space")] = _d(TuneConfig, "space"),
+    storage: Annotated[str | None, _opt(TuneConfig, "storage", "--storage")] = _d(
+        TuneConfig, "storage"
+    ),
+    study_name: Annotated[
+        str | None,
+        typer.Option(
+            "--study-name",
+            help="The study's name in the storage (default: headstart-<name of --out>); "
+            "workers on other machines pass the same name and --storage.",
+        ),
+    ] = None,
+    workers: Annotated[int, _opt(TuneConfig, "workers", "--workers")] = _d(TuneConfig, "workers"),
+    pruner: Annotated[str, _opt(TuneConfig, "pruner", "--pruner")] = _d(TuneConfig, "pruner"),
+    seed: Annotated[int, _opt(TuneConfig, "seed", "--seed")] = _d(TuneConfig, "seed"),
+    backbone: BACKBONE_OPT = _d(BackboneConfig, "name"),
+    strategy: Annotated[
+        str,
+        typer.Option(
+            "--strategy", "-s", help="The strategy of every trial when the space has none."
+        ),
+    ] = "lp-ft",
+    text_col: Annotated[list[str] | None, _opt(DataConfig, "text_cols", "--text-col")] = None,
+    label_col: LABEL_COL_OPT = _d(DataConfig, "label_col"),
+    max_length: MAX_LENGTH_OPT = _d(DataConfig, "max_length"),
+    val: VAL_OPT = _d(DataConfig, "val"),
+    test: TEST_OPT = _d(DataConfig, "test"),
+    per_class: Annotated[int | None, _opt(DataConfig, "per_class", "--per-class")] = _d(
+        DataConfig, "per_class"
+    ),
+    max_test: MAX_TEST_OPT = _d(DataConfig, "max_test"),
+    image_size: IMAGE_SIZE_OPT = _d(DataConfig, "image_size"),
+    epochs: EPOCHS_OPT = _d(TrainConfig, "epochs"),
+    device: DEVICE_OPT = _d(TrainConfig, "device"),
+    tracker: TRACKER_OPT = _d(TrainConfig, "tracker"),
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Delete the study's trials in --out first.")
+    ] = False,
+    progress: PROGRESS_OPT = True,
+) -> None:
+    """Tune the hyperparameters on the validation split with Optuna (TPE, pruning); the
+    best trial is scored once on the test split and kept as OUT/best."""
+    options = dict(locals())  # named like config fields
+    from headstart.workflows.tune import run_tune
+
+    spec = TuneConfig(
+        trials=trials,
+        time_budget=time_budget,
+        space=space,
+        storage=storage,
+        workers=workers,
+        pruner=pruner,
+        seed=seed,
+    )
+    options["patience"] = epochs  # pruning, not early stopping, ends poor trials
+    skip = ("out", "trials", "time_budget", "space", "storage", "study_name", "workers",
+            "pruner", "overwrite", "progress")  # fmt: skip
+    base = _run_config(options, skip)
+    run_tune(
+        base,
+        spec,
+        out,
+        study_name=study_name,
+        overwrite=overwrite,
+        progress=progress,
+        console=console,
+    )
+    console.print(f"results written to {out / 'tune.json'}; report {out / 'report.html'}")
 
 
 def _given(ctx: typer.Context, name: str) -> bool:

@@ -482,6 +482,41 @@ class RankConfig:
         _positive(self, "max_per_class")
 
 
+#: the pruners of ``headstart tune`` (Optuna's MedianPruner, SuccessiveHalvingPruner)
+PRUNERS = ("median", "halving", "none")
+
+
+@dataclass
+class TuneConfig:
+    trials: int = _f(20, "Trials in the study in all (a study run again adds up to this many).")
+    time_budget: float | None = _f(
+        None, "Start no new trial after this many seconds (a trial under way finishes)."
+    )
+    space: str | None = _f(
+        None,
+        "A YAML file of the search space (parameters and their ranges, see the README); "
+        "default: headstart's space over strategy, learning rate, batch size, weight decay, "
+        "dropout, label smoothing, augmentation, layer decay and freeze depth.",
+    )
+    storage: str | None = _f(
+        None,
+        "Optuna storage URL shared by workers (postgresql://..., sqlite:///..., or a journal "
+        "file path ending in .log); default: OUT/study.db (SQLite), so running again adds "
+        "trials to the same study.",
+    )
+    workers: int = _f(1, "Worker processes on this machine sharing the study's storage.")
+    pruner: str = _f(
+        "median",
+        "Stop poor trials early from their per-epoch validation macro-F1: median, halving "
+        "(successive halving) or none.",
+    )
+    seed: int = _f(0, "Seed of the TPE sampler (and of every trial's run).")
+
+    def __post_init__(self) -> None:
+        _positive(self, "trials", "workers", "time_budget")
+        _choice(self, "pruner", PRUNERS)
+
+
 @dataclass
 class AdaptConfig:
     target: str = _f(

@@ -922,3 +922,123 @@ def rank_report_html(doc: dict[str, Any]) -> str:
         ),
     ]
     return _page(f"headstart rank: {doc['source']}", sections)
+
+
+# -- tuning ------------------------------------------------------------------------------------
+def tune_history_svg(doc: dict[str, Any], salt: str = "tunehist") -> str:
+    """Each trial's objective by trial number (pruned trials at their last reported
+    value, hollow), with the best so far as a step line."""
+
+    def draw(fig: Any) -> None:
+        ax = fig.subplots()
+        done = [t for t in doc["trials"] if t["state"] == "COMPLETE"]
+        pruned = [t for t in doc["trials"] if t["state"] == "PRUNED" and t["intermediate"]]
+        ax.plot([t["number"] for t in done], [t["value"] for t in done], "o", color="C0",
+                ms=4, label="finished")  # fmt: skip
+        last = [list(t["intermediate"].values())[-1] for t in pruned]
+        ax.plot([t["number"] for t in pruned], last, "o", mfc="none", color="C3", ms=4,
+                label="pruned (last reported)")  # fmt: skip
+        order = sorted(done, key=lambda t: t["number"])
+        best: Any = np.maximum.accumulate([t["value"] for t in order]) if order else []
+        ax.step([t["number"] for t in order], best, where="post", color="C2", label="best so far")
+        ax.set_xlabel("trial")
+        ax.set_ylabel(doc["objective"])
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+
+    return _svg(draw, (6.5, 3.2), salt)
+
+
+def tune_importance_svg(doc: dict[str, Any], salt: str = "tuneimp") -> str:
+    """Optuna's parameter importances (fANOVA) as bars."""
+
+    def draw(fig: Any) -> None:
+        ax = fig.subplots()
+        items = sorted(doc["importances"].items(), key=lambda kv: kv[1])
+        if not items:
+            ax.text(0.5, 0.5, "too few finished trials share a parameter", ha="center",
+                    transform=ax.transAxes)  # fmt: skip
+            ax.set_axis_off()
+            return
+        ax.barh([k for k, _ in items], [v for _, v in items], color="C0")
+        ax.set_xlabel("importance (share of the objective's variance)")
+        ax.grid(alpha=0.3, axis="x")
+
+    return _svg(draw, (6.0, max(1.8, 0.35 * len(doc["importances"]) + 1.0)), salt)
+
+
+def tune_slices_svg(doc: dict[str, Any], salt: str = "tuneslice") -> str:
+    """The objective against each parameter over the finished trials (a slice plot):
+    log axes for the rates, categories as positions."""
+    done = [t for t in doc["trials"] if t["state"] == "COMPLETE"]
+    names = list(dict.fromkeys(k for t in done for k in t["params"]))
+    ncol = 3
+    nrow = max(1, math.ceil(len(names) / ncol))
+
+    def draw(fig: Any) -> None:
+        for i, name in enumerate(names):
+            ax = fig.add_subplot(nrow, ncol, i + 1)
+            pts = [(t["params"][name], t["value"]) for t in done if name in t["params"]]
+            xs = [p[0] for p in pts]
+            if all(isinstance(x, int | float) and not isinstance(x, bool) for x in xs):
+                ax.scatter(xs, [p[1] for p in pts], s=12, color="C0")
+                if name in ("lr", "weight_decay") and min(xs) > 0:
+                    ax.set_xscale("log")
+                    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.0e}"))
+                    ax.xaxis.set_minor_formatter(NullFormatter())
+            else:
+                cats = sorted({str(x) for x in xs})
+                ax.scatter([cats.index(str(x)) for x in xs], [p[1] for p in pts], s=12,
+                           color="C0")  # fmt: skip
+                ax.set_xticks(range(len(cats)), cats, rotation=30, fontsize=7)
+            ax.set_title(name, fontsize=9)
+            ax.grid(alpha=0.3)
+
+    return _svg(draw, (10.0, 2.6 * nrow), salt)
+
+
+def tune_report_html(doc: dict[str, Any]) -> str:
+    """The tuning page: the best trial and its one test figure, the top trials, and the
+    optimisation history, parameter importances and slice plots."""
+    best = doc["best"]
+    test = best["test"]
+    done = sorted((t for t in doc["trials"] if t["state"] == "COMPLETE"), key=lambda t: -t["value"])
+    rows = [
+        [t["number"], f"{t['value']:.4f}", t.get("epochs") or 0, f"{t.get('seconds') or 0:.0f}",
+         html.escape(", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+                               for k, v in t["params"].items()))]
+        for t in done[:10]
+    ]  # fmt: skip
+    c = doc["counts"]
+    sections = [
+        "<h2>Best trial</h2>"
+        f"<p>Trial <b>{best['number']}</b> of {len(doc['trials'])} ({c['COMPLETE']} finished, "
+        f"{c['PRUNED']} pruned; {doc['epochs_trained']} epochs in all): "
+        f"{html.escape(doc['objective'])} <b>{best['validation_macro_f1']:.4f}</b>. On the "
+        f"test split, scored once for this trial only: accuracy <b>{test['accuracy']:.4f}</b>, "
+        f"macro-F1 <b>{test['macro_f1']:.4f}</b> (n={test['n']}). Its run folder is "
+        f"<code>{html.escape(best['folder'])}/</code>.</p>",
+        "<h2>Top trials</h2>",
+        _table(["trial", doc["objective"], "epochs", "seconds", "parameters"], rows),
+        _figure(
+            "tune-history",
+            "Optimisation history",
+            tune_history_svg(doc),
+            f"Each trial's {html.escape(doc['objective'])}; pruned trials "
+            f"({html.escape(doc['pruner'])} pruner) at the last value they reported.",
+        ),
+        _figure(
+            "tune-importances",
+            "Parameter importances",
+            tune_importance_svg(doc),
+            "Optuna's fANOVA importances over the finished trials (parameters that only "
+            "some strategies use are left out when too few trials share them).",
+        ),
+        _figure(
+            "tune-slices",
+            "Objective by parameter",
+            tune_slices_svg(doc),
+            "Every finished trial, one panel per parameter.",
+        ),
+    ]
+    return _page(f"headstart tune: {doc['study']}", sections)

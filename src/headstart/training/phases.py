@@ -40,7 +40,7 @@ from headstart.strategies.adaptation import without_labels
 from headstart.strategies.alignment import AlignContext, FeatureAlignment, swap_batchnorm
 from headstart.strategies.steps import StreamedProbeStep
 from headstart.training import HistoryWriter, ProgressBar, Trainer, count_params
-from headstart.training.callbacks import json_line
+from headstart.training.callbacks import Callback, json_line
 from headstart.training.lr_find import LR_FIND_FILE, RANGE_TEST_STEPS, RangeTest
 from headstart.training.procedures import contrastive_finetune
 from headstart.training.tracking import Tracking, flat_config
@@ -210,6 +210,8 @@ class RunState:
     #: the test, keeps it here and trains nothing
     range_test_only: bool = False
     range_test: RangeTest | None = None
+    #: more callbacks for the training loop (a tuner's per-epoch report)
+    callbacks: list[Callback] = field(default_factory=list)
 
 
 def _contrastive_phase(run: RunState) -> None:
@@ -287,7 +289,7 @@ def _train_phase(run: RunState) -> None:
                 f"{g.name}{'' if g.trainable else ' (frozen)'} x{g.lr_scale:.3g}" for g in groups
             )
         )
-    callbacks: list[Any] = [HistoryWriter(out / "history.jsonl", "train")]
+    callbacks: list[Any] = [HistoryWriter(out / "history.jsonl", "train"), *run.callbacks]
     if run.progress:
         callbacks.append(ProgressBar(strategy.describe(), console))
     train_ds = backbone.make_dataset(run.data.train, train=True, augment=cfg.data.augment)

@@ -8,6 +8,7 @@ import dataclasses
 import json
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,6 +58,7 @@ from headstart.storage import atomic_write, folder_lock
 from headstart.strategies import Strategy, build_strategy
 from headstart.strategies.auto import Choice, choose, is_auto
 from headstart.strategies.base import AUTO_HEAD, with_resolved_head
+from headstart.training.callbacks import Callback
 from headstart.training.phases import (
     PHASE_RUNNERS,
     PROTOTYPE_HEAD,
@@ -255,12 +257,14 @@ def fit(
     data: Splits | None = None,
     cache: EmbeddingCache | None = None,
     target: Samples | None = None,
+    callbacks: Sequence[Callback] = (),
 ) -> FitResult:
     """Train and evaluate one run; write the run folder ``out``. ``target``: unlabelled
     target-domain samples for a domain adaptation strategy (their labels, if any, are
     removed before the strategy sees them). The run holds the lock of ``out`` while it
     writes it; ``resume`` continues the run in ``out`` with its own config (``cfg`` may
-    differ only in where it runs: device, workers)."""
+    differ only in where it runs: device, workers). ``callbacks`` join the training loop's
+    own (e.g. a tuner's per-epoch report, which may stop the run by raising)."""
     console = console or Console()
     out = Path(out)
     with folder_lock(out, "run", console.print):
@@ -269,7 +273,7 @@ def fit(
             cfg = resumed_config(out, cfg)
             if is_finished(out):
                 return _finished(out, cfg, console)
-        return _fit(cfg, out, resume, progress, console, data, cache, target)
+        return _fit(cfg, out, resume, progress, console, data, cache, target, callbacks=callbacks)
 
 
 def range_test(
@@ -319,6 +323,7 @@ def _fit(
     cache: EmbeddingCache | None,
     target: Samples | None,
     range_test_only: bool = False,
+    callbacks: Sequence[Callback] = (),
 ) -> FitResult:
     t_start = time.perf_counter()
     # every check that needs no data first: a typo must not cost a preflight
@@ -400,6 +405,7 @@ def _fit(
         pretrained=bcfg.pretrained,
         probe=probe,
         range_test_only=range_test_only,
+        callbacks=list(callbacks),
     )
     for n, phase in enumerate(strategy.phases):
         if resume and phase == "probe" and "train" in strategy.phases[n:]:
