@@ -11,6 +11,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -234,8 +235,8 @@ def test_two_worker_processes_share_one_postgresql_study(data, tmp_path, postgre
     procs = []
     for i in range(2):
         out = tmp_path / f"machine-{i}"  # two machines: each its own folder, one study
-        cmd = ["headstart", "tune", str(data), "--backbone", "toy-efficientnet", "--image-size",
-               "32", "--epochs", "2", "--trials", "3", "--space", space, "--pruner", "none",
+        cmd = [sys.executable, "-m", "headstart", "tune", str(data), "--backbone",
+               "toy-efficientnet", "--image-size", "32", "--epochs", "2", "--trials", "3", "--space", space, "--pruner", "none",
                "--storage", postgres, "--study-name", "shared", "--out", str(out),
                "--no-progress"]  # fmt: skip
         env = {**os.environ, "OMP_NUM_THREADS": "1"}
