@@ -236,7 +236,8 @@ def test_two_worker_processes_share_one_postgresql_study(data, tmp_path, postgre
     for i in range(2):
         out = tmp_path / f"machine-{i}"  # two machines: each its own folder, one study
         cmd = [sys.executable, "-m", "headstart", "tune", str(data), "--backbone",
-               "toy-efficientnet", "--image-size", "32", "--epochs", "2", "--trials", "3", "--space", space, "--pruner", "none",
+               "toy-efficientnet", "--image-size", "32", "--epochs", "2", "--trials", "3",
+               "--space", space, "--pruner", "none",
                "--storage", postgres, "--study-name", "shared", "--out", str(out),
                "--no-progress"]  # fmt: skip
         env = {**os.environ, "OMP_NUM_THREADS": "1"}
