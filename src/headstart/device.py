@@ -29,6 +29,12 @@ if TYPE_CHECKING:
     from accelerate import Accelerator
 
 
+def process_rank() -> tuple[int, int]:
+    """(this process's rank, the number of processes) of a multi-process launch
+    (``torchrun``, ``accelerate launch``: their ``RANK`` and ``WORLD_SIZE``); (0, 1) alone."""
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+
+
 def resolve_device(device: str) -> str:
     """``auto`` -> ``cuda`` when a GPU is present, else ``cpu``; a missing GPU is an error."""
     if device == "auto":

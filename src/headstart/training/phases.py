@@ -25,6 +25,7 @@ from headstart.data.loading import (
     Samples,
     Splits,
 )
+from headstart.device import process_rank
 from headstart.errors import ConfigError
 from headstart.features import (
     calibrate_batchnorm,
@@ -212,6 +213,8 @@ class RunState:
     range_test: RangeTest | None = None
     #: more callbacks for the training loop (a tuner's per-epoch report)
     callbacks: list[Callback] = field(default_factory=list)
+    #: where the loop's checkpoint is (a follower process reads the first one's)
+    checkpoint_dir: Path | None = None
 
 
 def _contrastive_phase(run: RunState) -> None:
@@ -282,6 +285,14 @@ def _train_phase(run: RunState) -> None:
     groups = strategy.param_groups(backbone)
     apply_freeze(backbone, groups)
     run.params["train"] = log_params(console, backbone, f"{strategy.describe()}")
+    _, world = process_rank()
+    if world > 1:
+        effective = cfg.train.batch_size * world * cfg.train.grad_accum
+        run.params["train"]["effective_batch_size"] = effective
+        console.print(
+            f"  data-parallel: {world} processes x batch {cfg.train.batch_size} x "
+            f"{cfg.train.grad_accum} accumulation = effective batch {effective}"
+        )
     if len(groups) > 1:
         console.print(
             "  layer groups: "
@@ -315,7 +326,8 @@ def _train_phase(run: RunState) -> None:
     if cfg.train.tracker is not None:
         config = flat_config(cfg.to_dict())
         tracking = Tracking(cfg.train.tracker, out.name, out / "trackers", config)
-    trainer = Trainer(cfg.train, callbacks, out / "checkpoint", cfg.eval.batch_size, tracking)
+    checkpoints = run.checkpoint_dir or out / "checkpoint"
+    trainer = Trainer(cfg.train, callbacks, checkpoints, cfg.eval.batch_size, tracking)
     state = trainer.fit(
         backbone,
         groups,

@@ -261,7 +261,10 @@ class Trainer:
             if params:  # trained beside the model, at the head's learning rate
                 groups = [*groups, ParamGroup(name, params, True, 1.0)]
         optimizer = build_optimizer(groups, cfg)
-        steps_per_epoch = math.ceil(step.steps_per_epoch() / cfg.grad_accum)
+        # each of several processes takes its shard of the batches: the schedule counts
+        # the optimiser steps one process takes
+        per_process = math.ceil(step.steps_per_epoch() / acc.num_processes)
+        steps_per_epoch = math.ceil(per_process / cfg.grad_accum)
         scheduler = build_scheduler(optimizer, cfg, steps_per_epoch, step.schedule)
         model, optimizer = acc.prepare(model, optimizer)
         prepared: dict[int, Any] = {}
@@ -329,7 +332,10 @@ class Trainer:
                 state.stop = True
             if state.stop:
                 state.finished = True
-            self._save(base, optimizer, scheduler, strategy, step, state, best_state, acc.scaler)
+            if acc.is_main_process:  # one writer of the checkpoint
+                self._save(
+                    base, optimizer, scheduler, strategy, step, state, best_state, acc.scaler
+                )
             if state.stop:
                 break
         for cb in self.callbacks:

@@ -7,6 +7,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -29,7 +31,7 @@ from headstart.data.loading import (
     Splits,
     prepare_data,
 )
-from headstart.device import resolve_device, seed_everything, seeded
+from headstart.device import process_rank, resolve_device, seed_everything, seeded
 from headstart.errors import BackboneError, ConfigError
 from headstart.evaluation.report import read_history
 from headstart.evaluation.run import (
@@ -267,6 +269,9 @@ def fit(
     own (e.g. a tuner's per-epoch report, which may stop the run by raising)."""
     console = console or Console()
     out = Path(out)
+    rank, world = process_rank()
+    if world > 1 and rank != 0:
+        return _follow(cfg, out, resume, data, target, callbacks, rank)
     with folder_lock(out, "run", console.print):
         check_out(out, resume, overwrite)
         if resume:
@@ -293,6 +298,42 @@ def range_test(
     with folder_lock(out, "run", console.print):
         check_out(out, False, overwrite)
         return _fit(cfg, out, False, progress, console, None, None, None, range_test_only=True)
+
+
+def _follow(
+    cfg: RunConfig,
+    out: Path,
+    resume: bool,
+    data: Splits | None,
+    target: Samples | None,
+    callbacks: Sequence[Callback],
+    rank: int,
+) -> FitResult:
+    """A process other than the first of a multi-process launch: it trains its shard of
+    every batch beside the first process (Accelerate's data-parallel loop), silently, and
+    writes nothing where the run goes: its run folder and its caches are a scratch folder
+    of its own, removed at the end. Resuming, it reads the first process's checkpoint. The
+    first process alone prints, evaluates and writes the run folder."""
+    with tempfile.TemporaryDirectory(prefix=f"headstart-rank{rank}-") as scratch:
+        os.environ["HEADSTART_CACHE"] = str(Path(scratch) / "cache")
+        if resume:
+            if is_finished(out):
+                return FitResult(out, load(out, cfg.train.device).backbone, [], {})
+            cfg = resumed_config(out, cfg)
+        quiet = Console(quiet=True)
+        return _fit(
+            cfg,
+            Path(scratch) / "run",
+            resume,
+            False,
+            quiet,
+            data,
+            None,
+            target,
+            callbacks=callbacks,
+            checkpoint_dir=out / "checkpoint",
+            train_only=True,
+        )
 
 
 def _finished(out: Path, cfg: RunConfig, console: Console) -> FitResult:
@@ -324,8 +365,11 @@ def _fit(
     target: Samples | None,
     range_test_only: bool = False,
     callbacks: Sequence[Callback] = (),
+    checkpoint_dir: Path | None = None,
+    train_only: bool = False,
 ) -> FitResult:
     t_start = time.perf_counter()
+    checkpoint_dir = checkpoint_dir or out / "checkpoint"
     # every check that needs no data first: a typo must not cost a preflight
     strategy = build_strategy(cfg.strategy)
     strategy.check_inputs(target)  # the clear error, before any data
@@ -380,7 +424,7 @@ def _fit(
     backbone.save_assets(out)
     # resuming needs a training checkpoint; without one (e.g. a crash during the probe)
     # the run starts over, which costs little since embeddings are cached
-    resume = resume and (out / "checkpoint" / "last.safetensors").is_file()
+    resume = resume and (checkpoint_dir / "last.safetensors").is_file()
     if not resume:
         atomic_write(out / "history.jsonl", "")
     history: list[dict[str, Any]] = []
@@ -406,6 +450,7 @@ def _fit(
         probe=probe,
         range_test_only=range_test_only,
         callbacks=list(callbacks),
+        checkpoint_dir=checkpoint_dir,
     )
     for n, phase in enumerate(strategy.phases):
         if resume and phase == "probe" and "train" in strategy.phases[n:]:
@@ -424,6 +469,8 @@ def _fit(
             "pass e.g. --strategy lp-ft, finetune or gradual",
         )
     cfg = run.cfg  # with the rate the range test found, when it ran
+    if train_only:  # a follower of a multi-process launch: the first process evaluates
+        return FitResult(out, backbone, data.classes, {}, run.history)
     probe = run.probe
     history += run.history
     save_config(out, cfg, backbone.spec, data.classes)  # a phase may have renamed the weights
