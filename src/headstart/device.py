@@ -51,6 +51,22 @@ def resolve_device(device: str) -> str:
     return device
 
 
+@contextlib.contextmanager
+def main_process_first(enabled: bool = True, device: str = "auto") -> Iterator[None]:
+    """In a multi-process launch, the first process of each machine runs the block alone
+    while that machine's others wait at a barrier, then they run it (reading what the
+    first one cached: embeddings, importances); alone or with ``enabled`` false, just the
+    block. Accelerate's ordering (``PartialState.local_main_process_first``: the cache is
+    per machine), whose state also starts the process group."""
+    if not enabled or process_rank()[1] == 1:
+        yield
+        return
+    from accelerate import PartialState
+
+    with PartialState(cpu=resolve_device(device) == "cpu").local_main_process_first():
+        yield
+
+
 def make_accelerator(cfg: TrainConfig, **kwargs: Any) -> Accelerator:
     """The loop's Accelerator for ``cfg`` (``kwargs``: e.g. a tracker's ``log_with``)."""
     from accelerate import Accelerator

@@ -7,7 +7,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import tempfile
 import time
 from collections.abc import Sequence
@@ -31,7 +30,13 @@ from headstart.data.loading import (
     Splits,
     prepare_data,
 )
-from headstart.device import process_rank, resolve_device, seed_everything, seeded
+from headstart.device import (
+    main_process_first,
+    process_rank,
+    resolve_device,
+    seed_everything,
+    seeded,
+)
 from headstart.errors import BackboneError, ConfigError
 from headstart.evaluation.report import read_history
 from headstart.evaluation.run import (
@@ -311,11 +316,11 @@ def _follow(
 ) -> FitResult:
     """A process other than the first of a multi-process launch: it trains its shard of
     every batch beside the first process (Accelerate's data-parallel loop), silently, and
-    writes nothing where the run goes: its run folder and its caches are a scratch folder
-    of its own, removed at the end. Resuming, it reads the first process's checkpoint. The
+    writes nothing where the run goes: its run folder is a scratch folder of its own,
+    removed at the end, and it reads the embeddings the first process cached (waiting for
+    them, see :func:`main_process_first`). Resuming, it reads the first process's checkpoint. The
     first process alone prints, evaluates and writes the run folder."""
     with tempfile.TemporaryDirectory(prefix=f"headstart-rank{rank}-") as scratch:
-        os.environ["HEADSTART_CACHE"] = str(Path(scratch) / "cache")
         if resume:
             if is_finished(out):
                 return FitResult(out, load(out, cfg.train.device).backbone, [], {})
@@ -406,9 +411,10 @@ def _fit(
     probe: ProbeFit | None = None
     choice = None
     if is_auto(strategy):
-        cfg, strategy, backbone, choice, probe = _choose_strategy(
-            cfg, backbone, emb, data, modality, console
-        )
+        with main_process_first(device=cfg.train.device):  # its probes fill the cache
+            cfg, strategy, backbone, choice, probe = _choose_strategy(
+                cfg, backbone, emb, data, modality, console
+            )
         emb = Embedder(backbone, cfg, cache, device, progress, console)
         head_name = cfg.strategy.head
     spec = backbone.spec
@@ -432,7 +438,10 @@ def _fit(
     if choice is not None:
         params["auto"] = choice.to_dict()
 
-    source_before = source_features(backbone, strategy, emb, data)
+    # in a multi-process launch the first process fills the embedding cache, the others
+    # wait for it and read it
+    with main_process_first(device=cfg.train.device):
+        source_before = source_features(backbone, strategy, emb, data)
     t_train = time.perf_counter()
     run = RunState(
         cfg,
@@ -457,7 +466,8 @@ def _fit(
             console.print("[bold]resume[/]: the probe finished before the checkpoint; skipping it")
             run.probe = None
             continue
-        PHASE_RUNNERS[phase](run)
+        with main_process_first(phase == "probe", cfg.train.device):
+            PHASE_RUNNERS[phase](run)
         if run.range_test is not None and range_test_only:
             found: dict[str, Any] = {"lr_find": run.range_test.to_dict()}
             found["strategy"] = strategy.describe()

@@ -1,0 +1,308 @@
+"""`headstart tune` against the default config, what pruning saves, what several workers
+buy, and data-parallel training against one process.
+
+Four parts, each a set of separate ``headstart`` processes:
+
+- ``search``: on Fashion-MNIST (50 per class, EfficientNet-Lite0 at 64 px) and BBC News
+  (20 per class, MiniLM-L6, 128 tokens), ``headstart fit`` with the default config and
+  ``headstart tune --trials 20`` (TPE, median pruner) for each seed: the best validation
+  macro-F1 and the test accuracy / macro-F1 of each (tune scores the test split once, for
+  its best trial);
+- ``pruning``: the same searches with ``--pruner none``: epochs trained and the best
+  validation score, against the pruned searches of ``search``;
+- ``throughput``: trials per hour of ``--workers 2`` (one thread each) against one worker
+  on two threads, on one fixed space (fine-tuning, 3 epochs, learning rate and weight decay
+  searched) so that every trial costs about the same;
+- ``ddp``: ``torchrun --nproc-per-node 2 -m headstart fit`` (gloo, batch 16 per process)
+  against one process at batch 32: test accuracy, macro-F1 and training images per second.
+
+    python benchmarks/bench_tune.py [--parts search,pruning,throughput,ddp]
+        [--seeds 0,1,2] [--datasets fashion,bbc] [--trials 20] [--out runs/bench_tune]
+
+Every finished cell is a line of ``benchmarks/tune_runs.jsonl`` (run the command again to go
+on where it stopped); ``benchmarks/tune_results.md`` is written from all of them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+DATASETS = {
+    "fashion": (
+        "Fashion-MNIST, 50 per class, EfficientNet-Lite0 64 px",
+        ["fashion-mnist", "--per-class", "50", "--image-size", "64", "--max-test", "2000",
+         "--backbone", "efficientnet_lite0"],
+    ),
+    "bbc": (
+        "BBC News, 20 per class, MiniLM-L6, 128 tokens",
+        ["bbc-news", "--per-class", "20", "--backbone", "minilm-l6", "--max-length", "128"],
+    ),
+}  # fmt: skip
+#: the throughput part's space: one strategy and a fixed epoch count, so trials cost alike
+THROUGHPUT_SPACE = (
+    "strategy: {choices: [finetune]}\n"
+    "epochs: {choices: [3]}\n"
+    "lr: {low: 1.0e-4, high: 1.0e-2, log: true}\n"
+    "weight_decay: {low: 1.0e-4, high: 0.1, log: true}\n"
+)
+THROUGHPUT_TRIALS = 6
+DDP_EPOCHS = 3
+HERE = Path(__file__).parent
+CORES = os.cpu_count() or 1
+
+
+def headstart(args: list[str], log: Path, threads: int, launcher: list[str] | None = None) -> float:
+    """Run ``python [launcher] -m headstart ARGS`` on ``threads`` threads; its seconds."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    t0 = time.perf_counter()
+    with log.open("w") as f:
+        code = subprocess.call(
+            [sys.executable, *(launcher or []), "-m", "headstart", *args],
+            stdout=f, stderr=subprocess.STDOUT, env=env,
+        )  # fmt: skip
+    if code:
+        raise RuntimeError(f"headstart {' '.join(args[:2])} failed ({code}); see {log}")
+    return time.perf_counter() - t0
+
+
+def fresh(out: Path) -> Path:
+    shutil.rmtree(out, ignore_errors=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def run_default(key: str, seed: int, root: Path) -> dict:
+    out = fresh(root / key / f"default-{seed}")
+    seconds = headstart(
+        ["fit", *DATASETS[key][1], "--seed", str(seed), "--out", str(out), "--no-progress"],
+        out.with_suffix(".log"), CORES,
+    )  # fmt: skip
+    m = json.loads((out / "metrics.json").read_text())
+    return {
+        "validation_macro_f1": m["validation"]["macro_f1"],
+        "test_accuracy": m["test"]["accuracy"],
+        "test_macro_f1": m["test"]["macro_f1"],
+        "strategy": m["strategy"],
+        "seconds": seconds,
+    }
+
+
+def run_search(key: str, seed: int, root: Path, trials: int, pruner: str) -> dict:
+    out = fresh(root / key / f"tune-{pruner}-{seed}")
+    seconds = headstart(
+        ["tune", *DATASETS[key][1], "--trials", str(trials), "--seed", str(seed), "--pruner",
+         pruner, "--out", str(out), "--no-progress"],
+        out.with_suffix(".log"), CORES,
+    )  # fmt: skip
+    doc = json.loads((out / "tune.json").read_text())
+    best = doc["best"]
+    return {
+        "validation_macro_f1": best["validation_macro_f1"],
+        "test_accuracy": best["test"]["accuracy"],
+        "test_macro_f1": best["test"]["macro_f1"],
+        "best_params": best["params"],
+        "epochs_trained": doc["epochs_trained"],
+        "counts": doc["counts"],
+        "seconds": seconds,
+    }
+
+
+def run_throughput(workers: int, root: Path) -> dict:
+    out = fresh(root / "throughput" / f"workers-{workers}")
+    space = root / "throughput" / "space.yaml"
+    space.write_text(THROUGHPUT_SPACE)
+    threads = CORES if workers == 1 else max(1, CORES // workers)
+    seconds = headstart(
+        ["tune", *DATASETS["fashion"][1], "--trials", str(THROUGHPUT_TRIALS), "--space",
+         str(space), "--pruner", "none", "--workers", str(workers), "--out", str(out),
+         "--no-progress"],
+        out.with_suffix(".log"), threads if workers == 1 else CORES,
+    )  # fmt: skip
+    doc = json.loads((out / "tune.json").read_text())
+    done = doc["counts"]["COMPLETE"]
+    return {
+        "workers": workers,
+        "threads_each": threads,
+        "trials": done,
+        "seconds": seconds,
+        "trials_per_hour": done / seconds * 3600,
+        "best_validation_macro_f1": doc["best"]["validation_macro_f1"],
+    }
+
+
+def _free_port() -> str:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return str(sock.getsockname()[1])
+
+
+def run_ddp(processes: int, root: Path) -> dict:
+    out = fresh(root / "ddp" / f"processes-{processes}")
+    batch = 32 // processes
+    args = ["fit", *DATASETS["fashion"][1], "--strategy", "finetune", "--epochs",
+            str(DDP_EPOCHS), "--patience", str(DDP_EPOCHS), "--batch-size", str(batch),
+            "--out", str(out), "--no-progress"]  # fmt: skip
+    launcher = None
+    if processes > 1:
+        launcher = ["-m", "torch.distributed.run", "--nproc-per-node", str(processes),
+                    "--master-addr", "127.0.0.1", "--master-port", _free_port()]  # fmt: skip
+    seconds = headstart(args, out.with_suffix(".log"), max(1, CORES // processes), launcher)
+    m = json.loads((out / "metrics.json").read_text())
+    history = [json.loads(x) for x in (out / "history.jsonl").read_text().splitlines()]
+    epochs = [h for h in history if h.get("phase") == "train"]
+    found = re.search(r"split train (\d+)", out.with_suffix(".log").read_text())
+    n_train = int(found.group(1)) if found else 0
+    epoch_seconds = float(np.mean([h["seconds"] for h in epochs]))
+    return {
+        "processes": processes,
+        "batch_per_process": batch,
+        "effective_batch_size": m["params"]["train"].get("effective_batch_size", batch),
+        "test_accuracy": m["test"]["accuracy"],
+        "test_macro_f1": m["test"]["macro_f1"],
+        "epochs": len(epochs),
+        "train_images": n_train,
+        "train_seconds": m["train_seconds"],
+        "epoch_seconds": epoch_seconds,
+        "images_per_second": n_train / epoch_seconds if n_train else None,
+        "seconds": seconds,
+    }
+
+
+# -- tables --------------------------------------------------------------------------------------
+def _ms(values: list[float], fmt: str = ".4f") -> str:
+    v = [x for x in values if x is not None]
+    if not v:
+        return "-"
+    return f"{np.mean(v):{fmt}} ± {np.std(v):{fmt}}" if len(v) > 1 else f"{v[0]:{fmt}}"
+
+
+def _pick(rows: list[dict], **where: object) -> list[dict]:
+    return [r for r in rows if all(r.get(k) == v for k, v in where.items())]
+
+
+def write_tables(rows: list[dict], path: Path, trials: int) -> None:
+    lines = [
+        "# Tuning, pruning, workers and data-parallel training",
+        "",
+        "`python benchmarks/bench_tune.py` (2 CPU cores; mean ± std over the seeds listed; "
+        "each cell a separate `headstart` process). Tuned: `headstart tune` with "
+        f"`--trials {trials}` on the default space (TPE seeded by the seed, every trial at "
+        "that seed); the test split is scored once, for the best trial. Default: "
+        "`headstart fit` with the default config at that seed.",
+    ]
+    for key, (title, _) in DATASETS.items():
+        default = _pick(rows, part="search", dataset=key, variant="default")
+        tuned = _pick(rows, part="search", dataset=key, variant="tune-median")
+        unpruned = _pick(rows, part="pruning", dataset=key, variant="tune-none")
+        if not (default or tuned or unpruned):
+            continue
+        lines += ["", f"## {title}", "",
+                  "| config | seeds | best validation macro-F1 | test accuracy | test macro-F1 "
+                  "| epochs trained | pruned trials | wall s |",
+                  "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+        for name, rs in (("default", default), ("tuned, median pruner", tuned),
+                         ("tuned, no pruner", unpruned)):  # fmt: skip
+            if not rs:
+                continue
+            lines.append(
+                f"| {name} | {len(rs)} | {_ms([r['validation_macro_f1'] for r in rs])} | "
+                f"{_ms([r['test_accuracy'] for r in rs])} | "
+                f"{_ms([r['test_macro_f1'] for r in rs])} | "
+                f"{_ms([r.get('epochs_trained') for r in rs], '.0f')} | "
+                f"{_ms([(r.get('counts') or {}).get('PRUNED') for r in rs], '.1f')} | "
+                f"{_ms([r['seconds'] for r in rs], '.0f')} |"
+            )
+        lines += ["", "Per seed (test accuracy; the best trial's parameters):", ""]
+        for r in sorted(default + tuned + unpruned, key=lambda r: (r["seed"], r["variant"])):
+            extra = f" {r['best_params']}" if "best_params" in r else ""
+            lines.append(
+                f"- seed {r['seed']} {r['variant']}: validation {r['validation_macro_f1']:.4f}, "
+                f"test {r['test_accuracy']:.4f}{extra}"
+            )
+    through = _pick(rows, part="throughput")
+    if through:
+        lines += ["", "## Throughput: workers on one study (Fashion-MNIST, fixed space)", "",
+                  f"{THROUGHPUT_TRIALS} trials of fine-tuning for 3 epochs (learning rate and "
+                  "weight decay searched, no pruner), one SQLite study.", "",
+                  "| workers | threads each | trials | wall s | trials per hour |",
+                  "|---|---|---|---|---|"]  # fmt: skip
+        for r in sorted(through, key=lambda r: r["workers"]):
+            lines.append(f"| {r['workers']} | {r['threads_each']} | {r['trials']} | "
+                         f"{r['seconds']:.0f} | {r['trials_per_hour']:.1f} |")  # fmt: skip
+    ddp = _pick(rows, part="ddp")
+    if ddp:
+        lines += ["", "## Data-parallel fit (Fashion-MNIST, fine-tuning, global batch 32)", "",
+                  "| processes | batch per process | test accuracy | test macro-F1 | epochs | "
+                  "train s | images/s (per epoch, train + validation pass) |", "|---|---|---|---|---|---|---|"]  # fmt: skip
+        for r in sorted(ddp, key=lambda r: r["processes"]):
+            ips = f"{r['images_per_second']:.1f}" if r.get("images_per_second") else "-"
+            lines.append(
+                f"| {r['processes']} | {r['batch_per_process']} | {r['test_accuracy']:.4f} | "
+                f"{r['test_macro_f1']:.4f} | {r['epochs']} | {r['train_seconds']:.0f} | {ips} |"
+            )
+    path.write_text("\n".join(lines) + "\n")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--parts", default="ddp,throughput,search,pruning")
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--datasets", default=",".join(DATASETS))
+    ap.add_argument("--trials", type=int, default=20)
+    ap.add_argument("--out", type=Path, default=Path("runs/bench_tune"))
+    ap.add_argument("--results", type=Path, default=HERE / "tune_results.md")
+    ap.add_argument("--runs", type=Path, default=HERE / "tune_runs.jsonl")
+    args = ap.parse_args()
+    rows = [json.loads(x) for x in args.runs.read_text().splitlines()] if args.runs.is_file() else []
+    done = {(r["part"], r["dataset"], r["seed"], r["variant"]) for r in rows}
+    seeds = [int(s) for s in args.seeds.split(",")]
+    keys = args.datasets.split(",")
+    cells: list[tuple[str, str, int, str]] = []
+    for part in args.parts.split(","):
+        if part == "ddp":
+            cells += [("ddp", "fashion", 0, f"processes-{n}") for n in (1, 2)]
+        elif part == "throughput":
+            cells += [("throughput", "fashion", 0, f"workers-{n}") for n in (1, 2)]
+        elif part == "search":
+            cells += [("search", k, s, v) for s in seeds for k in keys
+                      for v in ("default", "tune-median")]  # fmt: skip
+        elif part == "pruning":
+            cells += [("pruning", k, s, "tune-none") for s in seeds for k in keys]
+        else:
+            raise SystemExit(f"unknown part {part!r}: ddp, throughput, search or pruning")
+    for part, key, seed, variant in cells:
+        if (part, key, seed, variant) in done:
+            continue
+        if part == "ddp":
+            row = run_ddp(int(variant.split("-")[1]), args.out)
+        elif part == "throughput":
+            row = run_throughput(int(variant.split("-")[1]), args.out)
+        elif variant == "default":
+            row = run_default(key, seed, args.out)
+        else:
+            row = run_search(key, seed, args.out, args.trials, variant.split("-")[1])
+        row = {"part": part, "dataset": key, "seed": seed, "variant": variant, **row}
+        rows.append(row)
+        with args.runs.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+        write_tables(rows, args.results, args.trials)
+        print(f"{part} {key} seed {seed} {variant}: "
+              + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+                          for k, v in row.items() if k not in ("part", "dataset", "seed",
+                                                               "variant", "best_params")),
+              flush=True)  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
