@@ -90,10 +90,12 @@ def run_default(key: str, seed: int, root: Path) -> dict:
     )  # fmt: skip
     m = json.loads((out / "metrics.json").read_text())
     return {
-        "validation_macro_f1": m["validation"]["macro_f1"],
+        # none when the default held no validation split out (few labels: all train)
+        "validation_macro_f1": (m.get("validation") or {}).get("macro_f1"),
         "test_accuracy": m["test"]["accuracy"],
         "test_macro_f1": m["test"]["macro_f1"],
         "strategy": m["strategy"],
+        "validation_policy": m.get("policy", {}).get("validation"),
         "seconds": seconds,
     }
 
@@ -225,10 +227,11 @@ def write_tables(rows: list[dict], path: Path, trials: int) -> None:
             )
         lines += ["", "Per seed (test accuracy; the best trial's parameters):", ""]
         for r in sorted(default + tuned + unpruned, key=lambda r: (r["seed"], r["variant"])):
-            extra = f" {r['best_params']}" if "best_params" in r else ""
+            extra = f" {r['best_params']}" if "best_params" in r else f" ({r['strategy']})"
+            val = r["validation_macro_f1"]
             lines.append(
-                f"- seed {r['seed']} {r['variant']}: validation {r['validation_macro_f1']:.4f}, "
-                f"test {r['test_accuracy']:.4f}{extra}"
+                f"- seed {r['seed']} {r['variant']}: validation "
+                f"{'-' if val is None else f'{val:.4f}'}, test {r['test_accuracy']:.4f}{extra}"
             )
     through = _pick(rows, part="throughput")
     if through:
@@ -244,7 +247,8 @@ def write_tables(rows: list[dict], path: Path, trials: int) -> None:
     if ddp:
         lines += ["", "## Data-parallel fit (Fashion-MNIST, fine-tuning, global batch 32)", "",
                   "| processes | batch per process | test accuracy | test macro-F1 | epochs | "
-                  "train s | images/s (per epoch, train + validation pass) |", "|---|---|---|---|---|---|---|"]  # fmt: skip
+                  "train s | images/s (per epoch, train + validation pass) |",
+                  "|---|---|---|---|---|---|---|"]  # fmt: skip
         for r in sorted(ddp, key=lambda r: r["processes"]):
             ips = f"{r['images_per_second']:.1f}" if r.get("images_per_second") else "-"
             lines.append(
@@ -264,23 +268,28 @@ def main() -> None:
     ap.add_argument("--results", type=Path, default=HERE / "tune_results.md")
     ap.add_argument("--runs", type=Path, default=HERE / "tune_runs.jsonl")
     args = ap.parse_args()
-    rows = [json.loads(x) for x in args.runs.read_text().splitlines()] if args.runs.is_file() else []
+    rows = []
+    if args.runs.is_file():
+        rows = [json.loads(x) for x in args.runs.read_text().splitlines()]
     done = {(r["part"], r["dataset"], r["seed"], r["variant"]) for r in rows}
     seeds = [int(s) for s in args.seeds.split(",")]
     keys = args.datasets.split(",")
+    parts = args.parts.split(",")
+    unknown = set(parts) - {"ddp", "throughput", "search", "pruning"}
+    if unknown:
+        raise SystemExit(f"unknown part(s) {sorted(unknown)}: ddp, throughput, search, pruning")
+    # the quick parts first, then seed by seed (a stopped benchmark leaves whole seeds)
     cells: list[tuple[str, str, int, str]] = []
-    for part in args.parts.split(","):
-        if part == "ddp":
-            cells += [("ddp", "fashion", 0, f"processes-{n}") for n in (1, 2)]
-        elif part == "throughput":
-            cells += [("throughput", "fashion", 0, f"workers-{n}") for n in (1, 2)]
-        elif part == "search":
-            cells += [("search", k, s, v) for s in seeds for k in keys
-                      for v in ("default", "tune-median")]  # fmt: skip
-        elif part == "pruning":
-            cells += [("pruning", k, s, "tune-none") for s in seeds for k in keys]
-        else:
-            raise SystemExit(f"unknown part {part!r}: ddp, throughput, search or pruning")
+    if "ddp" in parts:
+        cells += [("ddp", "fashion", 0, f"processes-{n}") for n in (1, 2)]
+    if "throughput" in parts:
+        cells += [("throughput", "fashion", 0, f"workers-{n}") for n in (1, 2)]
+    for seed in seeds:
+        for key in keys:
+            if "search" in parts:
+                cells += [("search", key, seed, v) for v in ("default", "tune-median")]
+            if "pruning" in parts:
+                cells.append(("pruning", key, seed, "tune-none"))
     for part, key, seed, variant in cells:
         if (part, key, seed, variant) in done:
             continue
