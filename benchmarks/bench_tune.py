@@ -149,12 +149,12 @@ def _free_port() -> str:
         return str(sock.getsockname()[1])
 
 
-def run_ddp(processes: int, root: Path) -> dict:
-    out = fresh(root / "ddp" / f"processes-{processes}")
+def run_ddp(processes: int, seed: int, root: Path) -> dict:
+    out = fresh(root / "ddp" / f"processes-{processes}-{seed}")
     batch = 32 // processes
     args = ["fit", *DATASETS["fashion"][1], "--strategy", "finetune", "--epochs",
             str(DDP_EPOCHS), "--patience", str(DDP_EPOCHS), "--batch-size", str(batch),
-            "--out", str(out), "--no-progress"]  # fmt: skip
+            "--seed", str(seed), "--out", str(out), "--no-progress"]  # fmt: skip
     launcher = None
     if processes > 1:
         launcher = ["-m", "torch.distributed.run", "--nproc-per-node", str(processes),
@@ -246,15 +246,26 @@ def write_tables(rows: list[dict], path: Path, trials: int) -> None:
     ddp = _pick(rows, part="ddp")
     if ddp:
         lines += ["", "## Data-parallel fit (Fashion-MNIST, fine-tuning, global batch 32)", "",
-                  "| processes | batch per process | test accuracy | test macro-F1 | epochs | "
-                  "train s | images/s (per epoch, train + validation pass) |",
-                  "|---|---|---|---|---|---|---|"]  # fmt: skip
-        for r in sorted(ddp, key=lambda r: r["processes"]):
-            ips = f"{r['images_per_second']:.1f}" if r.get("images_per_second") else "-"
+                  f"{DDP_EPOCHS} epochs; `torchrun` with gloo, each process on one thread, "
+                  "against one process on two threads. images/s: training images per "
+                  "epoch-second (an epoch's training and validation passes).", "",
+                  "| processes | batch per process | seeds | test accuracy | test macro-F1 | "
+                  "train s | images/s |", "|---|---|---|---|---|---|---|"]  # fmt: skip
+        for n in sorted({r["processes"] for r in ddp}):
+            rs = _pick(ddp, processes=n)
             lines.append(
-                f"| {r['processes']} | {r['batch_per_process']} | {r['test_accuracy']:.4f} | "
-                f"{r['test_macro_f1']:.4f} | {r['epochs']} | {r['train_seconds']:.0f} | {ips} |"
+                f"| {n} | {rs[0]['batch_per_process']} | {len(rs)} | "
+                f"{_ms([r['test_accuracy'] for r in rs])} | "
+                f"{_ms([r['test_macro_f1'] for r in rs])} | "
+                f"{_ms([r['train_seconds'] for r in rs], '.0f')} | "
+                f"{_ms([r['images_per_second'] for r in rs], '.1f')} |"
             )
+        pairs = [(a, b) for a in _pick(ddp, processes=1) for b in _pick(ddp, processes=2)
+                 if a["seed"] == b["seed"]]  # fmt: skip
+        if pairs:
+            gap = [(a["seed"], 100 * (b["test_accuracy"] - a["test_accuracy"])) for a, b in pairs]
+            diffs = ", ".join(f"seed {seed} {d:+.1f}" for seed, d in gap)
+            lines += ["", f"2 processes minus 1, test accuracy in points: {diffs}."]
     path.write_text("\n".join(lines) + "\n")
 
 
@@ -278,23 +289,23 @@ def main() -> None:
     unknown = set(parts) - {"ddp", "throughput", "search", "pruning"}
     if unknown:
         raise SystemExit(f"unknown part(s) {sorted(unknown)}: ddp, throughput, search, pruning")
-    # the quick parts first, then seed by seed (a stopped benchmark leaves whole seeds)
+    # the quick parts first, then the searches seed by seed (a stopped benchmark leaves
+    # whole seeds), then the unpruned searches
     cells: list[tuple[str, str, int, str]] = []
     if "ddp" in parts:
-        cells += [("ddp", "fashion", 0, f"processes-{n}") for n in (1, 2)]
+        cells += [("ddp", "fashion", s, f"processes-{n}") for s in seeds for n in (1, 2)]
     if "throughput" in parts:
         cells += [("throughput", "fashion", 0, f"workers-{n}") for n in (1, 2)]
-    for seed in seeds:
-        for key in keys:
-            if "search" in parts:
-                cells += [("search", key, seed, v) for v in ("default", "tune-median")]
-            if "pruning" in parts:
-                cells.append(("pruning", key, seed, "tune-none"))
+    if "search" in parts:
+        cells += [("search", k, s, v) for s in seeds for k in keys
+                  for v in ("default", "tune-median")]  # fmt: skip
+    if "pruning" in parts:
+        cells += [("pruning", k, s, "tune-none") for s in seeds for k in keys]
     for part, key, seed, variant in cells:
         if (part, key, seed, variant) in done:
             continue
         if part == "ddp":
-            row = run_ddp(int(variant.split("-")[1]), args.out)
+            row = run_ddp(int(variant.split("-")[1]), seed, args.out)
         elif part == "throughput":
             row = run_throughput(int(variant.split("-")[1]), args.out)
         elif variant == "default":
