@@ -72,6 +72,9 @@ def test_conditional_parameters_apply_only_where_they_mean_something():
     assert not applies("layer_decay", "lora", "image")  # adapters, not the body's weights
     assert applies("freeze", "freeze", "text") and not applies("freeze", "lp-ft", "text")
     assert not applies("augment", "finetune", "text")
+    for loop_only in ("lr", "batch_size", "weight_decay", "drop_rate", "augment", "epochs"):
+        assert applies(loop_only, "lp-ft", "image")
+        assert not applies(loop_only, "linear-probe", "image")  # a probe: no training loop
     cfg = configure(_base("x"), {"strategy": "freeze", "freeze": 2, "lr": 0.01}, "lp-ft")
     assert cfg.strategy.name == "freeze:2" and cfg.train.lr == 0.01
 
@@ -102,6 +105,22 @@ def test_a_study_run_again_adds_trials_and_best_is_a_loadable_run(data, tmp_path
     # a trial's run folder holds validation figures only: the search never saw the test
     trial = json.loads((out / best["trial_folder"] / "metrics.json").read_text())
     assert "validation" in trial and "test" not in trial
+
+
+def test_a_trial_repeating_finished_parameters_is_not_trained_again(data, tmp_path):
+    """A linear probe reads none of the loop's parameters: every such trial samples the
+    same parameters, and only the first trains."""
+    space = {"strategy": {"choices": ["linear-probe"]}, "lr": {"low": 1e-4, "high": 1e-2}}
+    spec = TuneConfig(trials=3, space=_space(tmp_path, space), pruner="none")
+    out = tmp_path / "tune"
+    res = run_tune(_base(data), spec, out, progress=False, console=QUIET)
+    assert res is not None
+    trials = res.doc["trials"]
+    assert [t["params"] for t in trials] == [{"strategy": "linear-probe"}] * 3
+    assert [t["same_as"] for t in trials] == [None, 0, 0]
+    assert len({t["value"] for t in trials}) == 1
+    assert [p.name for p in (out / "trials").iterdir()] == ["0000"]  # trained once
+    assert res.doc["best"]["number"] == 0 and (out / "best" / "model.safetensors").is_file()
 
 
 def test_a_pruned_trial_leaves_a_run_folder_marked_pruned(data, tmp_path, monkeypatch):

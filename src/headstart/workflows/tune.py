@@ -94,6 +94,9 @@ DEFAULT_SPACE: dict[str, dict[str, Any]] = {
     "freeze": {"low": 1, "high": 4},
 }
 RANGE_KEYS = {"low", "high", "log", "step"}
+#: the parameters that only a training loop reads
+LOOP_PARAMETERS = {"lr", "batch_size", "weight_decay", "label_smoothing", "epochs", "drop_rate",
+                   "augment", "layer_decay", "backbone_lr_scale"}  # fmt: skip
 #: tries at opening the study (workers starting together race to create its schema)
 OPEN_ATTEMPTS = 3
 
@@ -145,17 +148,31 @@ def _check_range(name: str, spec: Any, path: str) -> None:
 
 
 def applies(name: str, strategy: str, modality: str) -> bool:
-    """Whether parameter ``name`` means anything for a trial of ``strategy``: layer decay
-    and the body's rate only where the loop trains the body's weights, the freeze depth
-    only for freeze, augmentation only for images."""
+    """Whether parameter ``name`` means anything for a trial of ``strategy``: the training
+    loop's settings only for strategies with a training loop (a linear probe's head is
+    fitted in closed form on cached features, its regularisation cross-validated), layer
+    decay and the body's rate only where the loop trains the body's weights, the freeze
+    depth only for freeze, augmentation only for images."""
     if name == "freeze":
         return strategy == "freeze"
+    s = build_strategy(StrategyConfig(name="freeze:1" if strategy == "freeze" else strategy))
+    if name in LOOP_PARAMETERS and not s.loop_trains:
+        return False
     if name == "augment":
         return modality == "image"
     if name in ("layer_decay", "backbone_lr_scale"):
-        s = build_strategy(StrategyConfig(name="freeze:1" if strategy == "freeze" else strategy))
         return s.trains_body and s.part is None
     return True
+
+
+def same_trial(trial: Any) -> Any | None:
+    """The first finished trial of the study with ``trial``'s parameters, or None.
+    Every trial trains at the same seed, so its score is that trial's: Optuna's answer to
+    repeated samples (its FAQ) rather than training the same run again."""
+    import optuna
+
+    done = trial.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    return next((t for t in done if t.params == trial.params), None)
 
 
 def suggest(trial: Any, space: dict[str, dict[str, Any]], base: str, modality: str) -> dict:
@@ -216,19 +233,20 @@ def open_study(spec: TuneConfig, out: Path, name: str, worker: int = 0) -> Any:
         "halving": optuna.pruners.SuccessiveHalvingPruner(),
         "none": optuna.pruners.NopPruner(),
     }[spec.pruner]
-    sampler = optuna.samplers.TPESampler(
-        seed=spec.seed + 1000 * worker, multivariate=True, group=True
-    )
     for attempt in range(OPEN_ATTEMPTS):
         try:
-            return optuna.create_study(
+            study = optuna.create_study(
                 study_name=name,
                 storage=_storage(optuna, url),
                 load_if_exists=True,
                 direction="maximize",
-                sampler=sampler,
+                sampler=_sampler(optuna, spec.seed, worker, 0),
                 pruner=pruner,
             )
+            held = len(study.get_trials(deepcopy=False))
+            if held:  # run again: seeded afresh, or its random start repeats the first trials
+                study.sampler = _sampler(optuna, spec.seed, worker, held)
+            return study
         except Exception as e:  # SQLAlchemy, psycopg and file errors alike
             if attempt < OPEN_ATTEMPTS - 1:
                 # workers creating one new schema at once collide (a duplicate key): the
@@ -243,6 +261,14 @@ def open_study(spec: TuneConfig, out: Path, name: str, worker: int = 0) -> Any:
                 "in --out)",
             ) from e
     raise AssertionError("unreachable")
+
+
+def _sampler(optuna: Any, seed: int, worker: int, held: int) -> Any:
+    """TPE seeded by the tuning seed, the worker and how many trials the study held when
+    this process opened it (each its own stream of samples, reproducibly)."""
+    return optuna.samplers.TPESampler(
+        seed=seed + 1000 * worker + 100_003 * held, multivariate=True, group=True
+    )
 
 
 def _storage(optuna: Any, url: str) -> Any:
@@ -370,6 +396,19 @@ def run_tune(
 
     def objective(trial: Any) -> float:
         params = suggest(trial, space, base_strategy, modality)
+        same = same_trial(trial)
+        if same is not None:  # nothing new to train: that trial's run and score
+            for key in ("folder", "out"):
+                trial.set_user_attr(key, same.user_attrs.get(key))
+            trial.set_user_attr("same_as", same.number)
+            trial.set_user_attr("epochs", 0)
+            trial.set_user_attr("seconds", 0.0)
+            if progress:
+                console.print(
+                    f"trial {trial.number}: the parameters of trial {same.number}, its "
+                    f"{OBJECTIVE} {same.value:.4f} (not trained again)", highlight=False,
+                )  # fmt: skip
+            return float(same.value)
         cell = f"{TRIALS}/{trial.number:04d}"
         trial.set_user_attr("folder", cell)
         trial.set_user_attr("out", str(out.resolve()))
@@ -569,13 +608,14 @@ def _trial_row(t: Any) -> dict[str, Any]:
         "epochs": t.user_attrs.get("epochs"),
         "seconds": t.user_attrs.get("seconds"),
         "folder": t.user_attrs.get("folder"),
+        "same_as": t.user_attrs.get("same_as"),
         "intermediate": {str(k): v for k, v in t.intermediate_values.items()},
     }
 
 
 def print_tune(doc: dict[str, Any], console: Console, top: int = 5) -> None:
     rows = sorted(
-        (t for t in doc["trials"] if t["state"] == "COMPLETE"),
+        (t for t in doc["trials"] if t["state"] == "COMPLETE" and t.get("same_as") is None),
         key=lambda t: -(t["value"] if t["value"] is not None else -np.inf),
     )[:top]
     table = Table(title=f"Top trials by {OBJECTIVE} (of {len(doc['trials'])})")
@@ -588,7 +628,12 @@ def print_tune(doc: dict[str, Any], console: Console, top: int = 5) -> None:
         )  # fmt: skip
     console.print(table)
     c = doc["counts"]
-    console.print(f"{c['COMPLETE']} finished, {c['PRUNED']} pruned; {doc['epochs_trained']} epochs")
+    repeats = sum(1 for t in doc["trials"] if t.get("same_as") is not None)
+    again = f" ({repeats} repeating an earlier trial's parameters, not trained again)"
+    console.print(
+        f"{c['COMPLETE']} finished{again if repeats else ''}, {c['PRUNED']} pruned; "
+        f"{doc['epochs_trained']} epochs"
+    )
     b = doc["best"]
     console.print(
         f"[bold]best[/] trial {b['number']}: {OBJECTIVE} {b['validation_macro_f1']:.4f}; "
