@@ -129,3 +129,51 @@ def test_followers_read_the_embeddings_the_first_process_cached(images, tmp_path
     assert not [p for p in files if p.name.endswith(".tmp")]
     probe = [json.loads(x) for x in (two / "history.jsonl").read_text().splitlines()]
     assert [h["phase"] for h in probe].count("probe") == 1
+
+
+@pytest.mark.timeout(900)
+def test_the_schedule_counts_the_steps_each_process_takes(images, tmp_path):
+    """40 training images at a global batch of 6: one process takes 6 steps (the last 4
+    images dropped); two processes at batch 3 share 13 batches in 6 whole rounds. The
+    learning rate schedule, counted per process, ends where the one-process run's ends and
+    every global step sees the same 6 images, so the weights match."""
+    args = [str(images), *FINETUNE, "--epochs", "1"]
+    one, two = tmp_path / "one", tmp_path / "two"
+    r1 = _fit([*args, "--batch-size", "6", "--out", str(one)], tmp_path, 1, tmp_path / "c")
+    assert r1.returncode == 0, r1.stderr[-2000:]
+    r2 = _fit([*args, "--batch-size", "3", "--out", str(two)], tmp_path, 2, tmp_path / "c")
+    assert r2.returncode == 0, (r2.stdout + r2.stderr)[-3000:]
+    lr1, lr2 = ([json.loads(x)["lr"] for x in (run / "history.jsonl").read_text().splitlines()]
+                for run in (one, two))  # fmt: skip
+    assert lr1 == pytest.approx(lr2, abs=1e-12)
+    assert _max_diff(one, two) < 1e-4
+
+
+def test_batches_per_process_follow_the_sharding():
+    from headstart.training.trainer import batches_per_process
+
+    class Batches:
+        def __init__(self, n: int, drop: bool) -> None:
+            self.n, self.drop = n, drop
+
+        def steps_per_epoch(self) -> int:
+            return self.n
+
+        def drops_last(self) -> bool:
+            return self.drop
+
+    assert batches_per_process(Batches(31, True), 1) == 31  # type: ignore[arg-type]
+    assert batches_per_process(Batches(31, True), 2) == 15  # type: ignore[arg-type]
+    assert batches_per_process(Batches(31, False), 2) == 16  # type: ignore[arg-type]
+    assert batches_per_process(Batches(1, True), 2) == 1  # type: ignore[arg-type]
+
+
+def test_each_process_draws_its_own_augmentation():
+    from headstart.device import derive_seed
+    from headstart.training.trainer import train_draws_seed
+
+    # the first process draws as a single process does (one-process runs are unchanged)
+    assert train_draws_seed(3, 2, 0) == derive_seed(3, "train draws, epoch 2")
+    seeds = {train_draws_seed(3, 2, p) for p in range(4)}
+    assert len(seeds) == 4
+    assert train_draws_seed(3, 1, 1) != train_draws_seed(3, 2, 1)

@@ -47,6 +47,12 @@ class Step:
         """Batches in an epoch (before gradient accumulation)."""
         raise NotImplementedError
 
+    def drops_last(self) -> bool:
+        """Whether the epoch's loader drops its last incomplete batch: several processes
+        then share only whole rounds of batches (Accelerate's sharding), so each takes
+        ``steps_per_epoch() // processes`` of them, not the rounded-up share."""
+        return False
+
     def loss(self, model: nn.Module, batch: Any) -> torch.Tensor:
         """The loss of ``batch`` (already on the model's device)."""
         raise NotImplementedError
@@ -108,6 +114,9 @@ class SupervisedStep(Step):
     def steps_per_epoch(self) -> int:
         n = len(self.dataset)  # type: ignore[arg-type]
         return n // self.batch_size if n > self.batch_size else 1
+
+    def drops_last(self) -> bool:
+        return len(self.dataset) > self.batch_size  # type: ignore[arg-type]
 
     def on_epoch_start(self, epoch: int, model: nn.Module) -> None:
         if self.eval_mode:

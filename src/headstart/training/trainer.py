@@ -43,6 +43,28 @@ def count_params(model: nn.Module) -> tuple[int, int]:
     return sum(p.numel() for p in model.parameters() if p.requires_grad), total
 
 
+def batches_per_process(step: Step, processes: int) -> int:
+    """The batches one of ``processes`` data-parallel processes takes in an epoch, as
+    Accelerate shards them: every process takes one batch per round; a loader that drops
+    its last incomplete batch drops an incomplete round too, any other repeats batches to
+    complete it. The learning-rate schedule counts these steps."""
+    batches = step.steps_per_epoch()
+    if processes <= 1:
+        return batches
+    if step.drops_last():
+        return max(1, batches // processes)
+    return math.ceil(batches / processes)
+
+
+def train_draws_seed(seed: int, epoch: int, process: int = 0) -> int:
+    """The seed of the process-wide generators (augmentation, dropout) for ``epoch`` on
+    data-parallel ``process``: each process draws its own (the same draws on every process
+    would crop, flip and drop out the examples at one position of every shard alike); the
+    first process draws as a single process does."""
+    name = f"train draws, epoch {epoch}" + (f", process {process}" if process else "")
+    return derive_seed(seed, name)
+
+
 class Trainer:
     """The one loop: every gradient step in headstart is taken here.
 
@@ -93,7 +115,7 @@ class Trainer:
         generator = torch.Generator()
         step, ctx = self._step(model, train_ds, strategy, step, ctx, acc.device)
         if strategy is not None and ctx is not None:
-            ctx.steps_per_epoch = step.steps_per_epoch()
+            ctx.steps_per_epoch = batches_per_process(step, acc.num_processes)
             with seeded(cfg.seed, "strategy setup"):  # modules it builds, draws it makes
                 strategy.setup(ctx)
         if tracking is not None:
@@ -182,7 +204,7 @@ class Trainer:
         saved = [{k: v.detach().clone() for k, v in m.state_dict().items()} for m in keep]
         trains = [[p.requires_grad for p in m.parameters()] for m in keep]
         if strategy is not None and ctx is not None:
-            ctx.steps_per_epoch = step.steps_per_epoch()
+            ctx.steps_per_epoch = batches_per_process(step, acc.num_processes)
             with seeded(cfg.seed, "strategy setup"):
                 strategy.setup(ctx)
         lrs: list[float] = []
@@ -263,7 +285,7 @@ class Trainer:
         optimizer = build_optimizer(groups, cfg)
         # each of several processes takes its shard of the batches: the schedule counts
         # the optimiser steps one process takes
-        per_process = math.ceil(step.steps_per_epoch() / acc.num_processes)
+        per_process = batches_per_process(step, acc.num_processes)
         steps_per_epoch = math.ceil(per_process / cfg.grad_accum)
         scheduler = build_scheduler(optimizer, cfg, steps_per_epoch, step.schedule)
         model, optimizer = acc.prepare(model, optimizer)
@@ -278,16 +300,17 @@ class Trainer:
             return self._finish(acc, model, best_state, state)
 
         for cb in self.callbacks:
-            cb.on_train_begin(state, cfg.epochs, step.steps_per_epoch())
+            cb.on_train_begin(state, cfg.epochs, per_process)
         base = acc.unwrap_model(model)
         for epoch in range(state.epoch + 1, cfg.epochs):
             t0 = time.perf_counter()
             # the epoch's order from a generator of its own; augmentation and dropout draw
             # from the process-wide generators, seeded here for this epoch alone: an epoch
             # depends on (seed, epoch) and on nothing drawn before it (setup, validation,
-            # an embedding pass), and a resumed run continues bit for bit
+            # an embedding pass), and a resumed run continues bit for bit; each of several
+            # processes draws its own
             generator.manual_seed(derive_seed(cfg.seed, f"train order, epoch {epoch}"))
-            seed_global(derive_seed(cfg.seed, f"train draws, epoch {epoch}"))
+            seed_global(train_draws_seed(cfg.seed, epoch, acc.process_index))
             raw = step.loader(epoch, generator)
             if id(raw) not in prepared:
                 prepared = {id(raw): acc.prepare(raw)}
