@@ -335,6 +335,11 @@ class Trainer:
                 for cb in self.callbacks:
                     cb.on_batch_end(state, loss_val)
             state.epoch = epoch
+            if acc.num_processes > 1:  # the mean over every process's batches
+                totals = acc.reduce(
+                    torch.tensor([loss_sum, float(n_batches)], device=acc.device), "sum"
+                )
+                loss_sum, n_batches = float(totals[0]), int(totals[1])
             logs = {
                 "epoch": epoch,
                 "train_loss": loss_sum / max(1, n_batches),
