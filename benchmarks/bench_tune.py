@@ -14,7 +14,10 @@ Four parts, each a set of separate ``headstart`` processes:
   on two threads, on one fixed space (fine-tuning, 3 epochs, learning rate and weight decay
   searched) so that every trial costs about the same;
 - ``ddp``: ``torchrun --nproc-per-node 2 -m headstart fit`` (gloo, batch 16 per process)
-  against one process at batch 32: test accuracy, macro-F1 and training images per second.
+  against one process at batch 32: test accuracy, macro-F1 and training images per second,
+  with the default augmentation (each process draws its own crops and flips, so the two
+  runs see different random views) and without augmentation (the same computation, up to
+  the order of floating-point sums).
 
     python benchmarks/bench_tune.py [--parts search,pruning,throughput,ddp]
         [--seeds 0,1,2] [--datasets fashion,bbc] [--trials 20] [--out runs/bench_tune]
@@ -58,6 +61,7 @@ THROUGHPUT_SPACE = (
 )
 THROUGHPUT_TRIALS = 6
 DDP_EPOCHS = 3
+DDP_AUGMENT = ("light", "none")  # the default augmentation, and none
 HERE = Path(__file__).parent
 CORES = os.cpu_count() or 1
 
@@ -98,6 +102,67 @@ def run_default(key: str, seed: int, root: Path) -> dict:
         "validation_policy": m.get("policy", {}).get("validation"),
         "seconds": seconds,
     }
+
+
+#: the plain baselines' data and backbones, as the command lines above give them
+PLAIN = {
+    "fashion": {"source": "fashion-mnist", "per_class": 50, "image_size": 64, "max_test": 2000,
+                "backbone": "efficientnet_lite0"},
+    "bbc": {"source": "bbc-news", "per_class": 20, "max_length": 128, "backbone": "minilm-l6"},
+}  # fmt: skip
+
+
+PLAIN_NAMES = {
+    "lr": "logistic regression, default C",
+    "lr_cv": "logistic regression, C by 5-fold CV",
+    "tfidf_lr": "TF-IDF + logistic regression (C 10)",
+}
+
+
+def run_plain(key: str) -> dict:
+    """The plainest strong baselines on the same splits: scikit-learn's logistic regression
+    (default C, and C by 5-fold cross-validation) on the backbone's frozen pooled features
+    of the training split, and TF-IDF + logistic regression for texts. Deterministic: one
+    cell per dataset."""
+    import warnings
+
+    from rich.console import Console
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression, LogisticRegressionCV
+    from sklearn.metrics import accuracy_score, f1_score
+    from sklearn.pipeline import make_pipeline
+
+    from headstart.backbones import create_backbone
+    from headstart.config import BackboneConfig, DataConfig
+    from headstart.data.loading import prepare_data
+    from headstart.features import EmbeddingCache, embed_samples
+
+    spec = dict(PLAIN[key])
+    backbone_name = spec.pop("backbone")
+    cfg = DataConfig(**spec)  # type: ignore[arg-type]
+    data = prepare_data(cfg, Console(quiet=True), progress=False)
+    backbone = create_backbone(BackboneConfig(name=backbone_name), len(data.train.classes),
+                               cfg.image_size, cfg.max_length)  # fmt: skip
+    cache = EmbeddingCache()
+    x_tr = embed_samples(backbone, data.train, cache, progress=False).numpy()
+    x_te = embed_samples(backbone, data.test, cache, progress=False).numpy()
+    y_tr, y_te = np.asarray(data.train.labels), np.asarray(data.test.labels)
+    models: dict[str, tuple] = {
+        "lr": (LogisticRegression(max_iter=5000), x_tr, x_te),
+        "lr_cv": (LogisticRegressionCV(Cs=10, cv=5, max_iter=5000), x_tr, x_te),
+    }
+    if hasattr(data.train, "texts"):
+        tfidf = make_pipeline(TfidfVectorizer(sublinear_tf=True, ngram_range=(1, 2)),
+                              LogisticRegression(max_iter=5000, C=10.0))  # fmt: skip
+        models["tfidf_lr"] = (tfidf, list(data.train.texts), list(data.test.texts))
+    row: dict = {"train_examples": len(y_tr), "test_examples": len(y_te)}
+    for name, (model, xa, xb) in models.items():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            pred = model.fit(xa, y_tr).predict(xb)
+        row[f"{name}_test_accuracy"] = float(accuracy_score(y_te, pred))
+        row[f"{name}_test_macro_f1"] = float(f1_score(y_te, pred, average="macro"))
+    return row
 
 
 def run_search(key: str, seed: int, root: Path, trials: int, pruner: str) -> dict:
@@ -149,12 +214,13 @@ def _free_port() -> str:
         return str(sock.getsockname()[1])
 
 
-def run_ddp(processes: int, seed: int, root: Path) -> dict:
-    out = fresh(root / "ddp" / f"processes-{processes}-{seed}")
+def run_ddp(processes: int, seed: int, root: Path, augment: str) -> dict:
+    out = fresh(root / "ddp" / f"processes-{processes}-{augment}-{seed}")
     batch = 32 // processes
     args = ["fit", *DATASETS["fashion"][1], "--strategy", "finetune", "--epochs",
             str(DDP_EPOCHS), "--patience", str(DDP_EPOCHS), "--batch-size", str(batch),
-            "--seed", str(seed), "--out", str(out), "--no-progress"]  # fmt: skip
+            "--augment", augment, "--seed", str(seed), "--out", str(out),
+            "--no-progress"]  # fmt: skip
     launcher = None
     if processes > 1:
         launcher = ["-m", "torch.distributed.run", "--nproc-per-node", str(processes),
@@ -168,6 +234,7 @@ def run_ddp(processes: int, seed: int, root: Path) -> dict:
     epoch_seconds = float(np.mean([h["seconds"] for h in epochs]))
     return {
         "processes": processes,
+        "augment": augment,
         "batch_per_process": batch,
         "effective_batch_size": m["params"]["train"].get("effective_batch_size", batch),
         "test_accuracy": m["test"]["accuracy"],
@@ -225,7 +292,19 @@ def write_tables(rows: list[dict], path: Path, trials: int) -> None:
                 f"{_ms([(r.get('counts') or {}).get('PRUNED') for r in rs], '.1f')} | "
                 f"{_ms([r['seconds'] for r in rs], '.0f')} |"
             )
-        lines += ["", "Per seed (test accuracy; the best trial's parameters):", ""]
+        for plain in _pick(rows, part="search", dataset=key, variant="plain"):
+            for short, name in PLAIN_NAMES.items():
+                if f"{short}_test_accuracy" in plain:
+                    lines.append(
+                        f"| plain: {name} | - | - | {plain[f'{short}_test_accuracy']:.4f} | "
+                        f"{plain[f'{short}_test_macro_f1']:.4f} | - | - | - |"
+                    )
+        lines += ["", "Plain rows: scikit-learn on the frozen pooled features (or TF-IDF) of "
+                  "the default's training split (for BBC News every labelled article: at 20 "
+                  "per class the default holds no validation split out, while the trials "
+                  "hold one out to score on), scored on the same test split; deterministic, "
+                  "one run.", "",
+                  "Per seed (test accuracy; the best trial's parameters):", ""]  # fmt: skip
         for r in sorted(default + tuned + unpruned, key=lambda r: (r["seed"], r["variant"])):
             extra = f" {r['best_params']}" if "best_params" in r else f" ({r['strategy']})"
             val = r["validation_macro_f1"]
@@ -243,29 +322,41 @@ def write_tables(rows: list[dict], path: Path, trials: int) -> None:
         for r in sorted(through, key=lambda r: r["workers"]):
             lines.append(f"| {r['workers']} | {r['threads_each']} | {r['trials']} | "
                          f"{r['seconds']:.0f} | {r['trials_per_hour']:.1f} |")  # fmt: skip
-    ddp = _pick(rows, part="ddp")
+    ddp = [r for r in _pick(rows, part="ddp") if "augment" in r]
     if ddp:
         lines += ["", "## Data-parallel fit (Fashion-MNIST, fine-tuning, global batch 32)", "",
                   f"{DDP_EPOCHS} epochs; `torchrun` with gloo, each process on one thread, "
                   "against one process on two threads. images/s: training images per "
-                  "epoch-second (an epoch's training and validation passes).", "",
-                  "| processes | batch per process | seeds | test accuracy | test macro-F1 | "
-                  "train s | images/s |", "|---|---|---|---|---|---|---|"]  # fmt: skip
-        for n in sorted({r["processes"] for r in ddp}):
-            rs = _pick(ddp, processes=n)
-            lines.append(
-                f"| {n} | {rs[0]['batch_per_process']} | {len(rs)} | "
-                f"{_ms([r['test_accuracy'] for r in rs])} | "
-                f"{_ms([r['test_macro_f1'] for r in rs])} | "
-                f"{_ms([r['train_seconds'] for r in rs], '.0f')} | "
-                f"{_ms([r['images_per_second'] for r in rs], '.1f')} |"
-            )
-        pairs = [(a, b) for a in _pick(ddp, processes=1) for b in _pick(ddp, processes=2)
-                 if a["seed"] == b["seed"]]  # fmt: skip
-        if pairs:
-            gap = [(a["seed"], 100 * (b["test_accuracy"] - a["test_accuracy"])) for a, b in pairs]
-            diffs = ", ".join(f"seed {seed} {d:+.1f}" for seed, d in gap)
-            lines += ["", f"2 processes minus 1, test accuracy in points: {diffs}."]
+                  "epoch-second (an epoch's training and validation passes). With "
+                  "augmentation each process draws its own crops and flips, so the runs "
+                  "differ by their random views; without, only by the order of sums.", "",
+                  "| augmentation | processes | batch per process | seeds | test accuracy | "
+                  "test macro-F1 | train s | images/s |",
+                  "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+        gaps = []
+        for augment in DDP_AUGMENT:
+            for n in (1, 2):
+                rs = _pick(ddp, processes=n, augment=augment)
+                if not rs:
+                    continue
+                lines.append(
+                    f"| {augment} | {n} | {rs[0]['batch_per_process']} | {len(rs)} | "
+                    f"{_ms([r['test_accuracy'] for r in rs])} | "
+                    f"{_ms([r['test_macro_f1'] for r in rs])} | "
+                    f"{_ms([r['train_seconds'] for r in rs], '.0f')} | "
+                    f"{_ms([r['images_per_second'] for r in rs], '.1f')} |"
+                )
+            pairs = [(a, b) for a in _pick(ddp, processes=1, augment=augment)
+                     for b in _pick(ddp, processes=2, augment=augment)
+                     if a["seed"] == b["seed"]]  # fmt: skip
+            if pairs:
+                diffs = ", ".join(
+                    f"seed {a['seed']} {100 * (b['test_accuracy'] - a['test_accuracy']):+.2f}"
+                    for a, b in pairs
+                )
+                gaps.append(f"augmentation {augment}: {diffs}")
+        if gaps:
+            lines += ["", "2 processes minus 1, test accuracy in points: " + "; ".join(gaps) + "."]
     path.write_text("\n".join(lines) + "\n")
 
 
@@ -293,10 +384,12 @@ def main() -> None:
     # whole seeds), then the unpruned searches
     cells: list[tuple[str, str, int, str]] = []
     if "ddp" in parts:
-        cells += [("ddp", "fashion", s, f"processes-{n}") for s in seeds for n in (1, 2)]
+        cells += [("ddp", "fashion", s, f"processes-{n}-{a}") for a in DDP_AUGMENT
+                  for s in seeds for n in (1, 2)]  # fmt: skip
     if "throughput" in parts:
         cells += [("throughput", "fashion", 0, f"workers-{n}") for n in (1, 2)]
     if "search" in parts:
+        cells += [("search", k, 0, "plain") for k in keys]
         cells += [("search", k, s, v) for s in seeds for k in keys
                   for v in ("default", "tune-median")]  # fmt: skip
     if "pruning" in parts:
@@ -305,11 +398,14 @@ def main() -> None:
         if (part, key, seed, variant) in done:
             continue
         if part == "ddp":
-            row = run_ddp(int(variant.split("-")[1]), seed, args.out)
+            _, n, augment = variant.split("-")
+            row = run_ddp(int(n), seed, args.out, augment)
         elif part == "throughput":
             row = run_throughput(int(variant.split("-")[1]), args.out)
         elif variant == "default":
             row = run_default(key, seed, args.out)
+        elif variant == "plain":
+            row = run_plain(key)
         else:
             row = run_search(key, seed, args.out, args.trials, variant.split("-")[1])
         row = {"part": part, "dataset": key, "seed": seed, "variant": variant, **row}
